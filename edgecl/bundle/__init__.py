@@ -1,0 +1,35 @@
+"""Model bundles: the unit that export writes and both device and cloud load.
+
+A bundle is a directory with ``manifest.json``, ``encoder.onnx`` (what the device runs),
+``encoder.pt2`` (the same encoder as a torch.export program, for the cloud) and
+``heads.npz``. :func:`load_bundle` verifies schema, sizes and sha256 of every file.
+:func:`export_bundle` needs ``edgecl[cloud]`` (torch); importing this package does not.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from edgecl.bundle._bundle import ModelBundle, load_bundle, write_bundle
+from edgecl.bundle._files import atomic_write_bytes, sha256_file
+from edgecl.bundle._manifest import SCHEMA_VERSION, InputSpec, Manifest
+
+__all__ = [
+    "SCHEMA_VERSION",
+    "InputSpec",
+    "Manifest",
+    "ModelBundle",
+    "atomic_write_bytes",
+    "export_bundle",
+    "load_bundle",
+    "sha256_file",
+    "write_bundle",
+]
+
+
+def __getattr__(name: str) -> Any:
+    if name == "export_bundle":  # imported lazily: it pulls in torch
+        from edgecl.bundle._export import export_bundle
+
+        return export_bundle
+    raise AttributeError(f"module 'edgecl.bundle' has no attribute {name!r}")

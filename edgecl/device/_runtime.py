@@ -1,0 +1,134 @@
+"""DeviceRuntime: a frozen ONNX encoder, numpy heads, validated and thread-safe predict."""
+
+from __future__ import annotations
+
+import os
+import threading
+from typing import Any
+
+import numpy as np
+
+from edgecl._exceptions import BundleError, ConfigError, EdgeclError, require
+from edgecl.bundle import ModelBundle, load_bundle
+from edgecl.device._prediction import Prediction
+from edgecl.device._state import ModelState
+from edgecl.device._validate import InputValidator
+
+
+def softmax(logits: np.ndarray) -> np.ndarray:
+    """Row-wise softmax, computed in place on a copy of ``logits``."""
+    z = logits - logits.max(axis=1, keepdims=True)
+    np.exp(z, out=z)
+    z /= z.sum(axis=1, keepdims=True)
+    return z
+
+
+class DeviceRuntime:
+    """Runs a bundle on a device: no torch, only onnxruntime and numpy.
+
+    Many threads may call :meth:`predict` at once. The trainable parts live in one
+    immutable :class:`ModelState` reference, replaced atomically by :meth:`swap_state`.
+
+    Examples
+    --------
+    >>> rt = DeviceRuntime.open("bundle_dir", threads=1)          # doctest: +SKIP
+    >>> pred = rt.predict(images)                                 # doctest: +SKIP
+    >>> pred.labels, pred.confidence, pred.state_version          # doctest: +SKIP
+    """
+
+    def __init__(self, bundle: ModelBundle, session: Any, *, max_batch: int = 1024) -> None:
+        self.bundle = bundle
+        self._session = session
+        self._input_name = session.get_inputs()[0].name
+        self._output_names = [session.get_outputs()[0].name]
+        self._validator = InputValidator(bundle.input_spec, max_batch=max_batch)
+        self._swap_lock = threading.Lock()
+        self._state = ModelState(version=0, encoder_sha256=bundle.encoder_sha256,
+                                 head=bundle.head)
+
+    @classmethod
+    def open(cls, bundle_dir: str | os.PathLike[str], *, threads: int | None = None,
+             max_batch: int = 1024, verify_hashes: bool = True) -> DeviceRuntime:
+        """Load and verify a bundle and start an onnxruntime session for its encoder.
+
+        ``threads`` pins onnxruntime's intra-op threads (default: onnxruntime's choice).
+        """
+        ort = require("onnxruntime", "device")
+        bundle = load_bundle(bundle_dir, verify_hashes=verify_hashes)
+        if threads is not None and threads < 1:
+            raise ConfigError(f"threads must be >= 1, got {threads}")
+        opts = ort.SessionOptions()
+        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        opts.inter_op_num_threads = 1
+        if threads is not None:
+            opts.intra_op_num_threads = int(threads)
+        try:
+            session = ort.InferenceSession(str(bundle.encoder_onnx), sess_options=opts,
+                                           providers=["CPUExecutionProvider"])
+        except Exception as exc:  # onnxruntime raises its own untyped errors
+            raise BundleError(f"onnxruntime cannot load the encoder ({exc})",
+                              path=str(bundle.encoder_onnx)) from exc
+        return cls(bundle, session, max_batch=max_batch)
+
+    @property
+    def state(self) -> ModelState:
+        """The current model state (one atomic read)."""
+        return self._state
+
+    @property
+    def class_names(self) -> tuple[str, ...]:
+        """Class names in output order."""
+        return self.bundle.class_names
+
+    def predict(self, images: np.ndarray, *, return_features: bool = False) -> Prediction:
+        """Classify one image ``(C, H, W)`` or a batch ``(N, C, H, W)``.
+
+        Raises :class:`~edgecl.InvalidInput` for input that does not match the bundle's
+        input spec; the runtime keeps serving.
+        """
+        state = self._state
+        x = self._validator.check(images)
+        if state.prompt is not None:
+            x = x + state.prompt
+        feats = self.encode_checked(x)
+        if state.adapter is not None:
+            feats = state.adapter.apply(feats)
+        logits = state.head.logits(feats)
+        probs = softmax(logits)
+        labels = probs.argmax(axis=1)
+        return Prediction(
+            labels=labels,
+            probabilities=probs,
+            confidence=probs[np.arange(labels.shape[0]), labels],
+            logits=logits,
+            state_version=state.version,
+            features=feats if return_features else None,
+        )
+
+    def encode(self, images: np.ndarray) -> np.ndarray:
+        """Validated raw encoder features ``(N, D)`` (no prompt, no adapter)."""
+        return self.encode_checked(self._validator.check(images))
+
+    def encode_checked(self, x: np.ndarray) -> np.ndarray:
+        """Encoder features for an already validated ``(N, C, H, W)`` float32 batch."""
+        try:
+            return self._session.run(self._output_names, {self._input_name: x})[0]
+        except Exception as exc:
+            raise EdgeclError(f"encoder inference failed: {exc}") from exc
+
+    def swap_state(self, new_state: ModelState) -> ModelState:
+        """Atomically make ``new_state`` current and return the previous one.
+
+        The new state must fit this encoder and have a higher version. In-flight
+        predictions finish with the state they started with.
+        """
+        spec = self.bundle.input_spec
+        new_state.check_compatible(spec.shape, self.bundle.manifest.feature_dim,
+                                   self.bundle.encoder_sha256)
+        with self._swap_lock:
+            old = self._state
+            if new_state.version <= old.version:
+                raise ConfigError(f"state version {new_state.version} is not newer than "
+                                  f"the current {old.version}")
+            self._state = new_state
+        return old

@@ -1,0 +1,70 @@
+"""ModelState: everything predict uses besides the frozen encoder, immutable and versioned."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from edgecl._exceptions import ConfigError
+from edgecl.heads import Head, LowRankAdapter
+
+
+@dataclass(frozen=True)
+class ModelState:
+    """An immutable snapshot of the trainable parts: prompt, adapter and head.
+
+    A runtime holds exactly one reference to its current state; ``predict`` reads it once,
+    so one call never mixes two versions. Change a state with :meth:`evolve`, which
+    validates and returns a new object.
+
+    Attributes
+    ----------
+    version : int
+        Monotonic version; 0 is the bundle as exported.
+    encoder_sha256 : str
+        sha256 of the ONNX encoder this state was made for.
+    head : Head
+        The classifier on (adapted) features.
+    adapter : LowRankAdapter or None
+        Optional residual feature correction applied before the head.
+    prompt : ndarray or None
+        Optional additive visual prompt, shaped like one input sample, in raw input space.
+    """
+
+    version: int
+    encoder_sha256: str
+    head: Head
+    adapter: LowRankAdapter | None = None
+    prompt: np.ndarray | None = None
+    metadata: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.adapter is not None and self.adapter.feature_dim != self.head.feature_dim:
+            raise ConfigError(f"adapter works on {self.adapter.feature_dim} features, head "
+                              f"takes {self.head.feature_dim}")
+        if self.prompt is not None:
+            prompt = np.array(self.prompt, dtype=np.float32, copy=True)
+            if not np.isfinite(prompt).all():
+                raise ConfigError("prompt contains NaN or inf")
+            prompt.setflags(write=False)
+            object.__setattr__(self, "prompt", prompt)
+
+    def check_compatible(self, input_shape: tuple[int, ...], feature_dim: int,
+                         encoder_sha256: str) -> None:
+        """Raise :class:`ConfigError` unless this state fits the given encoder."""
+        if self.encoder_sha256 != encoder_sha256:
+            raise ConfigError("state was made for another encoder "
+                              f"({self.encoder_sha256[:12]} != {encoder_sha256[:12]})")
+        if self.head.feature_dim != feature_dim:
+            raise ConfigError(f"head takes {self.head.feature_dim} features, encoder gives "
+                              f"{feature_dim}")
+        if self.prompt is not None and self.prompt.shape != tuple(input_shape):
+            raise ConfigError(f"prompt has shape {self.prompt.shape}, inputs are {input_shape}")
+
+    def evolve(self, **changes: Any) -> ModelState:
+        """A new state with ``changes`` applied (``version`` defaults to this one + 1)."""
+        changes.setdefault("version", self.version + 1)
+        return dataclasses.replace(self, **changes)

@@ -1,0 +1,29 @@
+"""Small numpy heads on top of a frozen encoder (no torch).
+
+A :class:`Head` maps encoder features to class logits; a :class:`LowRankAdapter`
+corrects features before the head. Kinds live in a registry::
+
+    >>> from edgecl.heads import list_heads
+    >>> list_heads()
+    ['cosine', 'linear']
+"""
+
+from __future__ import annotations
+
+from edgecl.heads._adapter import LowRankAdapter
+from edgecl.heads._base import Head
+from edgecl.heads._cosine import CosineHead, l2_normalise
+from edgecl.heads._linear import LinearHead
+from edgecl.heads._registry import create_head, head_from_spec, list_heads, register_head
+
+__all__ = [
+    "CosineHead",
+    "Head",
+    "LinearHead",
+    "LowRankAdapter",
+    "create_head",
+    "head_from_spec",
+    "l2_normalise",
+    "list_heads",
+    "register_head",
+]
