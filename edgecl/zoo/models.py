@@ -77,10 +77,10 @@ class EdgeEncoder(nn.Module):
 
     def __init__(self) -> None:
         super().__init__()
-        plan = [(16, 32, 2), (32, 64, 2), (64, 128, 2), (128, 256, 1), (256, 512, 2),
-                (512, 1024, 1), (1024, 1024, 2), (1024, 1024, 1)]
-        self.stem = nn.Sequential(nn.Conv2d(3, 16, 4, stride=4, bias=False),
-                                  nn.BatchNorm2d(16), nn.ReLU6())
+        plan = [(32, 64, 2), (64, 128, 2), (128, 128, 1), (128, 256, 2), (256, 512, 2),
+                (512, 1024, 1), (1024, 1024, 1), (1024, 1024, 2)]
+        self.stem = nn.Sequential(nn.Conv2d(3, 32, 3, stride=2, padding=1, bias=False),
+                                  nn.BatchNorm2d(32), nn.ReLU6())
         self.blocks = nn.Sequential(*[_dw_separable(a, b, s) for a, b, s in plan])
         self.pool = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten())
         self.feature_dim = 1024

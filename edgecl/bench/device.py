@@ -1,0 +1,148 @@
+"""``edgecl bench device``: SDK predict vs bare onnxruntime vs torch eager, and peak RSS."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edgecl.bench._timing import interleaved, summary_ms
+
+
+def bench_device(*, calls: int = 200, warmup: int = 20, threads: int = 1,
+                 zoo_variant: str = "full", home: str | None = None,
+                 progress: bool = True) -> dict[str, Any]:
+    """Measure the ``tiny`` (zoo student) and ``edge`` encoders; see README for the keys."""
+    import torch
+
+    from edgecl.zoo import build_zoo, edge_bundle
+    from edgecl.zoo.edge import edge_modules
+
+    torch.set_num_threads(threads)
+    zoo = build_zoo(zoo_variant, home=home, progress=progress)
+    edge_path = edge_bundle(home)
+    student_program = torch.export.load(str(zoo.student_bundle / "encoder.pt2")).module()
+    student_head = _torch_head(torch, zoo.student_bundle)
+    encoder, head = edge_modules()
+    result: dict[str, Any] = {
+        "threads": threads, "calls": calls, "warmup": warmup,
+        "machine": _machine(), "torch_reference": {
+            "tiny": "the bundle's torch.export mirror (encoder.pt2) + torch Linear head",
+            "edge": "the EdgeEncoder nn.Module + torch Linear head, eval mode"},
+    }
+    for name, path, eager in (
+        ("tiny", zoo.student_bundle, lambda x: student_head(student_program(x))),
+        ("edge", edge_path, lambda x: head(encoder(x))),
+    ):
+        if progress:
+            print(f"bench device: {name} ...", file=sys.stderr, flush=True)
+        result[name] = _bench_model(path, eager, calls=calls, warmup=warmup, threads=threads)
+    result["rss_mb"] = peak_rss_mb(edge_path, threads=threads)
+    result["rss_mb_b32"] = peak_rss_mb(edge_path, threads=threads, batches=(1, 32))
+    result["rss_note"] = ("peak RSS (VmHWM) of a fresh device-only process serving edge at "
+                          "batch 1; rss_mb_b32 also runs batch 32")
+    return result
+
+
+def _torch_head(torch: Any, bundle: Path) -> Any:
+    from edgecl.bundle import load_bundle
+
+    b = load_bundle(bundle)
+    arrays = b.head.arrays()
+    lin = torch.nn.Linear(b.head.feature_dim, b.head.num_classes)
+    with torch.no_grad():
+        lin.weight.copy_(torch.from_numpy(np.array(arrays["weight"])))
+        lin.bias.copy_(torch.from_numpy(np.array(arrays["bias"])))
+    return lin.eval()
+
+
+def _bench_model(path: Path, eager: Any, *, calls: int, warmup: int,
+                 threads: int) -> dict[str, float]:
+    import onnxruntime as ort
+    import torch
+
+    from edgecl.device import DeviceRuntime
+
+    rt = DeviceRuntime.open(path, threads=threads)
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = threads
+    opts.inter_op_num_threads = 1
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    bare = ort.InferenceSession(str(rt.bundle.encoder_onnx), sess_options=opts,
+                                providers=["CPUExecutionProvider"])
+    in_name = bare.get_inputs()[0].name
+    lo, hi = rt.bundle.input_spec.value_range
+    out: dict[str, float] = {}
+    for batch in (1, 32):
+        rng = np.random.default_rng(batch)
+        x = (lo + (hi - lo) * rng.random((batch, *rt.bundle.input_spec.shape))).astype(np.float32)
+        xt = torch.from_numpy(x)
+
+        def run_torch(xt: Any = xt) -> Any:
+            with torch.inference_mode():
+                return eager(xt)
+
+        times = interleaved({
+            "sdk": lambda x=x: rt.predict(x),
+            "ort": lambda x=x: bare.run(None, {in_name: x}),
+            "torch": run_torch,
+        }, calls=calls, warmup=warmup)
+        for key, samples in times.items():
+            med, p99 = summary_ms(samples)
+            out[f"{key}_ms_b{batch}"] = round(med, 4)
+            out[f"{key}_p99_ms_b{batch}"] = round(p99, 4)
+        out[f"overhead_b{batch}"] = round(out[f"sdk_ms_b{batch}"] / out[f"ort_ms_b{batch}"], 4)
+    out["added_us_b1"] = round((out["sdk_ms_b1"] - out["ort_ms_b1"]) * 1e3, 2)
+    return out
+
+
+_RSS_CHILD = """
+import json, resource, sys
+import numpy as np
+from edgecl.device import DeviceRuntime
+rt = DeviceRuntime.open(sys.argv[1], threads=int(sys.argv[2]))
+shape = rt.bundle.input_spec.shape
+rng = np.random.default_rng(0)
+for batch in (int(b) for b in sys.argv[3].split(",")):
+    x = rng.random((batch, *shape), dtype=np.float32)
+    for _ in range(20):
+        rt.predict(x)
+heavy = [m for m in ("torch", "onnxscript") if m in sys.modules]
+# VmHWM is this process's own peak; ru_maxrss would include the parent's at fork/exec.
+hwm = [l for l in open("/proc/self/status") if l.startswith("VmHWM:")]
+kb = int(hwm[0].split()[1]) if hwm else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+print(json.dumps({"rss_kb": kb, "heavy": heavy}))
+"""
+
+
+def peak_rss_mb(bundle: Path, *, threads: int = 1, batches: tuple[int, ...] = (1,)) -> float:
+    """Peak RSS (MB) of a fresh device-only process that opens ``bundle`` and predicts."""
+    env = dict(os.environ)
+    proc = subprocess.run([sys.executable, "-c", _RSS_CHILD, str(bundle), str(threads),
+                           ",".join(str(b) for b in batches)],
+                          capture_output=True, text=True, check=True, env=env)
+    info = json.loads(proc.stdout.strip().splitlines()[-1])
+    if info["heavy"]:
+        raise RuntimeError(f"device process imported {info['heavy']}")
+    return round(info["rss_kb"] / 1024.0, 1)
+
+
+def _machine() -> dict[str, Any]:
+    model = "unknown"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    import onnxruntime
+    import torch
+
+    return {"cpus": os.cpu_count(), "cpu_model": model, "onnxruntime": onnxruntime.__version__,
+            "torch": torch.__version__, "numpy": np.__version__}

@@ -1,0 +1,160 @@
+"""The ``edgecl`` command: ``zoo``, ``export``, ``bundle``, ``bench``, ``demo``."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+from edgecl._exceptions import ConfigError, EdgeclError
+
+
+def _floats(text: str) -> list[float]:
+    return [float(v) for v in text.split(",") if v.strip()]
+
+
+def _ints(text: str) -> list[int]:
+    return [int(v) for v in text.split(",") if v.strip()]
+
+
+def cmd_zoo_build(args: argparse.Namespace) -> int:
+    from edgecl.zoo import build_zoo
+
+    zoo = build_zoo(args.variant, home=args.home, force=args.force, progress=not args.json)
+    if args.json:
+        print(json.dumps(zoo.report, indent=2, sort_keys=True))
+        return 0
+    from edgecl.zoo.report import format_zoo_report
+
+    print(format_zoo_report(zoo))
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    """Export ``module:factory`` (returning an encoder, or (encoder, head)) as a bundle."""
+    import numpy as np
+
+    from edgecl.bundle import export_bundle
+
+    module_name, _, attr = args.model.partition(":")
+    if not attr:
+        raise ConfigError("MODEL must look like 'package.module:factory'")
+    factory = getattr(importlib.import_module(module_name), attr)
+    built = factory()
+    encoder, head = built if isinstance(built, tuple) else (built, None)
+    if head is None:
+        raise ConfigError("the factory must return (encoder, head)")
+    shape = _ints(args.input_shape)
+    lo, hi = _floats(args.value_range)
+    example = np.random.default_rng(0).uniform(lo, hi, size=shape).astype(np.float32)
+    real = np.load(args.real_inputs) if args.real_inputs else None
+    bundle = export_bundle(
+        encoder, head, example, args.out,
+        class_names=args.classes.split(",") if args.classes else None,
+        value_range=(lo, hi), mean=_floats(args.mean) if args.mean else None,
+        std=_floats(args.std) if args.std else None, real_inputs=real,
+        tolerance=args.tolerance, overwrite=args.overwrite)
+    print(json.dumps({"bundle": str(bundle.path), "encoder_sha256": bundle.encoder_sha256,
+                      "export_check": bundle.manifest.export_check}, indent=2))
+    return 0
+
+
+def cmd_bundle_verify(args: argparse.Namespace) -> int:
+    from edgecl.bundle import load_bundle
+
+    bundle = load_bundle(args.path)
+    m = bundle.manifest
+    print(json.dumps({"ok": True, "name": m.name, "encoder_sha256": m.encoder_sha256,
+                      "input": m.input.to_dict(), "classes": list(m.class_names),
+                      "head": m.head, "files": m.files}, indent=2))
+    return 0
+
+
+def cmd_bench_device(args: argparse.Namespace) -> int:
+    from edgecl.bench.device import bench_device
+
+    result = bench_device(calls=args.calls, warmup=args.warmup, threads=args.threads,
+                          zoo_variant=args.variant, home=args.home, progress=not args.json)
+    print(json.dumps(result, indent=None if args.json else 2, sort_keys=True))
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from edgecl.demo import run_demo
+
+    return run_demo(variant=args.variant, home=args.home, samples=args.samples,
+                    severity=args.severity)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of the ``edgecl`` command."""
+    p = argparse.ArgumentParser(prog="edgecl", description=__doc__)
+    sub = p.add_subparsers(dest="command", required=True)
+
+    def common(sp: argparse.ArgumentParser) -> None:
+        sp.add_argument("--home", default=None, help="cache root (default $EDGECL_HOME or "
+                        "~/.cache/edgecl)")
+        sp.add_argument("--variant", default="full", choices=["full", "tiny"],
+                        help="zoo recipe (tiny: a fast variant for tests)")
+
+    zoo = sub.add_parser("zoo", help="reference data and models").add_subparsers(
+        dest="zoo_command", required=True)
+    zb = zoo.add_parser("build", help="train, export and evaluate the reference models")
+    common(zb)
+    zb.add_argument("--force", action="store_true", help="rebuild even if cached")
+    zb.add_argument("--json", action="store_true", help="print the report as JSON")
+    zb.set_defaults(func=cmd_zoo_build)
+
+    ex = sub.add_parser("export", help="export a torch encoder + head as a bundle")
+    ex.add_argument("model", help="'package.module:factory' returning (encoder, head)")
+    ex.add_argument("--out", required=True, help="bundle directory to create")
+    ex.add_argument("--input-shape", required=True, help="per-sample shape, e.g. 3,224,224")
+    ex.add_argument("--value-range", default="0,1", help="raw input range, e.g. 0,1")
+    ex.add_argument("--mean", help="per-channel mean baked into the graph, e.g. 0.5,0.5,0.5")
+    ex.add_argument("--std", help="per-channel std baked into the graph")
+    ex.add_argument("--classes", help="comma-separated class names")
+    ex.add_argument("--real-inputs", help=".npy file of real samples for the parity check")
+    ex.add_argument("--tolerance", type=float, default=1e-4)
+    ex.add_argument("--overwrite", action="store_true")
+    ex.set_defaults(func=cmd_export)
+
+    bun = sub.add_parser("bundle", help="inspect bundles").add_subparsers(
+        dest="bundle_command", required=True)
+    bv = bun.add_parser("verify", help="verify schema and hashes of a bundle")
+    bv.add_argument("path")
+    bv.set_defaults(func=cmd_bundle_verify)
+
+    bench = sub.add_parser("bench", help="benchmarks").add_subparsers(
+        dest="bench_command", required=True)
+    bd = bench.add_parser("device", help="SDK vs bare onnxruntime vs torch eager")
+    common(bd)
+    bd.add_argument("--json", action="store_true", help="one JSON object on stdout")
+    bd.add_argument("--calls", type=int, default=200, help="timed calls per measurement")
+    bd.add_argument("--warmup", type=int, default=20)
+    bd.add_argument("--threads", type=int, default=1, help="intra-op threads (ORT and torch)")
+    bd.set_defaults(func=cmd_bench_device)
+
+    dm = sub.add_parser("demo", help="build the zoo and run the device over a drifting stream")
+    common(dm)
+    dm.add_argument("--samples", type=int, default=300, help="samples per domain")
+    dm.add_argument("--severity", type=int, default=5)
+    dm.set_defaults(func=cmd_demo)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``edgecl`` console command."""
+    args = build_parser().parse_args(argv)
+    try:
+        result: Any = args.func(args)
+    except EdgeclError as exc:
+        print(f"edgecl: error: {exc}", file=sys.stderr)
+        return 2
+    return int(result or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
