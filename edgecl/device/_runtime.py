@@ -76,6 +76,11 @@ class DeviceRuntime:
         return self._state
 
     @property
+    def onnx_session(self) -> Any:
+        """The underlying ``onnxruntime.InferenceSession`` (read-only use, e.g. benchmarks)."""
+        return self._session
+
+    @property
     def class_names(self) -> tuple[str, ...]:
         """Class names in output order."""
         return self.bundle.class_names

@@ -42,7 +42,9 @@ class LinearHead(Head):
 
     def logits(self, features: np.ndarray) -> np.ndarray:
         self._check_features(features)
-        return features @ self._weight_t + self.bias
+        out = np.dot(features, self._weight_t)
+        out += self.bias
+        return out
 
     def arrays(self) -> dict[str, np.ndarray]:
         return {"weight": self.weight, "bias": self.bias}

@@ -9,7 +9,7 @@ from edgecl._exceptions import BundleError
 from edgecl.bundle import load_bundle
 from edgecl.zoo.paths import default_home
 
-EDGE_VERSION = 2
+EDGE_VERSION = 4
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
@@ -49,4 +49,4 @@ def edge_modules():  # -> tuple[EdgeEncoder, torch.nn.Linear]
         for m in encoder.modules():
             if isinstance(m, torch.nn.BatchNorm2d):
                 m.running_var.uniform_(0.5, 2.0)
-    return encoder, torch.nn.Linear(encoder.feature_dim, 100)
+    return encoder, torch.nn.Linear(encoder.feature_dim, 10)

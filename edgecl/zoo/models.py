@@ -73,12 +73,12 @@ def _dw_separable(cin: int, cout: int, stride: int) -> nn.Sequential:
 
 
 class EdgeEncoder(nn.Module):
-    """MobileNet-style depthwise-separable encoder for 3x224x224 images (about 3M params)."""
+    """MobileNet-style depthwise-separable encoder for 3x224x224 images (2.9M params, ~0.3 GMAC)."""
 
     def __init__(self) -> None:
         super().__init__()
-        plan = [(32, 64, 2), (64, 128, 2), (128, 128, 1), (128, 256, 2), (256, 512, 2),
-                (512, 1024, 1), (1024, 1024, 1), (1024, 1024, 2)]
+        plan = [(32, 64, 1), (64, 128, 2), (128, 128, 1), (128, 256, 2), (256, 512, 2),
+                (512, 1024, 2), (1024, 1024, 1), (1024, 1024, 1)]
         self.stem = nn.Sequential(nn.Conv2d(3, 32, 3, stride=2, padding=1, bias=False),
                                   nn.BatchNorm2d(32), nn.ReLU6())
         self.blocks = nn.Sequential(*[_dw_separable(a, b, s) for a, b, s in plan])

@@ -49,9 +49,9 @@ class ZooRecipe:
 RECIPES: dict[str, ZooRecipe] = {
     "full": ZooRecipe(),
     # For tests: the same pipeline, small models, a fraction of the data, few epochs.
-    "tiny": ZooRecipe(variant="tiny", student_channels=(8, 16, 32), student_epochs=3,
-                      teacher_width=16, teacher_hidden=64, teacher_epochs=2,
-                      teacher_aug_copies=1, teacher_aug_per_epoch=1.0, train_fraction=0.3),
+    "tiny": ZooRecipe(variant="tiny", student_channels=(8, 16, 32), student_epochs=8,
+                      teacher_width=16, teacher_hidden=96, teacher_epochs=3,
+                      teacher_aug_copies=1, teacher_aug_per_epoch=1.0, train_fraction=0.5),
 }
 
 

@@ -133,6 +133,6 @@ def torch_accuracy(model: nn.Module, images: np.ndarray, labels: np.ndarray,
     model.eval()
     correct = 0
     for s in range(0, len(labels), batch_size):
-        out = model(torch.from_numpy(np.ascontiguousarray(images[s:s + batch_size])))
+        out = model(torch.from_numpy(np.array(images[s:s + batch_size], copy=True)))
         correct += int((out.argmax(1).numpy() == labels[s:s + batch_size]).sum())
     return correct / max(1, len(labels))
