@@ -15,10 +15,10 @@ from edgecl.bundle._files import atomic_write_bytes, sha256_file
 from edgecl.bundle._manifest import SCHEMA_VERSION, InputSpec, Manifest
 
 __all__ = [
-    "SCHEMA_VERSION",
     "InputSpec",
     "Manifest",
     "ModelBundle",
+    "SCHEMA_VERSION",
     "atomic_write_bytes",
     "export_bundle",
     "load_bundle",

@@ -7,7 +7,7 @@ import shutil
 import tempfile
 import zipfile
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -158,7 +158,7 @@ def write_bundle(
             files=files,
             encoder_sha256=files[ENCODER_ONNX]["sha256"],
             created_by=f"edgecl {__version__}",
-            created_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            created_at=datetime.now(UTC).isoformat(timespec="seconds"),
             export_check=export_check or {},
             extra=extra or {},
         )
