@@ -1,8 +1,7 @@
 """The device runtime: a frozen ONNX encoder and numpy heads, with no torch.
 
->>> import sys, edgecl.device
->>> "torch" in sys.modules
-False
+Importing this package pulls in numpy and onnxruntime only (a test checks it in a fresh
+process). See :class:`DeviceRuntime` for an example.
 """
 
 from __future__ import annotations
