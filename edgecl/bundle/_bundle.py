@@ -27,6 +27,7 @@ from edgecl.bundle._manifest import (
 from edgecl.heads import Head, head_from_spec
 
 _HEAD_PREFIX = "head/"
+MAX_MANIFEST_BYTES = 4 << 20
 
 
 @dataclass(frozen=True)
@@ -74,6 +75,8 @@ def load_bundle(path: str | os.PathLike[str], *, verify_hashes: bool = True) -> 
         raise BundleError("not a bundle directory", path=str(root))
     mpath = root / MANIFEST
     try:
+        if mpath.stat().st_size > MAX_MANIFEST_BYTES:
+            raise BundleError(f"larger than {MAX_MANIFEST_BYTES} bytes", path=str(mpath))
         text = mpath.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise BundleError("missing manifest.json", path=str(mpath)) from None

@@ -103,3 +103,11 @@ def test_head_disagreeing_with_manifest(bundle_copy):
     rewrite_manifest(bundle_copy, lambda d: d.update(class_names=["a", "b"]))
     with pytest.raises(BundleError, match="heads.npz"):
         load_bundle(bundle_copy)
+
+
+def test_oversized_manifest_refused_without_reading_it(bundle_copy):
+    path = bundle_copy / "manifest.json"
+    with open(path, "ab") as f:
+        f.truncate(5 << 20)
+    with pytest.raises(BundleError, match="manifest.json: larger than"):
+        load_bundle(bundle_copy)
