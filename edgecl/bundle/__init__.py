@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from edgecl.bundle._bundle import ModelBundle, load_bundle, write_bundle
+from edgecl.bundle._bundle import ModelBundle, add_bundle_files, load_bundle, write_bundle
 from edgecl.bundle._files import atomic_write_bytes, sha256_file
 from edgecl.bundle._manifest import SCHEMA_VERSION, InputSpec, Manifest
 
@@ -19,6 +19,7 @@ __all__ = [
     "Manifest",
     "ModelBundle",
     "SCHEMA_VERSION",
+    "add_bundle_files",
     "atomic_write_bytes",
     "export_bundle",
     "load_bundle",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import shutil
 import tempfile
@@ -165,19 +166,51 @@ def write_bundle(
             export_check=export_check or {},
             extra=extra or {},
         )
-        (tmp / MANIFEST).write_text(manifest.to_json(), encoding="utf-8")
-        for fname in (*files, MANIFEST):
-            with open(tmp / fname, "rb") as f:
-                os.fsync(f.fileno())
-        if out.exists():
-            old = out.with_name(f".{out.name}-old-{os.getpid()}")
-            os.replace(out, old)
-            os.replace(tmp, out)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, out)
-        fsync_dir(out.parent)
+        _commit_dir(tmp, out, manifest)
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
     return load_bundle(out)
+
+
+def add_bundle_files(bundle_dir: str | os.PathLike[str], files: dict[str, bytes]) -> ModelBundle:
+    """Add or replace optional files (e.g. ``ood.npz``) in a bundle, re-hashing the manifest.
+
+    The bundle is verified first; the change is made in a copy that replaces the folder
+    with renames, so a crash leaves either the old or the new bundle, never a mix.
+    """
+    for name in files:
+        if name in (MANIFEST, ENCODER_ONNX, ENCODER_PT2, HEADS):
+            raise ConfigError(f"{name} is a core bundle file; export a new bundle instead")
+        if not name or "/" in name or "\\" in name or name.startswith("."):
+            raise ConfigError(f"{name!r} is not a plain file name")
+    bundle = load_bundle(bundle_dir)
+    out = bundle.path
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}-", dir=out.parent))
+    try:
+        shutil.copytree(out, tmp, dirs_exist_ok=True)
+        entries = dict(bundle.manifest.files)
+        for name, data in files.items():
+            (tmp / name).write_bytes(data)
+            entries[name] = {"sha256": sha256_file(tmp / name), "bytes": len(data)}
+        _commit_dir(tmp, out, dataclasses.replace(bundle.manifest, files=entries))
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    return load_bundle(out)
+
+
+def _commit_dir(tmp: Path, out: Path, manifest: Manifest) -> None:
+    """Write the manifest into ``tmp``, fsync everything, and swap ``tmp`` into ``out``."""
+    (tmp / MANIFEST).write_text(manifest.to_json(), encoding="utf-8")
+    for fname in (*manifest.files, MANIFEST):
+        with open(tmp / fname, "rb") as f:
+            os.fsync(f.fileno())
+    if out.exists():
+        old = out.with_name(f".{out.name}-old-{os.getpid()}")
+        os.replace(out, old)
+        os.replace(tmp, out)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.replace(tmp, out)
+    fsync_dir(out.parent)

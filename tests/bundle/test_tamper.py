@@ -111,3 +111,19 @@ def test_oversized_manifest_refused_without_reading_it(bundle_copy):
         f.truncate(5 << 20)
     with pytest.raises(BundleError, match="manifest.json: larger than"):
         load_bundle(bundle_copy)
+
+
+def test_add_optional_file_is_hashed_and_verified(bundle_copy):
+    from edgecl import ConfigError
+    from edgecl.bundle import add_bundle_files
+
+    bundle = add_bundle_files(bundle_copy, {"ood.npz": b"detector state"})
+    assert bundle.manifest.files["ood.npz"]["bytes"] == len(b"detector state")
+    assert (bundle_copy / "ood.npz").read_bytes() == b"detector state"
+    flip_byte(bundle_copy / "ood.npz", 3)
+    with pytest.raises(BundleError, match="ood.npz: sha256 mismatch"):
+        load_bundle(bundle_copy)
+    with pytest.raises(BundleError):  # a damaged bundle is not silently re-hashed
+        add_bundle_files(bundle_copy, {"ood.npz": b"other"})
+    with pytest.raises(ConfigError, match="core bundle file"):
+        add_bundle_files(bundle_copy, {"encoder.onnx": b"x"})
