@@ -8,7 +8,14 @@ from __future__ import annotations
 
 from edgecl.device._prediction import Prediction
 from edgecl.device._runtime import DeviceRuntime, softmax
-from edgecl.device._state import ModelState
+from edgecl.device._state import ModelState, OODScorer
 from edgecl.device._validate import InputValidator
 
-__all__ = ["DeviceRuntime", "InputValidator", "ModelState", "Prediction", "softmax"]
+__all__ = [
+    "DeviceRuntime",
+    "InputValidator",
+    "ModelState",
+    "OODScorer",
+    "Prediction",
+    "softmax",
+]

@@ -25,6 +25,10 @@ class Prediction:
         Version of the ModelState that produced every row of this prediction.
     features : ndarray (N, D) or None
         Encoder features after the adapter, when requested.
+    ood_score : ndarray (N,) or None
+        Score of the state's OOD detector (higher = more out-of-distribution), if any.
+    is_ood : ndarray (N,) bool or None
+        ``ood_score`` above the detector's calibrated threshold (95% of ID accepted).
     """
 
     labels: np.ndarray
@@ -33,6 +37,8 @@ class Prediction:
     logits: np.ndarray
     state_version: int
     features: np.ndarray | None = None
+    ood_score: np.ndarray | None = None
+    is_ood: np.ndarray | None = None
 
     def __len__(self) -> int:
         return int(self.labels.shape[0])

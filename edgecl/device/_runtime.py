@@ -101,6 +101,10 @@ class DeviceRuntime:
         logits = state.head.logits(feats)
         probs = softmax(logits)
         labels = probs.argmax(axis=1)
+        ood_score = is_ood = None
+        if state.ood is not None:
+            ood_score = state.ood.score(feats, logits)
+            is_ood = ood_score > state.ood.threshold
         return Prediction(
             labels=labels,
             probabilities=probs,
@@ -108,6 +112,8 @@ class DeviceRuntime:
             logits=logits,
             state_version=state.version,
             features=feats if return_features else None,
+            ood_score=ood_score,
+            is_ood=is_ood,
         )
 
     def encode(self, images: np.ndarray) -> np.ndarray:

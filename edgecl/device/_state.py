@@ -4,12 +4,24 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
 from edgecl._exceptions import ConfigError
 from edgecl.heads import Head, LowRankAdapter
+
+
+@runtime_checkable
+class OODScorer(Protocol):
+    """What a state needs from an OOD detector (see :mod:`edgecl.ood`)."""
+
+    name: str
+    threshold: float | None
+
+    def score(self, features: np.ndarray, logits: np.ndarray) -> np.ndarray:
+        """Per-sample OOD score, higher = more out-of-distribution."""
+        ...
 
 
 @dataclass(frozen=True)
@@ -32,6 +44,8 @@ class ModelState:
         Optional residual feature correction applied before the head.
     prompt : ndarray or None
         Optional additive visual prompt, shaped like one input sample, in raw input space.
+    ood : OODScorer or None
+        Optional fitted OOD detector whose score and decision every prediction carries.
     """
 
     version: int
@@ -39,12 +53,15 @@ class ModelState:
     head: Head
     adapter: LowRankAdapter | None = None
     prompt: np.ndarray | None = None
+    ood: OODScorer | None = None
     metadata: dict[str, Any] = dataclasses.field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.adapter is not None and self.adapter.feature_dim != self.head.feature_dim:
             raise ConfigError(f"adapter works on {self.adapter.feature_dim} features, head "
                               f"takes {self.head.feature_dim}")
+        if self.ood is not None and getattr(self.ood, "threshold", None) is None:
+            raise ConfigError(f"OOD detector {getattr(self.ood, 'name', '?')} is not fitted")
         if self.prompt is not None:
             prompt = np.array(self.prompt, dtype=np.float32, copy=True)
             if not np.isfinite(prompt).all():
