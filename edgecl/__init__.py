@@ -14,6 +14,7 @@ from edgecl._exceptions import (
     ExportError,
     InvalidInput,
     MissingDependency,
+    StorageError,
 )
 
 __version__ = "0.1.0"
@@ -25,5 +26,6 @@ __all__ = [
     "ExportError",
     "InvalidInput",
     "MissingDependency",
+    "StorageError",
     "__version__",
 ]

@@ -8,6 +8,7 @@ Lower-level errors (onnxruntime, torch, OS) are wrapped with ``raise ... from ex
     ├── BundleError         a model bundle that is missing, corrupt, truncated or tampered
     ├── ExportError         an encoder that cannot be exported faithfully
     ├── ConfigError         bad configuration or arguments (also a ValueError)
+    ├── StorageError        a local database or file that is corrupt, too new or failing
     └── MissingDependency   an optional extra is not installed (also an ImportError)
 """
 
@@ -36,6 +37,10 @@ class ExportError(EdgeclError):
 
 class ConfigError(EdgeclError, ValueError):
     """Invalid configuration or arguments."""
+
+
+class StorageError(EdgeclError):
+    """A local store (outbox database, state file) is corrupt, too new, or failing."""
 
 
 class MissingDependency(EdgeclError, ImportError):

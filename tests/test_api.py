@@ -22,7 +22,7 @@ def test_all_is_sorted_and_resolves(name):
 
 def test_exception_hierarchy():
     for cls in (edgecl.InvalidInput, edgecl.BundleError, edgecl.ExportError,
-                edgecl.ConfigError, edgecl.MissingDependency):
+                edgecl.ConfigError, edgecl.MissingDependency, edgecl.StorageError):
         assert issubclass(cls, edgecl.EdgeclError)
     assert issubclass(edgecl.InvalidInput, ValueError)
     assert issubclass(edgecl.MissingDependency, ImportError)
@@ -36,7 +36,8 @@ def test_missing_extra_names_the_extra():
 
 
 @pytest.mark.parametrize("name", ["edgecl.heads._linear", "edgecl.heads._cosine",
-                                  "edgecl.heads._adapter", "edgecl.heads", "edgecl.device"])
+                                  "edgecl.heads._adapter", "edgecl.heads", "edgecl.device",
+                                  "edgecl.device._outbox"])
 def test_docstring_examples_run(name):
     result = doctest.testmod(importlib.import_module(name))
     assert result.failed == 0

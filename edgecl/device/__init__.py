@@ -6,6 +6,7 @@ process). See :class:`DeviceRuntime` for an example.
 
 from __future__ import annotations
 
+from edgecl.device._outbox import Outbox, OutboxItem, OutboxStats
 from edgecl.device._prediction import Prediction
 from edgecl.device._runtime import DeviceRuntime, softmax
 from edgecl.device._state import ModelState, OODScorer
@@ -16,6 +17,9 @@ __all__ = [
     "InputValidator",
     "ModelState",
     "OODScorer",
+    "Outbox",
+    "OutboxItem",
+    "OutboxStats",
     "Prediction",
     "softmax",
 ]
