@@ -82,6 +82,25 @@ def cmd_bench_device(args: argparse.Namespace) -> int:
     return 0
 
 
+def _zoo_for(args: argparse.Namespace) -> Any:
+    from edgecl.zoo import build_zoo
+
+    return build_zoo(args.variant, home=args.home, progress=not args.json)
+
+
+def _emit(result: dict[str, Any], as_json: bool) -> int:
+    print(json.dumps(result, indent=None if as_json else 2, sort_keys=True))
+    return 0
+
+
+def cmd_eval_drift(args: argparse.Namespace) -> int:
+    from edgecl.ood.drift_eval import evaluate_drift
+
+    result = evaluate_drift(_zoo_for(args), severities=tuple(_ints(args.severities)),
+                            clean_samples=args.clean_samples, score=args.score, seed=args.seed)
+    return _emit(result, args.json)
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from edgecl.demo import run_demo
 
@@ -136,6 +155,17 @@ def build_parser() -> argparse.ArgumentParser:
     bd.add_argument("--warmup", type=int, default=20)
     bd.add_argument("--threads", type=int, default=1, help="intra-op threads (ORT and torch)")
     bd.set_defaults(func=cmd_bench_device)
+
+    ev = sub.add_parser("eval", help="evaluations on the reference zoo").add_subparsers(
+        dest="eval_command", required=True)
+    ed = ev.add_parser("drift", help="drift detection delay and false alarms on zoo streams")
+    common(ed)
+    ed.add_argument("--json", action="store_true", help="one JSON object on stdout")
+    ed.add_argument("--severities", default="3,5")
+    ed.add_argument("--clean-samples", type=int, default=10_000)
+    ed.add_argument("--score", default="energy", choices=["energy", "msp"])
+    ed.add_argument("--seed", type=int, default=0)
+    ed.set_defaults(func=cmd_eval_drift)
 
     dm = sub.add_parser("demo", help="build the zoo and run the device over a drifting stream")
     common(dm)
