@@ -9,6 +9,13 @@ from __future__ import annotations
 from edgecl.device._outbox import Outbox, OutboxItem, OutboxStats
 from edgecl.device._prediction import Prediction
 from edgecl.device._runtime import DeviceRuntime, softmax
+from edgecl.device._sampling import (
+    SamplingPolicy,
+    Selection,
+    create_policy,
+    list_policies,
+    register_policy,
+)
 from edgecl.device._state import ModelState, OODScorer
 from edgecl.device._validate import InputValidator
 
@@ -21,5 +28,10 @@ __all__ = [
     "OutboxItem",
     "OutboxStats",
     "Prediction",
+    "SamplingPolicy",
+    "Selection",
+    "create_policy",
+    "list_policies",
+    "register_policy",
     "softmax",
 ]

@@ -1,0 +1,529 @@
+"""Uncertainty-guided sampling (UGS): which few samples a device sends to the cloud.
+
+A :class:`SamplingPolicy` sees every predict batch, in stream order, and returns a
+:class:`Selection`: the positions worth uploading, within a bandwidth budget. Policies
+live in a registry (:func:`create_policy`, :func:`list_policies`, :func:`register_policy`).
+
+Budgets (every registered policy takes the same two modes; the guarantee is exact):
+
+* ``fraction=f`` with ``burst=b`` -- a token bucket: each batch of ``n`` adds ``f * n``
+  tokens to at most ``b`` carried over from earlier batches; a selected sample spends
+  one; exact rational arithmetic. Hence, over *any* run of consecutive batches holding
+  ``n`` samples (the whole stream included), at most ``f * n + b`` are selected.
+* ``per_window=k`` with ``window_seconds=w`` -- at most ``k`` selected samples carry a
+  timestamp in any half-open interval ``(t - w, t]`` (a sliding window, so also at most
+  ``k`` per fixed window). A batch's samples share its ``timestamp`` (``time.monotonic()``
+  when not given).
+
+Within the budget, a batch's candidates are taken greedily in descending score order;
+the admission threshold adapts (see :class:`BudgetedPolicy`).
+
+Numpy only: this module runs on the device.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from abc import ABC, abstractmethod
+from collections import deque
+from dataclasses import dataclass
+from fractions import Fraction
+from typing import Any, ClassVar
+
+import numpy as np
+
+from edgecl._exceptions import ConfigError, InvalidInput
+from edgecl.heads._cosine import l2_normalise
+
+DEFAULT_FRACTION = 0.05
+
+
+@dataclass(frozen=True)
+class Selection:
+    """What a policy chose from one batch.
+
+    Attributes
+    ----------
+    indices : ndarray (K,) int64
+        Positions within the batch that were selected, ascending.
+    scores : ndarray (N,) float64
+        The policy's uncertainty score of every sample in the batch (higher = send).
+    threshold : float
+        The admission threshold in force for this batch (a score must exceed it).
+    """
+
+    indices: np.ndarray
+    scores: np.ndarray
+    threshold: float
+
+    def __len__(self) -> int:
+        return int(self.indices.shape[0])
+
+
+class SamplingPolicy(ABC):
+    """Contract of a sampling policy: stateful, called once per batch in stream order.
+
+    Subclasses register with :func:`register_policy` under ``name``; constructors take
+    hyperparameters only and raise :class:`ConfigError` for bad ones.
+    """
+
+    name: ClassVar[str]
+
+    @abstractmethod
+    def select(
+        self,
+        *,
+        entropy: np.ndarray,
+        ood_score: np.ndarray | None,
+        features: np.ndarray | None,
+        timestamp: float | None = None,
+    ) -> Selection:
+        """Choose samples of one batch; raises :class:`InvalidInput` for bad arrays."""
+
+    @abstractmethod
+    def reset(self) -> None:
+        """Forget everything seen (budget, running statistics, recent selections)."""
+
+    @abstractmethod
+    def hyperparameters(self) -> dict[str, Any]:
+        """The constructor arguments, so ``create_policy(p.name, **p.hyperparameters())``
+        builds a fresh equivalent policy."""
+
+
+# -- validation ---------------------------------------------------------------------------
+
+
+def _vector(x: Any, name: str, n: int | None) -> np.ndarray:
+    arr = np.asarray(x)
+    if arr.ndim != 1 or not np.issubdtype(arr.dtype, np.number):
+        raise InvalidInput(f"{name} must be a 1-D numeric array, got shape {arr.shape}")
+    if n is not None and arr.shape[0] != n:
+        raise InvalidInput(f"{name} has {arr.shape[0]} rows, entropy has {n}")
+    arr = arr.astype(np.float64)
+    if not np.isfinite(arr).all():
+        raise InvalidInput(f"{name} contains NaN or inf")
+    return arr
+
+
+def _features(x: Any, n: int) -> np.ndarray:
+    arr = np.asarray(x)
+    if arr.ndim != 2 or not np.issubdtype(arr.dtype, np.number):
+        raise InvalidInput(f"features must be a 2-D numeric array (N, D), got shape {arr.shape}")
+    if arr.shape[0] != n:
+        raise InvalidInput(f"features has {arr.shape[0]} rows, entropy has {n}")
+    arr = arr.astype(np.float64)
+    if not np.isfinite(arr).all():
+        raise InvalidInput("features contains NaN or inf")
+    return arr
+
+
+def _number(value: Any, name: str, *, low: float, high: float = math.inf,
+            low_open: bool = False) -> float:
+    ok = isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool)
+    if ok:
+        v = float(value)
+        ok = math.isfinite(v) and (v > low if low_open else v >= low) and v <= high
+    if not ok:
+        bound = "(" if low_open else "["
+        raise ConfigError(f"{name} must be a number in {bound}{low}, {high}], got {value!r}")
+    return float(value)
+
+
+def _integer(value: Any, name: str, low: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
+        raise ConfigError(f"{name} must be an integer >= {low}, got {value!r}")
+    return int(value)
+
+
+# -- shared machinery: budget, running quantile, diversity ---------------------------------
+
+
+class BudgetedPolicy(SamplingPolicy):
+    """Base of the built-in policies: scores -> threshold -> greedy, budgeted admission.
+
+    Per batch: score every sample (:meth:`_scores`), compute the threshold for the current
+    target fraction (:meth:`_threshold`), then admit candidates whose score exceeds it in
+    descending score order while the budget lasts, skipping near-duplicates when the
+    diversity filter is on.
+
+    Parameters
+    ----------
+    fraction : float in (0, 1], optional
+        Target and hard cap on the fraction of samples sent (default 0.05 when
+        ``per_window`` is not given).
+    per_window : int >= 1, optional
+        Instead of ``fraction``: at most this many samples per ``window_seconds``. The
+        target fraction is then ``per_window`` over the samples that arrived in the last
+        window (so the first window is filled greedily).
+    window_seconds : float > 0
+        Length of the sliding window of ``per_window`` mode.
+    burst : float >= 1
+        ``fraction`` mode: unspent budget carried from one batch to the next is capped at
+        ``burst`` samples; each batch adds ``fraction * batch_size`` on top.
+    fill_gain : float >= 0
+        Budget left unspent is lost (beyond ``burst``, or when the window slides on), so
+        once more than half of it is unspent the threshold aims at more than the target:
+        at ``target * (1 + fill_gain * excess)`` of the samples, ``excess = 2 * fill - 1``
+        in [0, 1], ``fill`` being the carried budget over ``burst`` (or the window's unused
+        share of ``per_window``). 0 aims at exactly ``target``. The hard cap never changes.
+    """
+
+    diverse: ClassVar[bool] = False  # whether the feature-space diversity filter is applied
+
+    def __init__(self, *, fraction: float | None = None, per_window: int | None = None,
+                 window_seconds: float = 1.0, burst: float = 4.0,
+                 fill_gain: float = 2.0) -> None:
+        if fraction is not None and per_window is not None:
+            raise ConfigError("give either fraction or per_window, not both")
+        if per_window is None:
+            fraction = DEFAULT_FRACTION if fraction is None else fraction
+            self.fraction: float | None = _number(fraction, "fraction", low=0.0, high=1.0,
+                                                  low_open=True)
+        else:
+            self.fraction = None
+        self.per_window = None if per_window is None else _integer(per_window, "per_window", 1)
+        self.window_seconds = _number(window_seconds, "window_seconds", low=0.0, low_open=True)
+        self.burst = _number(burst, "burst", low=1.0)
+        self.fill_gain = _number(fill_gain, "fill_gain", low=0.0)
+        self.reset()
+
+    def hyperparameters(self) -> dict[str, Any]:
+        return {"fraction": self.fraction, "per_window": self.per_window,
+                "window_seconds": self.window_seconds, "burst": self.burst,
+                "fill_gain": self.fill_gain}
+
+    def reset(self) -> None:
+        self.seen = 0
+        self.selected = 0
+        self._tokens = Fraction(self.burst)
+        self._arrivals: deque[tuple[float, int]] = deque()  # (timestamp, batch size)
+        self._sent_times: deque[float] = deque()
+        self._last_time = -math.inf
+        self._memory: deque[np.ndarray] = deque()
+
+    # -- hooks ---------------------------------------------------------------------------
+
+    @abstractmethod
+    def _scores(self, entropy: np.ndarray, ood: np.ndarray | None,
+                features: np.ndarray | None) -> np.ndarray:
+        """Score every sample of the batch (higher = more worth sending)."""
+
+    @abstractmethod
+    def _threshold(self, scores: np.ndarray, target: float) -> float:
+        """Admission threshold for this batch, aiming at ``target`` fraction of samples."""
+
+    # -- the contract --------------------------------------------------------------------
+
+    def select(self, *, entropy: np.ndarray, ood_score: np.ndarray | None,
+               features: np.ndarray | None, timestamp: float | None = None) -> Selection:
+        ent = _vector(entropy, "entropy", None)
+        n = ent.shape[0]
+        ood = None if ood_score is None else _vector(ood_score, "ood_score", n)
+        feats = None if features is None else _features(features, n)
+        if feats is not None and self._memory and self._memory[0].shape[0] != feats.shape[1]:
+            raise InvalidInput(f"features have {feats.shape[1]} dimensions, earlier ones had "
+                               f"{self._memory[0].shape[0]}; call reset() first")
+        now = self._clock(timestamp)
+        scores = self._scores(ent, ood, feats)
+        self.seen += n
+        capacity, target = self._budget(now, n)
+        threshold = self._threshold(scores, target) if n else math.inf
+        chosen: list[int] = []
+        if n and capacity > 0:
+            order = np.argsort(-scores, kind="stable")
+            unit = None if feats is None or not self.diverse else l2_normalise(feats)
+            for i in order:
+                if len(chosen) >= capacity or not (scores[i] > threshold or target >= 1.0):
+                    break
+                if unit is not None and not self._novel(unit[i]):
+                    continue
+                chosen.append(int(i))
+        self._commit(now, len(chosen))
+        indices = np.sort(np.asarray(chosen, dtype=np.int64))
+        indices.setflags(write=False)
+        scores.setflags(write=False)
+        return Selection(indices=indices, scores=scores, threshold=float(threshold))
+
+    # -- budget --------------------------------------------------------------------------
+
+    def _clock(self, timestamp: float | None) -> float:
+        if timestamp is None:
+            if self.per_window is None:
+                return self._last_time
+            timestamp = time.monotonic()
+        ok = isinstance(timestamp, (int, float, np.integer, np.floating))
+        if not ok or isinstance(timestamp, bool) or not math.isfinite(float(timestamp)):
+            raise InvalidInput(f"timestamp must be a finite number, got {timestamp!r}")
+        if float(timestamp) < self._last_time:
+            raise InvalidInput(f"timestamp {timestamp} is earlier than the previous one "
+                               f"({self._last_time}); batches must come in stream order")
+        self._last_time = float(timestamp)
+        return self._last_time
+
+    def _budget(self, now: float, n: int) -> tuple[int, float]:
+        """(most samples this batch may send, target fraction for the threshold)."""
+        if self.per_window is None:
+            assert self.fraction is not None
+            carried = min(Fraction(self.burst), self._tokens)  # unspent budget carried over
+            self._tokens = carried + Fraction(self.fraction) * n
+            capacity, fill, target = math.floor(self._tokens), carried / self.burst, self.fraction
+        else:
+            start = now - self.window_seconds
+            self._arrivals.append((now, n))
+            while self._arrivals and not self._arrivals[0][0] > start:
+                self._arrivals.popleft()
+            while self._sent_times and not self._sent_times[0] > start:
+                self._sent_times.popleft()
+            arrived = sum(size for _, size in self._arrivals)
+            capacity = max(self.per_window - len(self._sent_times), 0)
+            fill, target = capacity / self.per_window, self.per_window / max(arrived, 1)
+        excess = max(0.0, 2.0 * float(fill) - 1.0)
+        return capacity, min(1.0, target * (1.0 + self.fill_gain * excess))
+
+    def _commit(self, now: float, count: int) -> None:
+        self.selected += count
+        if self.per_window is None:
+            self._tokens -= count
+        else:
+            self._sent_times.extend([now] * count)
+
+    # -- diversity -----------------------------------------------------------------------
+
+    def _novel(self, unit: np.ndarray) -> bool:
+        """Whether ``unit`` is not a near-duplicate of a recent selection; remembers it."""
+        max_sim, memory = self._diversity()
+        if memory == 0:
+            return True
+        if self._memory and float(np.max(np.stack(self._memory) @ unit)) > max_sim:
+            return False
+        self._memory.append(unit)
+        while len(self._memory) > memory:
+            self._memory.popleft()
+        return True
+
+    def _diversity(self) -> tuple[float, int]:
+        return 1.0, 0
+
+
+class _ScoreHistory:
+    """Ring buffer of recent scores and their running quantile."""
+
+    def __init__(self, size: int) -> None:
+        self._buf = np.empty(size, dtype=np.float64)
+        self._pos = 0
+        self._count = 0
+
+    def add(self, scores: np.ndarray) -> None:
+        size = self._buf.shape[0]
+        scores = scores[-size:]
+        idx = (self._pos + np.arange(scores.shape[0])) % size
+        self._buf[idx] = scores
+        self._pos = int((self._pos + scores.shape[0]) % size)
+        self._count = min(size, self._count + scores.shape[0])
+
+    def quantile(self, q: float) -> float:
+        return float(np.quantile(self._buf[: self._count], q))
+
+
+class _QuantilePolicy(BudgetedPolicy):
+    """Admits scores above the running ``1 - target`` quantile of the last ``history``."""
+
+    def __init__(self, *, history: int = 512, **budget: Any) -> None:
+        self.history = _integer(history, "history", 2)
+        super().__init__(**budget)
+
+    def hyperparameters(self) -> dict[str, Any]:
+        return {**super().hyperparameters(), "history": self.history}
+
+    def reset(self) -> None:
+        super().reset()
+        self._history = _ScoreHistory(self.history)
+
+    def _threshold(self, scores: np.ndarray, target: float) -> float:
+        self._history.add(scores)
+        return self._history.quantile(1.0 - target)
+
+
+def _entropy_scale(num_classes: int | None) -> float:
+    return 1.0 if num_classes is None else math.log(num_classes)
+
+
+# -- the built-in policies -----------------------------------------------------------------
+
+
+class UncertaintyPolicy(_QuantilePolicy):
+    """UGS default: entropy plus standardised OOD score, budgeted, with a diversity filter.
+
+    ``score = w_entropy * entropy / ln(num_classes) + w_ood * (ood - m) / s`` where ``m`` and
+    ``s`` are exponential moving mean and standard deviation of the OOD score (window about
+    ``ood_window`` samples; a batch is standardised with the statistics of the batches
+    before it, the first batch with its own), so detectors of any scale mix the same way.
+    Without an OOD score (``ood_score=None``) the score is the entropy term alone.
+    A candidate whose l2-normalised feature has cosine similarity above ``max_similarity``
+    with any of the last ``memory`` selected features is skipped (needs ``features``).
+
+    Parameters
+    ----------
+    num_classes : int >= 2, optional
+        Normalises entropy to [0, 1]; when not given, entropy is used in nats.
+    w_entropy, w_ood : float >= 0
+        Weights of the two terms.
+    ood_window : float >= 1
+        Effective length (samples) of the moving OOD statistics.
+    max_similarity : float in [-1, 1], memory : int >= 0
+        Diversity filter; ``memory=0`` or ``max_similarity=1`` turns it off.
+    history, fraction, per_window, window_seconds, burst
+        See :class:`BudgetedPolicy`; ``history`` is the ring buffer behind the quantile.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> policy = UncertaintyPolicy(fraction=0.25, burst=1, fill_gain=0, num_classes=4)
+    >>> sel = policy.select(entropy=np.array([0.1, 1.3, 0.2, 0.3]), ood_score=None,
+    ...                     features=None)
+    >>> sel.indices.tolist()
+    [1]
+    """
+
+    name = "uncertainty"
+    diverse = True
+
+    def __init__(self, *, num_classes: int | None = None, w_entropy: float = 1.0,
+                 w_ood: float = 1.0, ood_window: float = 2048.0, max_similarity: float = 0.95,
+                 memory: int = 64, **budget: Any) -> None:
+        self.num_classes = None if num_classes is None else _integer(num_classes,
+                                                                     "num_classes", 2)
+        self.w_entropy = _number(w_entropy, "w_entropy", low=0.0)
+        self.w_ood = _number(w_ood, "w_ood", low=0.0)
+        if self.w_entropy == 0 and self.w_ood == 0:
+            raise ConfigError("w_entropy and w_ood cannot both be 0")
+        self.ood_window = _number(ood_window, "ood_window", low=1.0)
+        self.max_similarity = _number(max_similarity, "max_similarity", low=-1.0, high=1.0)
+        self.memory = _integer(memory, "memory", 0)
+        super().__init__(**budget)
+
+    def hyperparameters(self) -> dict[str, Any]:
+        return {**super().hyperparameters(), "num_classes": self.num_classes,
+                "w_entropy": self.w_entropy, "w_ood": self.w_ood, "ood_window": self.ood_window,
+                "max_similarity": self.max_similarity, "memory": self.memory}
+
+    def reset(self) -> None:
+        super().reset()
+        self.ood_mean: float | None = None
+        self.ood_var = 0.0
+
+    def _diversity(self) -> tuple[float, int]:
+        return self.max_similarity, self.memory
+
+    def _scores(self, entropy: np.ndarray, ood: np.ndarray | None,
+                features: np.ndarray | None) -> np.ndarray:
+        scores = self.w_entropy * entropy / _entropy_scale(self.num_classes)
+        if ood is None or ood.shape[0] == 0:
+            return scores
+        batch_mean, batch_var = float(ood.mean()), float(ood.var())
+        if self.ood_mean is None:
+            self.ood_mean, self.ood_var = batch_mean, batch_var
+        z = (ood - self.ood_mean) / max(math.sqrt(self.ood_var), 1e-12)
+        keep = (1.0 - 1.0 / self.ood_window) ** ood.shape[0]  # weight of the old statistics
+        delta = batch_mean - self.ood_mean
+        self.ood_mean += (1.0 - keep) * delta
+        self.ood_var = keep * self.ood_var + (1.0 - keep) * batch_var + keep * (1 - keep) * delta**2
+        return scores + self.w_ood * z
+
+
+class EntropyPolicy(_QuantilePolicy):
+    """Baseline: predictive entropy only (the OOD score and features are ignored).
+
+    Parameters
+    ----------
+    num_classes : int >= 2, optional
+        Normalises entropy to [0, 1] (the ranking does not depend on it).
+    history, fraction, per_window, window_seconds, burst
+        See :class:`UncertaintyPolicy`.
+    """
+
+    name = "entropy"
+
+    def __init__(self, *, num_classes: int | None = None, **budget: Any) -> None:
+        self.num_classes = None if num_classes is None else _integer(num_classes,
+                                                                     "num_classes", 2)
+        super().__init__(**budget)
+
+    def hyperparameters(self) -> dict[str, Any]:
+        return {**super().hyperparameters(), "num_classes": self.num_classes}
+
+    def _scores(self, entropy: np.ndarray, ood: np.ndarray | None,
+                features: np.ndarray | None) -> np.ndarray:
+        return entropy / _entropy_scale(self.num_classes)
+
+
+class RandomPolicy(BudgetedPolicy):
+    """Baseline: each sample is a candidate with probability equal to the target fraction,
+    under the same budget as the other policies. Scores are uniform draws in [0, 1),
+    reproducible from ``seed`` (``reset`` restarts the sequence).
+    """
+
+    name = "random"
+
+    def __init__(self, *, seed: int = 0, **budget: Any) -> None:
+        self.seed = _integer(seed, "seed", 0)
+        super().__init__(**budget)
+
+    def hyperparameters(self) -> dict[str, Any]:
+        return {**super().hyperparameters(), "seed": self.seed}
+
+    def reset(self) -> None:
+        super().reset()
+        self._rng = np.random.default_rng(self.seed)
+
+    def _scores(self, entropy: np.ndarray, ood: np.ndarray | None,
+                features: np.ndarray | None) -> np.ndarray:
+        return self._rng.random(entropy.shape[0])
+
+    def _threshold(self, scores: np.ndarray, target: float) -> float:
+        return 1.0 - target
+
+
+# -- registry ------------------------------------------------------------------------------
+
+_POLICIES: dict[str, type[SamplingPolicy]] = {}
+
+
+def register_policy(cls: type[SamplingPolicy]) -> type[SamplingPolicy]:
+    """Register a :class:`SamplingPolicy` subclass under its ``name`` (usable as a decorator)."""
+    if not (isinstance(cls, type) and issubclass(cls, SamplingPolicy)):
+        raise ConfigError(f"{cls!r} is not a SamplingPolicy subclass")
+    name = getattr(cls, "name", None)
+    if not isinstance(name, str) or not name:
+        raise ConfigError(f"{cls.__name__} needs a non-empty class attribute 'name'")
+    _POLICIES[name] = cls
+    return cls
+
+
+def list_policies() -> list[str]:
+    """Names of the registered sampling policies, sorted."""
+    return sorted(_POLICIES)
+
+
+def create_policy(name: str, **hyperparameters: Any) -> SamplingPolicy:
+    """Build the policy registered as ``name``; :class:`ConfigError` for an unknown name or
+    bad hyperparameters.
+
+    Examples
+    --------
+    >>> create_policy("uncertainty", fraction=0.05, num_classes=8).name
+    'uncertainty'
+    """
+    try:
+        cls = _POLICIES[name]
+    except (KeyError, TypeError):
+        raise ConfigError(f"unknown sampling policy {name!r}; known: {list_policies()}") from None
+    try:
+        return cls(**hyperparameters)
+    except TypeError as exc:
+        raise ConfigError(f"bad hyperparameters for policy {name!r}: {exc}") from exc
+
+
+for _cls in (UncertaintyPolicy, EntropyPolicy, RandomPolicy):
+    register_policy(_cls)
