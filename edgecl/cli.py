@@ -101,6 +101,21 @@ def cmd_eval_drift(args: argparse.Namespace) -> int:
     return _emit(result, args.json)
 
 
+def cmd_eval_ood(args: argparse.Namespace) -> int:
+    from edgecl.ood.evaluate import evaluate_ood
+
+    result = evaluate_ood(_zoo_for(args), detectors=args.detectors.split(",") if args.detectors
+                          else None, severity=args.severity, seed=args.seed)
+    return _emit(result, args.json)
+
+
+def cmd_eval_sampling(args: argparse.Namespace) -> int:
+    from edgecl.device.sampling_eval import evaluate_sampling
+
+    result = evaluate_sampling(_zoo_for(args), budget=args.budget, seed=args.seed)
+    return _emit(result, args.json)
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from edgecl.demo import run_demo
 
@@ -166,6 +181,21 @@ def build_parser() -> argparse.ArgumentParser:
     ed.add_argument("--score", default="energy", choices=["energy", "msp"])
     ed.add_argument("--seed", type=int, default=0)
     ed.set_defaults(func=cmd_eval_drift)
+
+    eo = ev.add_parser("ood", help="AUROC / FPR@95TPR of every OOD detector on the zoo student")
+    common(eo)
+    eo.add_argument("--json", action="store_true", help="one JSON object on stdout")
+    eo.add_argument("--detectors", help="comma-separated subset (default: all registered)")
+    eo.add_argument("--severity", type=int, default=5)
+    eo.add_argument("--seed", type=int, default=0)
+    eo.set_defaults(func=cmd_eval_ood)
+
+    es = ev.add_parser("sampling", help="uncertainty-guided sampling vs random on a gradual stream")
+    common(es)
+    es.add_argument("--json", action="store_true", help="one JSON object on stdout")
+    es.add_argument("--budget", type=float, default=0.05, help="fraction of samples to send")
+    es.add_argument("--seed", type=int, default=0)
+    es.set_defaults(func=cmd_eval_sampling)
 
     dm = sub.add_parser("demo", help="build the zoo and run the device over a drifting stream")
     common(dm)

@@ -9,7 +9,7 @@ import pytest
 
 import edgecl
 
-PACKAGES = ["edgecl", "edgecl.bundle", "edgecl.device", "edgecl.heads", "edgecl.zoo"]
+PACKAGES = ["edgecl", "edgecl.bundle", "edgecl.device", "edgecl.heads", "edgecl.ood", "edgecl.zoo"]
 
 
 @pytest.mark.parametrize("name", PACKAGES)

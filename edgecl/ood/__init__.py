@@ -1,0 +1,75 @@
+"""Out-of-distribution detectors on encoder features and head logits (numpy only).
+
+Every detector follows one contract (:class:`Detector`): ``fit`` on in-distribution
+calibration features, logits and labels, then ``score`` (higher = more out-of-distribution)
+and ``is_ood`` (``score > threshold``, the threshold accepting 95% of the calibration data).
+Detectors live in a registry::
+
+    >>> from edgecl.ood import create_detector, list_detectors
+    >>> list_detectors()
+    ['energy', 'hdc', 'knn', 'mahalanobis', 'msp', 'vim']
+    >>> create_detector("energy", temperature=2.0)
+    Energy(temperature=2.0)
+
+Fitted detectors are saved to one ``.npz`` tied to an encoder's sha256
+(:func:`save_detectors`, :func:`load_detectors`). :func:`auroc` and :func:`fpr_at_tpr`
+measure them (OOD is the positive class); :func:`evaluate_ood` runs the reference benchmark
+on a zoo (it imports the device runtime and the zoo data, lazily). Drift detectors
+(:class:`KSWindowDetector`, :class:`PageHinkley`) watch a stream of such scores and emit
+:class:`DomainShift` events.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from edgecl.ood._base import Detector
+from edgecl.ood._hdc import HDC, hdc_projection
+from edgecl.ood._io import load_detectors, save_detectors
+from edgecl.ood._knn import KNN
+from edgecl.ood._logits import Energy, MaxSoftmax
+from edgecl.ood._mahalanobis import Mahalanobis
+from edgecl.ood._metrics import auroc, fpr_at_tpr
+from edgecl.ood._registry import create_detector, list_detectors, register_detector
+from edgecl.ood._vim import ViM
+from edgecl.ood.drift import (
+    DomainShift,
+    DriftDetector,
+    KSWindowDetector,
+    PageHinkley,
+    create_drift_detector,
+    list_drift_detectors,
+)
+
+__all__ = [
+    "Detector",
+    "DomainShift",
+    "DriftDetector",
+    "Energy",
+    "HDC",
+    "KNN",
+    "KSWindowDetector",
+    "Mahalanobis",
+    "MaxSoftmax",
+    "PageHinkley",
+    "ViM",
+    "auroc",
+    "create_detector",
+    "create_drift_detector",
+    "evaluate_ood",
+    "fpr_at_tpr",
+    "hdc_projection",
+    "list_detectors",
+    "list_drift_detectors",
+    "load_detectors",
+    "register_detector",
+    "save_detectors",
+]
+
+
+def __getattr__(name: str) -> Any:
+    if name == "evaluate_ood":  # pulls in onnxruntime and the zoo data: imported lazily
+        from edgecl.ood.evaluate import evaluate_ood
+
+        return evaluate_ood
+    raise AttributeError(f"module 'edgecl.ood' has no attribute {name!r}")
