@@ -15,6 +15,16 @@ from edgecl.device._state import ModelState
 from edgecl.device._validate import InputValidator
 
 
+def _load_detectors(bundle: ModelBundle) -> dict[str, Any]:
+    from edgecl.ood import OOD_FILE
+
+    if OOD_FILE not in bundle.manifest.files:
+        return {}
+    from edgecl.ood import load_detectors
+
+    return load_detectors(bundle.path / OOD_FILE, encoder_sha256=bundle.encoder_sha256)
+
+
 def softmax(logits: np.ndarray) -> np.ndarray:
     """Row-wise softmax, computed in place on a copy of ``logits``."""
     z = logits - logits.max(axis=1, keepdims=True)
@@ -36,22 +46,28 @@ class DeviceRuntime:
     >>> pred.labels, pred.confidence, pred.state_version          # doctest: +SKIP
     """
 
-    def __init__(self, bundle: ModelBundle, session: Any, *, max_batch: int = 1024) -> None:
+    def __init__(self, bundle: ModelBundle, session: Any, *, max_batch: int = 1024,
+                 detectors: dict[str, Any] | None = None, ood: str | None = None) -> None:
         self.bundle = bundle
+        self.detectors: dict[str, Any] = dict(detectors or {})
         self._session = session
         self._input_name = session.get_inputs()[0].name
         self._output_names = [session.get_outputs()[0].name]
         self._validator = InputValidator(bundle.input_spec, max_batch=max_batch)
         self._swap_lock = threading.Lock()
         self._state = ModelState(version=0, encoder_sha256=bundle.encoder_sha256,
-                                 head=bundle.head)
+                                 head=bundle.head, ood=self._detector(ood))
 
     @classmethod
     def open(cls, bundle_dir: str | os.PathLike[str], *, threads: int | None = None,
-             max_batch: int = 1024, verify_hashes: bool = True) -> DeviceRuntime:
+             max_batch: int = 1024, verify_hashes: bool = True,
+             ood: str | None = "default") -> DeviceRuntime:
         """Load and verify a bundle and start an onnxruntime session for its encoder.
 
         ``threads`` pins onnxruntime's intra-op threads (default: onnxruntime's choice).
+        ``ood`` names the OOD detector (from the bundle's ``ood.npz``) whose score every
+        prediction carries: ``"default"`` uses ``mahalanobis`` when the bundle has detectors,
+        ``None`` disables OOD scoring.
         """
         ort = require("onnxruntime", "device")
         bundle = load_bundle(bundle_dir, verify_hashes=verify_hashes)
@@ -68,7 +84,26 @@ class DeviceRuntime:
         except Exception as exc:  # onnxruntime raises its own untyped errors
             raise BundleError(f"onnxruntime cannot load the encoder ({exc})",
                               path=str(bundle.encoder_onnx)) from exc
-        return cls(bundle, session, max_batch=max_batch)
+        detectors = _load_detectors(bundle)
+        if ood == "default":
+            from edgecl.ood import DEFAULT_DETECTOR
+
+            ood = DEFAULT_DETECTOR if DEFAULT_DETECTOR in detectors else None
+        return cls(bundle, session, max_batch=max_batch, detectors=detectors, ood=ood)
+
+    def _detector(self, name: str | None) -> Any:
+        if name is None:
+            return None
+        if name not in self.detectors:
+            raise ConfigError(f"no OOD detector {name!r} in this bundle; it has "
+                              f"{sorted(self.detectors) or 'none (run calibrate_bundle)'}")
+        return self.detectors[name]
+
+    def use_detector(self, name: str | None) -> ModelState:
+        """Swap in a state that scores with the bundle's detector ``name`` (None: no scoring)."""
+        with self._swap_lock:
+            state = self._state
+        return self.swap_state(state.evolve(ood=self._detector(name)))
 
     @property
     def state(self) -> ModelState:

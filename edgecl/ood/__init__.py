@@ -24,6 +24,7 @@ from __future__ import annotations
 from typing import Any
 
 from edgecl.ood._base import Detector
+from edgecl.ood._calibrate import DEFAULT_DETECTOR, OOD_FILE, calibrate_bundle
 from edgecl.ood._hdc import HDC, hdc_projection
 from edgecl.ood._io import load_detectors, save_detectors
 from edgecl.ood._knn import KNN
@@ -42,6 +43,7 @@ from edgecl.ood.drift import (
 )
 
 __all__ = [
+    "DEFAULT_DETECTOR",
     "Detector",
     "DomainShift",
     "DriftDetector",
@@ -51,9 +53,11 @@ __all__ = [
     "KSWindowDetector",
     "Mahalanobis",
     "MaxSoftmax",
+    "OOD_FILE",
     "PageHinkley",
     "ViM",
     "auroc",
+    "calibrate_bundle",
     "create_detector",
     "create_drift_detector",
     "evaluate_ood",

@@ -109,6 +109,9 @@ def _build_into(out: Path, recipe: ZooRecipe, show_progress: bool) -> dict[str, 
                       extra={"zoo_recipe": recipe.digest(), "trained_on": "clean",
                              "novel_classes": [c for c in range(NUM_CLASSES)
                                                if c not in KNOWN_CLASSES]})
+        from edgecl.ood import calibrate_bundle
+
+        calibrate_bundle(out / STUDENT_DIR, calib.images, calib.labels)
         bar.set_postfix_str("teacher augmentation")
         pool = tr.augmentation_pool(full, recipe, bar.update)
         bar.set_postfix_str("teacher")

@@ -9,7 +9,7 @@ from dataclasses import asdict, dataclass, replace
 from edgecl._exceptions import ConfigError
 
 # Bump when training code changes in a way that changes the models.
-ZOO_CODE_VERSION = 1
+ZOO_CODE_VERSION = 2
 
 # Corruptions the teacher never sees in training: its accuracy on them is earned.
 TEACHER_HELD_OUT: tuple[str, ...] = ("speckle_noise", "motion_blur", "shear", "zigzag", "fog")

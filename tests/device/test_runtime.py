@@ -126,3 +126,35 @@ def test_device_imports_no_torch():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True)
     assert out.stdout.strip() == "clean", out.stdout
+
+
+def test_bundle_detectors_score_every_prediction(tiny_zoo):
+    from edgecl.ood import list_detectors
+
+    rt = DeviceRuntime.open(tiny_zoo.student_bundle)
+    assert sorted(rt.detectors) == list_detectors()
+    assert rt.state.ood is rt.detectors["mahalanobis"]
+    x = images(5, seed=11)
+    pred = rt.predict(x, return_features=True)
+    want = rt.detectors["mahalanobis"].score(pred.features, pred.logits)
+    np.testing.assert_allclose(pred.ood_score, want)
+    assert pred.is_ood.dtype == bool
+    np.testing.assert_array_equal(pred.is_ood, want > rt.detectors["mahalanobis"].threshold)
+    rt.use_detector("energy")
+    assert rt.state.version == 1
+    e = rt.predict(x)
+    np.testing.assert_allclose(e.ood_score, -np.log(np.exp(e.logits).sum(1)), rtol=1e-5)
+    rt.use_detector(None)
+    assert rt.predict(x).ood_score is None
+    with pytest.raises(ConfigError, match="no OOD detector 'nope'"):
+        rt.use_detector("nope")
+    assert DeviceRuntime.open(tiny_zoo.student_bundle, ood=None).predict(x).is_ood is None
+
+
+def test_random_images_are_ood_for_the_zoo_student(tiny_zoo):
+    rt = DeviceRuntime.open(tiny_zoo.student_bundle)
+    assert rt.predict(images(64, seed=12)).is_ood.mean() > 0.9
+    from edgecl.zoo import KNOWN_CLASSES, load_mnist
+
+    test = load_mnist().test.only(KNOWN_CLASSES)
+    assert rt.predict(test.images[:400]).is_ood.mean() < 0.15
