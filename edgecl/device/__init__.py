@@ -6,6 +6,7 @@ process). See :class:`DeviceRuntime` for an example.
 
 from __future__ import annotations
 
+from edgecl.device._collector import CollectorStats, SampleCollector
 from edgecl.device._outbox import Outbox, OutboxItem, OutboxStats
 from edgecl.device._prediction import Prediction
 from edgecl.device._runtime import DeviceRuntime, softmax
@@ -20,6 +21,7 @@ from edgecl.device._state import ModelState, OODScorer
 from edgecl.device._validate import InputValidator
 
 __all__ = [
+    "CollectorStats",
     "DeviceRuntime",
     "InputValidator",
     "ModelState",
@@ -28,6 +30,7 @@ __all__ = [
     "OutboxItem",
     "OutboxStats",
     "Prediction",
+    "SampleCollector",
     "SamplingPolicy",
     "Selection",
     "create_policy",

@@ -36,6 +36,8 @@ import numpy as np
 from edgecl._exceptions import ConfigError, InvalidInput
 from edgecl.heads._cosine import l2_normalise
 
+_FEATURE_MEAN_WINDOW = 256.0  # samples; the diversity filter centres features on this EMA
+
 DEFAULT_FRACTION = 0.05
 
 
@@ -201,6 +203,7 @@ class BudgetedPolicy(SamplingPolicy):
         self._sent_times: deque[float] = deque()
         self._last_time = -math.inf
         self._memory: deque[np.ndarray] = deque()
+        self._feature_mean: np.ndarray | None = None
 
     # -- hooks ---------------------------------------------------------------------------
 
@@ -232,7 +235,8 @@ class BudgetedPolicy(SamplingPolicy):
         chosen: list[int] = []
         if n and capacity > 0:
             order = np.argsort(-scores, kind="stable")
-            unit = None if feats is None or not self.diverse else l2_normalise(feats)
+            unit = None if feats is None or not self.diverse else l2_normalise(
+                self._centred(feats))
             for i in order:
                 if len(chosen) >= capacity or not (scores[i] > threshold or target >= 1.0):
                     break
@@ -289,6 +293,20 @@ class BudgetedPolicy(SamplingPolicy):
             self._sent_times.extend([now] * count)
 
     # -- diversity -----------------------------------------------------------------------
+
+    def _centred(self, feats: np.ndarray) -> np.ndarray:
+        """Features minus a slow running mean of all features seen.
+
+        Raw ReLU features of one domain are nearly parallel (cosine ~0.98), so without
+        centring a cosine filter would call everything in a new domain a duplicate.
+        """
+        batch_mean = feats.mean(axis=0)
+        if self._feature_mean is None:
+            self._feature_mean = batch_mean
+        centred = feats - self._feature_mean
+        keep = (1.0 - 1.0 / _FEATURE_MEAN_WINDOW) ** feats.shape[0]
+        self._feature_mean = keep * self._feature_mean + (1.0 - keep) * batch_mean
+        return centred
 
     def _novel(self, unit: np.ndarray) -> bool:
         """Whether ``unit`` is not a near-duplicate of a recent selection; remembers it."""
@@ -356,12 +374,15 @@ class UncertaintyPolicy(_QuantilePolicy):
     """UGS default: entropy plus standardised OOD score, budgeted, with a diversity filter.
 
     ``score = w_entropy * entropy / ln(num_classes) + w_ood * (ood - m) / s`` where ``m`` and
-    ``s`` are exponential moving mean and standard deviation of the OOD score (window about
-    ``ood_window`` samples; a batch is standardised with the statistics of the batches
-    before it, the first batch with its own), so detectors of any scale mix the same way.
+    ``s`` are the mean and standard deviation of the OOD score over the first
+    ``ood_warmup`` samples (or ``ood_reference=(m, s)``, e.g. from calibration data), then
+    frozen: detectors of any scale mix the same way, and a later domain shift keeps its
+    large standardised score instead of being absorbed into running statistics (which
+    would make the admission quantile lag behind the shift and stop selection).
     Without an OOD score (``ood_score=None``) the score is the entropy term alone.
-    A candidate whose l2-normalised feature has cosine similarity above ``max_similarity``
-    with any of the last ``memory`` selected features is skipped (needs ``features``).
+    A candidate whose centred (running mean removed), l2-normalised feature has cosine
+    similarity above ``max_similarity`` with any of the last ``memory`` selected features
+    is skipped (needs ``features``).
 
     Parameters
     ----------
@@ -369,8 +390,10 @@ class UncertaintyPolicy(_QuantilePolicy):
         Normalises entropy to [0, 1]; when not given, entropy is used in nats.
     w_entropy, w_ood : float >= 0
         Weights of the two terms.
-    ood_window : float >= 1
-        Effective length (samples) of the moving OOD statistics.
+    ood_warmup : int >= 1
+        Samples whose OOD scores fix the standardisation (when no ``ood_reference``).
+    ood_reference : (mean, std), optional
+        Fixed standardisation of the OOD score, e.g. its statistics on calibration data.
     max_similarity : float in [-1, 1], memory : int >= 0
         Diversity filter; ``memory=0`` or ``max_similarity=1`` turns it off.
     history, fraction, per_window, window_seconds, burst
@@ -390,7 +413,8 @@ class UncertaintyPolicy(_QuantilePolicy):
     diverse = True
 
     def __init__(self, *, num_classes: int | None = None, w_entropy: float = 1.0,
-                 w_ood: float = 1.0, ood_window: float = 2048.0, max_similarity: float = 0.95,
+                 w_ood: float = 1.0, ood_warmup: int = 256,
+                 ood_reference: tuple[float, float] | None = None, max_similarity: float = 0.95,
                  memory: int = 64, **budget: Any) -> None:
         self.num_classes = None if num_classes is None else _integer(num_classes,
                                                                      "num_classes", 2)
@@ -398,20 +422,29 @@ class UncertaintyPolicy(_QuantilePolicy):
         self.w_ood = _number(w_ood, "w_ood", low=0.0)
         if self.w_entropy == 0 and self.w_ood == 0:
             raise ConfigError("w_entropy and w_ood cannot both be 0")
-        self.ood_window = _number(ood_window, "ood_window", low=1.0)
+        self.ood_warmup = _integer(ood_warmup, "ood_warmup", 1)
+        if ood_reference is not None:
+            ref_mean, ref_std = ood_reference
+            _number(ref_mean, "ood_reference mean", low=-math.inf)
+            if not _number(ref_std, "ood_reference std", low=0.0) > 0:
+                raise ConfigError("ood_reference std must be > 0")
+            ood_reference = (float(ref_mean), float(ref_std))
+        self.ood_reference = ood_reference
         self.max_similarity = _number(max_similarity, "max_similarity", low=-1.0, high=1.0)
         self.memory = _integer(memory, "memory", 0)
         super().__init__(**budget)
 
     def hyperparameters(self) -> dict[str, Any]:
         return {**super().hyperparameters(), "num_classes": self.num_classes,
-                "w_entropy": self.w_entropy, "w_ood": self.w_ood, "ood_window": self.ood_window,
+                "w_entropy": self.w_entropy, "w_ood": self.w_ood, "ood_warmup": self.ood_warmup,
+                "ood_reference": self.ood_reference,
                 "max_similarity": self.max_similarity, "memory": self.memory}
 
     def reset(self) -> None:
         super().reset()
-        self.ood_mean: float | None = None
-        self.ood_var = 0.0
+        self._ood_n = 0
+        self._ood_sum = 0.0
+        self._ood_sumsq = 0.0
 
     def _diversity(self) -> tuple[float, int]:
         return self.max_similarity, self.memory
@@ -421,15 +454,21 @@ class UncertaintyPolicy(_QuantilePolicy):
         scores = self.w_entropy * entropy / _entropy_scale(self.num_classes)
         if ood is None or ood.shape[0] == 0:
             return scores
-        batch_mean, batch_var = float(ood.mean()), float(ood.var())
-        if self.ood_mean is None:
-            self.ood_mean, self.ood_var = batch_mean, batch_var
-        z = (ood - self.ood_mean) / max(math.sqrt(self.ood_var), 1e-12)
-        keep = (1.0 - 1.0 / self.ood_window) ** ood.shape[0]  # weight of the old statistics
-        delta = batch_mean - self.ood_mean
-        self.ood_mean += (1.0 - keep) * delta
-        self.ood_var = keep * self.ood_var + (1.0 - keep) * batch_var + keep * (1 - keep) * delta**2
+        if self.ood_reference is None and self._ood_n < self.ood_warmup:
+            take = ood[: self.ood_warmup - self._ood_n].astype(np.float64)
+            self._ood_n += take.shape[0]
+            self._ood_sum += float(take.sum())
+            self._ood_sumsq += float((take * take).sum())
+        mean, std = self._ood_stats()
+        z = (ood - mean) / std
         return scores + self.w_ood * z
+
+    def _ood_stats(self) -> tuple[float, float]:
+        if self.ood_reference is not None:
+            return self.ood_reference
+        mean = self._ood_sum / self._ood_n
+        var = max(self._ood_sumsq / self._ood_n - mean * mean, 0.0)
+        return mean, max(math.sqrt(var), 1e-6 * max(abs(mean), 1.0))
 
 
 class EntropyPolicy(_QuantilePolicy):

@@ -69,9 +69,19 @@ def energy_score(prediction: Any) -> np.ndarray:
 def _ood_fn(ood_score: str | OodFn | None) -> OodFn | None:
     if ood_score is None or callable(ood_score):
         return ood_score
+    if ood_score == "runtime":
+        return _runtime_score
     if ood_score == "energy":
         return energy_score
-    raise ConfigError(f"ood_score must be 'energy', None or a callable, got {ood_score!r}")
+    raise ConfigError(f"ood_score must be 'runtime', 'energy', None or a callable, "
+                      f"got {ood_score!r}")
+
+
+def _runtime_score(prediction: Any) -> np.ndarray:
+    """The score of the runtime's own OOD detector (the bundle's calibrated default)."""
+    if prediction.ood_score is None:
+        raise ConfigError("the bundle has no OOD detector: calibrate it or pass 'energy'")
+    return prediction.ood_score
 
 
 def _mean_similarity(features: np.ndarray) -> float | None:
@@ -99,7 +109,7 @@ def evaluate_sampling(
     samples_per_severity: int = 200,
     batch: int = 16,
     seed: int = 0,
-    ood_score: str | OodFn | None = "energy",
+    ood_score: str | OodFn | None = "runtime",
     policy_kwargs: Mapping[str, Mapping[str, Any]] | None = None,
     threads: int | None = None,
 ) -> dict[str, Any]:
@@ -113,7 +123,8 @@ def evaluate_sampling(
     Parameters
     ----------
     zoo : :class:`edgecl.zoo.Zoo` (anything with ``student_bundle``)
-    ood_score : ``"energy"`` (``-logsumexp(logits)``), None (entropy only) or a callable
+    ood_score : ``"runtime"`` (the score of the runtime's OOD detector, from the bundle's
+        ``ood.npz``), ``"energy"`` (``-logsumexp(logits)``), None (entropy only) or a callable
         ``ood_fn(prediction) -> (N,) scores``, higher = more out-of-distribution.
     policy_kwargs : extra hyperparameters per policy name, e.g.
         ``{"uncertainty": {"w_ood": 0.5}}``.

@@ -1,0 +1,64 @@
+"""SampleCollector: predictions -> drift detector + sampling policy -> durable outbox."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from edgecl import ConfigError
+from edgecl.device import DeviceRuntime, Outbox, SampleCollector, create_policy
+from edgecl.ood import KSWindowDetector
+from edgecl.zoo import KNOWN_CLASSES, corrupt, load_mnist
+
+
+def test_collector_selects_within_budget_and_detects_the_shift(tiny_zoo, tmp_path):
+    rt = DeviceRuntime.open(tiny_zoo.student_bundle, threads=1)
+    test = load_mnist().test.only(KNOWN_CLASSES)
+    clean = test.images[:480]
+    shifted = corrupt(test.images[:480], "gaussian_noise", 5, 0)
+    stream = np.concatenate([clean, shifted])
+    outbox = Outbox(tmp_path / "outbox.db", store=("image", "features"))
+    collector = SampleCollector(outbox, create_policy("uncertainty", fraction=0.05),
+                                drift=KSWindowDetector(), device_id="dev1")
+    for start in range(0, len(stream), 16):
+        frames = stream[start:start + 16]
+        assert collector.offer(frames, rt.predict(frames, return_features=True))
+    collector.flush()
+    collector.close()
+    outbox.flush()
+    stats = collector.stats()
+    assert stats.processed == len(stream) // 16 and stats.skipped == 0
+    assert 1 <= stats.selected <= 0.05 * len(stream) + 4
+    assert outbox.stats().count == stats.stored == stats.selected
+    items = outbox.lease(1000)
+    for item in items:
+        assert item.sample_id.startswith("dev1-")
+        row = int(np.flatnonzero((stream == item.arrays["image"]).all(axis=(1, 2, 3)))[0])
+        pred = rt.predict(stream[row], return_features=True)
+        np.testing.assert_allclose(item.arrays["features"], pred.features[0], atol=1e-5)
+        assert item.meta["label"] == int(pred.labels[0])
+    # the clean part raises no alarm; the noise is detected within a few windows
+    assert collector.shifts, "gaussian noise at severity 5 must be detected"
+    first = collector.shifts[0].index
+    assert 480 <= first <= 480 + 128
+    # the budget is spread over time (a fraction of recent samples), and within each phase
+    # the policy sends the most uncertain samples, not a random few
+    rows = np.array([int(np.flatnonzero((stream == it.arrays["image"]).all(axis=(1, 2, 3)))[0])
+                     for it in items])
+    assert (rows >= 480).sum() >= 5 and (rows < 480).sum() >= 5
+    scores = rt.predict(clean).ood_score
+    picked = rows[rows < 480]
+    assert np.median(scores[picked]) > np.quantile(scores, 0.75)
+    outbox.close()
+
+
+def test_collector_requires_features_when_storing_them(tiny_zoo, tmp_path):
+    rt = DeviceRuntime.open(tiny_zoo.student_bundle)
+    with Outbox(tmp_path / "o.db") as outbox:
+        collector = SampleCollector(outbox, create_policy("random", fraction=0.5))
+        frames = load_mnist().test.images[:4]
+        with pytest.raises(ConfigError, match="return_features"):
+            collector.offer(frames, rt.predict(frames))
+        collector.close()
+    with pytest.raises(ConfigError, match="store"):
+        SampleCollector(outbox, create_policy("random"), store=("logits",))
