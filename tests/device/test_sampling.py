@@ -178,7 +178,8 @@ def test_registry():
     with pytest.raises(ConfigError):
         register_policy(int)  # type: ignore[arg-type]
     for hp in (dict(w_entropy=-1.0), dict(w_entropy=0.0, w_ood=0.0), dict(max_similarity=1.5),
-               dict(memory=-1), dict(num_classes=1), dict(history=1), dict(ood_warmup=0), dict(ood_reference=(0.0, 0.0))):
+               dict(memory=-1), dict(num_classes=1), dict(history=1), dict(ood_warmup=0),
+               dict(ood_reference=(0.0, 0.0))):
         with pytest.raises(ConfigError):
             create_policy("uncertainty", **hp)
     with pytest.raises(ConfigError):
