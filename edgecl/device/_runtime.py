@@ -66,7 +66,8 @@ class DeviceRuntime:
 
         ``threads`` pins onnxruntime's intra-op threads (default: onnxruntime's choice).
         ``ood`` names the OOD detector (from the bundle's ``ood.npz``) whose score every
-        prediction carries: ``"default"`` uses ``mahalanobis`` when the bundle has detectors,
+        prediction carries: ``"default"`` uses ``vim`` (else ``mahalanobis``) when the bundle has
+        detectors,
         ``None`` disables OOD scoring.
         """
         ort = require("onnxruntime", "device")
@@ -86,9 +87,10 @@ class DeviceRuntime:
                               path=str(bundle.encoder_onnx)) from exc
         detectors = _load_detectors(bundle)
         if ood == "default":
-            from edgecl.ood import DEFAULT_DETECTOR
+            from edgecl.ood._calibrate import DEFAULT_DETECTOR, FALLBACK_DETECTOR
 
-            ood = DEFAULT_DETECTOR if DEFAULT_DETECTOR in detectors else None
+            ood = next((d for d in (DEFAULT_DETECTOR, FALLBACK_DETECTOR) if d in detectors),
+                       None)
         return cls(bundle, session, max_batch=max_batch, detectors=detectors, ood=ood)
 
     def _detector(self, name: str | None) -> Any:

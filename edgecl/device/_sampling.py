@@ -198,7 +198,9 @@ class BudgetedPolicy(SamplingPolicy):
     def reset(self) -> None:
         self.seen = 0
         self.selected = 0
-        self._tokens = Fraction(self.burst)
+        # The bucket starts empty: from the first sample on, the total sent never exceeds
+        # fraction * seen; `burst` only bounds how much unspent budget is carried forward.
+        self._tokens = Fraction(0)
         self._arrivals: deque[tuple[float, int]] = deque()  # (timestamp, batch size)
         self._sent_times: deque[float] = deque()
         self._last_time = -math.inf
@@ -370,6 +372,11 @@ def _entropy_scale(num_classes: int | None) -> float:
 # -- the built-in policies -----------------------------------------------------------------
 
 
+# Long memory and a deep token bucket: budget saved while the device is sure of itself is
+# spent when the world changes (measured with `edgecl eval sampling`, see README).
+UNCERTAINTY_BUDGET_DEFAULTS: dict[str, Any] = {"history": 8192, "burst": 512.0, "fill_gain": 0.0}
+
+
 class UncertaintyPolicy(_QuantilePolicy):
     """UGS default: entropy plus standardised OOD score, budgeted, with a diversity filter.
 
@@ -396,8 +403,10 @@ class UncertaintyPolicy(_QuantilePolicy):
         Fixed standardisation of the OOD score, e.g. its statistics on calibration data.
     max_similarity : float in [-1, 1], memory : int >= 0
         Diversity filter; ``memory=0`` or ``max_similarity=1`` turns it off.
-    history, fraction, per_window, window_seconds, burst
+    history, fraction, per_window, window_seconds, burst, fill_gain
         See :class:`BudgetedPolicy`; ``history`` is the ring buffer behind the quantile.
+        Defaults here: ``history=8192``, ``burst=512``, ``fill_gain=0`` (a long view of
+        what is unusual, and a deep bucket so quiet periods save budget for shifts).
 
     Examples
     --------
@@ -413,8 +422,8 @@ class UncertaintyPolicy(_QuantilePolicy):
     diverse = True
 
     def __init__(self, *, num_classes: int | None = None, w_entropy: float = 1.0,
-                 w_ood: float = 1.0, ood_warmup: int = 256,
-                 ood_reference: tuple[float, float] | None = None, max_similarity: float = 0.95,
+                 w_ood: float = 1.0, ood_warmup: int = 1024,
+                 ood_reference: tuple[float, float] | None = None, max_similarity: float = 0.98,
                  memory: int = 64, **budget: Any) -> None:
         self.num_classes = None if num_classes is None else _integer(num_classes,
                                                                      "num_classes", 2)
@@ -432,6 +441,8 @@ class UncertaintyPolicy(_QuantilePolicy):
         self.ood_reference = ood_reference
         self.max_similarity = _number(max_similarity, "max_similarity", low=-1.0, high=1.0)
         self.memory = _integer(memory, "memory", 0)
+        for key, value in UNCERTAINTY_BUDGET_DEFAULTS.items():
+            budget.setdefault(key, value)
         super().__init__(**budget)
 
     def hyperparameters(self) -> dict[str, Any]:

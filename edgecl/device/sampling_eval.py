@@ -20,9 +20,6 @@ from edgecl._exceptions import ConfigError, InvalidInput
 from edgecl.device._sampling import create_policy
 from edgecl.heads._cosine import l2_normalise
 
-DEFAULT_CORRUPTIONS: tuple[str, ...] = (
-    "gaussian_noise", "defocus_blur", "contrast", "fog", "rotate", "impulse_noise",
-)  # fmt: skip
 POLICIES: tuple[str, ...] = ("uncertainty", "entropy", "random")
 FLOORS: dict[str, float] = {"error_ratio_vs_random": 2.0, "score_error_auroc": 0.80}
 
@@ -143,7 +140,7 @@ def evaluate_sampling(
         ``floor_failures``, ``corruptions``, ``seconds``. Undefined figures are None.
     """
     from edgecl.device._runtime import DeviceRuntime
-    from edgecl.zoo.streams import gradual_stream
+    from edgecl.zoo.streams import DEFAULT_CORRUPTIONS, gradual_stream
 
     if isinstance(budget, bool) or not isinstance(budget, (int, float)) or not 0 < budget <= 1:
         raise ConfigError(f"budget must be in (0, 1], got {budget!r}")

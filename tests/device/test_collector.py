@@ -18,7 +18,8 @@ def test_collector_selects_within_budget_and_detects_the_shift(tiny_zoo, tmp_pat
     shifted = corrupt(test.images[:480], "gaussian_noise", 5, 0)
     stream = np.concatenate([clean, shifted])
     outbox = Outbox(tmp_path / "outbox.db", store=("image", "features"))
-    collector = SampleCollector(outbox, create_policy("uncertainty", fraction=0.05),
+    collector = SampleCollector(outbox, create_policy("uncertainty", fraction=0.05,
+                                                      ood_warmup=256),
                                 drift=KSWindowDetector(), device_id="dev1")
     for start in range(0, len(stream), 16):
         frames = stream[start:start + 16]

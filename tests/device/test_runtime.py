@@ -133,13 +133,13 @@ def test_bundle_detectors_score_every_prediction(tiny_zoo):
 
     rt = DeviceRuntime.open(tiny_zoo.student_bundle)
     assert sorted(rt.detectors) == list_detectors()
-    assert rt.state.ood is rt.detectors["mahalanobis"]
+    assert rt.state.ood is rt.detectors["vim"]
     x = images(5, seed=11)
     pred = rt.predict(x, return_features=True)
-    want = rt.detectors["mahalanobis"].score(pred.features, pred.logits)
+    want = rt.detectors["vim"].score(pred.features, pred.logits)
     np.testing.assert_allclose(pred.ood_score, want)
     assert pred.is_ood.dtype == bool
-    np.testing.assert_array_equal(pred.is_ood, want > rt.detectors["mahalanobis"].threshold)
+    np.testing.assert_array_equal(pred.is_ood, want > rt.detectors["vim"].threshold)
     rt.use_detector("energy")
     assert rt.state.version == 1
     e = rt.predict(x)
