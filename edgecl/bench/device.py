@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 
 from edgecl.bench._timing import interleaved, summary_ms
+from edgecl.bench.ood import bench_ood_overhead
 
 
 def bench_device(*, calls: int = 200, warmup: int = 20, threads: int = 1,
@@ -42,6 +43,8 @@ def bench_device(*, calls: int = 200, warmup: int = 20, threads: int = 1,
         if progress:
             print(f"bench device: {name} ...", file=sys.stderr, flush=True)
         result[name] = _bench_model(path, eager, calls=calls, warmup=warmup, threads=threads)
+        result[name]["ood"] = bench_ood_overhead(path, calls=calls, warmup=warmup,
+                                                 threads=threads)
     result["rss_mb"] = peak_rss_mb(edge_path, threads=threads)
     result["rss_mb_b32"] = peak_rss_mb(edge_path, threads=threads, batches=(1, 32))
     result["rss_note"] = ("peak RSS (VmHWM) of a fresh device-only process serving edge at "

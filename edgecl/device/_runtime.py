@@ -140,7 +140,9 @@ class DeviceRuntime:
         labels = probs.argmax(axis=1)
         ood_score = is_ood = None
         if state.ood is not None:
-            ood_score = state.ood.score(feats, logits)
+            trusted = getattr(state.ood, "score_trusted", None)
+            ood_score = (trusted(feats, logits, probs) if trusted is not None
+                         else state.ood.score(feats, logits))
             is_ood = ood_score > state.ood.threshold
         return Prediction(
             labels=labels,

@@ -327,12 +327,19 @@ class BudgetedPolicy(SamplingPolicy):
 
 
 class _ScoreHistory:
-    """Ring buffer of recent scores and their running quantile."""
+    """Ring buffer of recent scores and their running quantile.
+
+    The quantile is recomputed once ``size / 128`` new scores have arrived (every 64 for
+    the default 8192), so a batch-1 caller does not pay a full partition per sample.
+    """
 
     def __init__(self, size: int) -> None:
         self._buf = np.empty(size, dtype=np.float64)
         self._pos = 0
         self._count = 0
+        self._refresh = max(1, size // 128)
+        self._stale = 0
+        self._cached: tuple[float, float] | None = None
 
     def add(self, scores: np.ndarray) -> None:
         size = self._buf.shape[0]
@@ -341,9 +348,13 @@ class _ScoreHistory:
         self._buf[idx] = scores
         self._pos = int((self._pos + scores.shape[0]) % size)
         self._count = min(size, self._count + scores.shape[0])
+        self._stale += scores.shape[0]
 
     def quantile(self, q: float) -> float:
-        return float(np.quantile(self._buf[: self._count], q))
+        if self._cached is None or self._cached[0] != q or self._stale >= self._refresh:
+            self._cached = (q, float(np.quantile(self._buf[: self._count], q)))
+            self._stale = 0
+        return self._cached[1]
 
 
 class _QuantilePolicy(BudgetedPolicy):

@@ -167,6 +167,19 @@ class Detector(ABC):
         self.threshold = threshold_at(np.asarray(calibration_scores, np.float64), float(tpr))
         return self
 
+    def score_trusted(self, features: np.ndarray, logits: np.ndarray,
+                      probabilities: np.ndarray | None = None) -> np.ndarray:
+        """Scores for outputs of the runtime's own pipeline, without input validation.
+
+        The device runtime calls this on every prediction: its features and logits come
+        from the encoder and head it runs, so their shapes are known and re-checking them
+        would only add latency. ``probabilities`` (the softmax the runtime already computed)
+        lets logit-based detectors skip recomputing it. Use :meth:`score` for other data.
+        """
+        if not self.fitted:
+            raise ConfigError(f"{self.name} detector is not fitted: call fit() first")
+        return self._score(features, logits)
+
     def score(self, features: np.ndarray, logits: np.ndarray) -> np.ndarray:
         """OOD scores ``(N,)`` float64: higher means more out-of-distribution.
 

@@ -45,6 +45,12 @@ class MaxSoftmax(_LogitsDetector):
 
     name = "msp"
 
+    def score_trusted(self, features: np.ndarray, logits: np.ndarray,
+                      probabilities: np.ndarray | None = None) -> np.ndarray:
+        if probabilities is not None and self.temperature == 1.0 and self.fitted:
+            return -probabilities.max(axis=1)  # the runtime's softmax, reused
+        return super().score_trusted(features, logits, probabilities)
+
     def _score(self, features: np.ndarray, logits: np.ndarray) -> np.ndarray:
         z = np.asarray(logits, dtype=np.float64) / self.temperature
         # max softmax = exp(max z - logsumexp z)
@@ -64,6 +70,13 @@ class Energy(_LogitsDetector):
     """
 
     name = "energy"
+
+    def score_trusted(self, features: np.ndarray, logits: np.ndarray,
+                      probabilities: np.ndarray | None = None) -> np.ndarray:
+        if probabilities is not None and self.temperature == 1.0 and self.fitted:
+            # logsumexp(z) = z_k - log p_k for any k; k = argmax keeps log p_k >= -log C
+            return np.log(probabilities.max(axis=1)) - logits.max(axis=1)
+        return super().score_trusted(features, logits, probabilities)
 
     def _score(self, features: np.ndarray, logits: np.ndarray) -> np.ndarray:
         t = self.temperature
