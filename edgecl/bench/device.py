@@ -47,8 +47,11 @@ def bench_device(*, calls: int = 200, warmup: int = 20, threads: int = 1,
                                                  threads=threads)
     result["rss_mb"] = peak_rss_mb(edge_path, threads=threads)
     result["rss_mb_b32"] = peak_rss_mb(edge_path, threads=threads, batches=(1, 32))
-    result["rss_note"] = ("peak RSS (VmHWM) of a fresh device-only process serving edge at "
-                          "batch 1; rss_mb_b32 also runs batch 32")
+    result["rss_mb_with_ood"] = peak_rss_mb(edge_path, threads=threads, ood="default")
+    result["rss_note"] = (
+        "peak RSS (VmHWM) of a fresh device-only process serving edge at batch 1 without OOD "
+        "scoring; rss_mb_b32 also runs batch 32; rss_mb_with_ood loads the bundle's "
+        "detectors and scores with the default one")
     return result
 
 
@@ -70,7 +73,7 @@ def _bench_model(path: Path, eager: Any, *, calls: int, warmup: int,
 
     from edgecl.device import DeviceRuntime
 
-    rt = DeviceRuntime.open(path, threads=threads)
+    rt = DeviceRuntime.open(path, threads=threads, ood=None)  # detectors: see bench_ood
     # "Bare" is session.run on the very session the SDK wraps: same weights in the same
     # memory, so the ratio isolates the SDK's own work (two sessions of one model differ
     # by a few percent on their own).
@@ -114,7 +117,8 @@ _RSS_CHILD = """
 import json, resource, sys
 import numpy as np
 from edgecl.device import DeviceRuntime
-rt = DeviceRuntime.open(sys.argv[1], threads=int(sys.argv[2]))
+rt = DeviceRuntime.open(sys.argv[1], threads=int(sys.argv[2]),
+                        ood=None if sys.argv[4] == "none" else "default")
 shape = rt.bundle.input_spec.shape
 rng = np.random.default_rng(0)
 for batch in (int(b) for b in sys.argv[3].split(",")):
@@ -129,11 +133,12 @@ print(json.dumps({"rss_kb": kb, "heavy": heavy}))
 """
 
 
-def peak_rss_mb(bundle: Path, *, threads: int = 1, batches: tuple[int, ...] = (1,)) -> float:
+def peak_rss_mb(bundle: Path, *, threads: int = 1, batches: tuple[int, ...] = (1,),
+                ood: str = "none") -> float:
     """Peak RSS (MB) of a fresh device-only process that opens ``bundle`` and predicts."""
     env = dict(os.environ)
     proc = subprocess.run([sys.executable, "-c", _RSS_CHILD, str(bundle), str(threads),
-                           ",".join(str(b) for b in batches)],
+                           ",".join(str(b) for b in batches), ood],
                           capture_output=True, text=True, check=True, env=env)
     info = json.loads(proc.stdout.strip().splitlines()[-1])
     if info["heavy"]:

@@ -15,14 +15,16 @@ from edgecl.device._state import ModelState
 from edgecl.device._validate import InputValidator
 
 
-def _load_detectors(bundle: ModelBundle) -> dict[str, Any]:
+def _load_detectors(bundle: ModelBundle, names: tuple[str, ...] | None = None
+                    ) -> dict[str, Any]:
     from edgecl.ood import OOD_FILE
 
     if OOD_FILE not in bundle.manifest.files:
         return {}
     from edgecl.ood import load_detectors
 
-    return load_detectors(bundle.path / OOD_FILE, encoder_sha256=bundle.encoder_sha256)
+    return load_detectors(bundle.path / OOD_FILE, encoder_sha256=bundle.encoder_sha256,
+                          names=names)
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:
@@ -47,9 +49,10 @@ class DeviceRuntime:
     """
 
     def __init__(self, bundle: ModelBundle, session: Any, *, max_batch: int = 1024,
-                 detectors: dict[str, Any] | None = None, ood: str | None = None) -> None:
+                 ood: str | None = None) -> None:
         self.bundle = bundle
-        self.detectors: dict[str, Any] = dict(detectors or {})
+        self._detectors: dict[str, Any] = {}
+        self._all_loaded = False
         self._session = session
         self._input_name = session.get_inputs()[0].name
         self._output_names = [session.get_outputs()[0].name]
@@ -85,21 +88,30 @@ class DeviceRuntime:
         except Exception as exc:  # onnxruntime raises its own untyped errors
             raise BundleError(f"onnxruntime cannot load the encoder ({exc})",
                               path=str(bundle.encoder_onnx)) from exc
-        detectors = _load_detectors(bundle)
         if ood == "default":
             from edgecl.ood._calibrate import DEFAULT_DETECTOR, FALLBACK_DETECTOR
 
-            ood = next((d for d in (DEFAULT_DETECTOR, FALLBACK_DETECTOR) if d in detectors),
-                       None)
-        return cls(bundle, session, max_batch=max_batch, detectors=detectors, ood=ood)
+            found = _load_detectors(bundle, (DEFAULT_DETECTOR, FALLBACK_DETECTOR))
+            ood = next((d for d in (DEFAULT_DETECTOR, FALLBACK_DETECTOR) if d in found), None)
+        return cls(bundle, session, max_batch=max_batch, ood=ood)
+
+    @property
+    def detectors(self) -> dict[str, Any]:
+        """All OOD detectors stored in the bundle (restored on first use), by name."""
+        if not self._all_loaded:
+            self._detectors = {**_load_detectors(self.bundle), **self._detectors}
+            self._all_loaded = True
+        return self._detectors
 
     def _detector(self, name: str | None) -> Any:
         if name is None:
             return None
-        if name not in self.detectors:
+        if name not in self._detectors and not self._all_loaded:
+            self._detectors.update(_load_detectors(self.bundle, (name,)))
+        if name not in self._detectors:
             raise ConfigError(f"no OOD detector {name!r} in this bundle; it has "
                               f"{sorted(self.detectors) or 'none (run calibrate_bundle)'}")
-        return self.detectors[name]
+        return self._detectors[name]
 
     def use_detector(self, name: str | None) -> ModelState:
         """Swap in a state that scores with the bundle's detector ``name`` (None: no scoring)."""

@@ -12,7 +12,7 @@ import io
 import json
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from typing import Any
 
 import numpy as np
@@ -102,8 +102,12 @@ def _read(path: str) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
     return meta, arrays
 
 
-def load_detectors(path: str | os.PathLike[str], *, encoder_sha256: str) -> dict[str, Detector]:
+def load_detectors(path: str | os.PathLike[str], *, encoder_sha256: str,
+                   names: Collection[str] | None = None) -> dict[str, Detector]:
     """Read the detectors :func:`save_detectors` wrote, for the encoder ``encoder_sha256``.
+
+    The whole file is verified; with ``names`` only those detectors are restored (absent
+    names are skipped), which keeps a device from building detectors it will not use.
 
     Raises
     ------
@@ -129,6 +133,8 @@ def load_detectors(path: str | os.PathLike[str], *, encoder_sha256: str) -> dict
         raise BundleError("detector file lists no detectors", path=where)
     out: dict[str, Detector] = {}
     for key, entry in entries.items():
+        if names is not None and key not in names:
+            continue
         try:
             cls = detector_class(entry["name"])
         except ConfigError as exc:

@@ -76,6 +76,20 @@ class Mahalanobis(Detector):
         self._whiten_t = np.ascontiguousarray(whiten.T)
         self._white_means = means @ self._whiten_t
         self._white_sq = np.einsum("ij,ij->i", self._white_means, self._white_means)
+        # float32 copies for the runtime's per-prediction path (half the memory traffic)
+        self._whiten_t32 = self._whiten_t.astype(np.float32)
+        self._white_means_t32 = np.ascontiguousarray(-2.0 * self._white_means.T, np.float32)
+        self._white_sq32 = self._white_sq.astype(np.float32)
+
+    def score_trusted(self, features: np.ndarray, logits: np.ndarray,
+                      probabilities: np.ndarray | None = None) -> np.ndarray:
+        if not self.fitted or features.dtype != np.float32:
+            return super().score_trusted(features, logits, probabilities)
+        w = np.dot(features, self._whiten_t32)
+        d2 = np.dot(w, self._white_means_t32)
+        d2 += self._white_sq32
+        d2 += np.einsum("ij,ij->i", w, w)[:, None]
+        return 0.5 * np.maximum(d2.min(axis=1), 0.0)
 
     def _score(self, features: np.ndarray, logits: np.ndarray) -> np.ndarray:
         assert self._whiten_t is not None and self._white_means is not None

@@ -132,6 +132,7 @@ def test_bundle_detectors_score_every_prediction(tiny_zoo):
     from edgecl.ood import list_detectors
 
     rt = DeviceRuntime.open(tiny_zoo.student_bundle)
+    assert set(rt._detectors) == {"vim"}, "only the detector in use is restored at open"
     assert sorted(rt.detectors) == list_detectors()
     assert rt.state.ood is rt.detectors["vim"]
     x = images(5, seed=11)
