@@ -1,7 +1,11 @@
-"""Render README tables from a zoo report and an ``edgecl bench device --json`` output.
+"""Render README tables from a zoo report and the JSON of ``edgecl bench`` / ``edgecl eval``.
 
     python tools/readme_tables.py zoo  $EDGECL_HOME/zoo/full-<digest>/report.json
-    python tools/readme_tables.py bench bench.json
+    python tools/readme_tables.py bench bench.json          # edgecl bench device --json
+    python tools/readme_tables.py ood-bench bench.json      # its per-detector overhead
+    python tools/readme_tables.py ood ood.json              # edgecl eval ood --json
+    python tools/readme_tables.py drift drift.json          # edgecl eval drift --json
+    python tools/readme_tables.py sampling sampling.json    # edgecl eval sampling --json
 """
 
 from __future__ import annotations
@@ -46,7 +50,57 @@ def bench_table(b: dict) -> str:
         f"onnxruntime {m['onnxruntime']}, torch {m['torch']}.")
 
 
+def ood_bench_table(b: dict) -> str:
+    rows = ["| detector | tiny: predict ms | + OOD + offer ms | added % | edge: predict ms "
+            "| + OOD + offer ms | added % |", "|---|---:|---:|---:|---:|---:|---:|"]
+    for name in sorted(b["tiny"]["ood"]):
+        t, e = b["tiny"]["ood"][name], b["edge"]["ood"][name]
+        rows.append(f"| {name} | {t['predict_ms_b1']} | {t['with_ood_ms_b1']} | "
+                    f"{t['added_pct_b1']} | {e['predict_ms_b1']} | {e['with_ood_ms_b1']} | "
+                    f"{e['added_pct_b1']} |")
+    return "\n".join(rows)
+
+
+def eval_ood_table(d: dict) -> str:
+    dets = d["detectors"]
+    rows = ["| detector | mean AUROC | novel classes AUROC / FPR95 "
+            "| worst corruption (AUROC) |", "|---|---:|---:|---|"]
+    for name, v in sorted(dets.items(), key=lambda kv: -kv[1]["mean_auroc"]):
+        sets = {k: x for k, x in v.items() if isinstance(x, dict)}
+        worst = min((k for k in sets if k != "novel_classes"), key=lambda k: sets[k]["auroc"])
+        novel = sets["novel_classes"]
+        rows.append(f"| {name} | {v['mean_auroc']:.3f} | {novel['auroc']:.3f} / "
+                    f"{novel['fpr95']:.3f} | {worst} ({sets[worst]['auroc']:.3f}) |")
+    return "\n".join(rows)
+
+
+def eval_drift_table(d: dict) -> str:
+    rows = ["| detector | severity | median delay | p90 delay | missed | false alarms / 10k clean |",
+            "|---|---:|---:|---:|---:|---:|"]
+    for name, v in d["detectors"].items():
+        for sev in sorted(k for k in v if k.startswith("severity_")):
+            r = v[sev]
+            rows.append(f"| {name} | {sev.split('_')[1]} | {r['median_delay']} | "
+                        f"{r['p90_delay']} | {r['missed']} | {v['false_alarms_per_10k']} |")
+    return "\n".join(rows)
+
+
+def eval_sampling_table(d: dict) -> str:
+    rows = ["| policy | selected | error rate among selected | mean cosine of selected |",
+            "|---|---:|---:|---:|"]
+    for name, v in d["policies"].items():
+        rows.append(f"| {name} | {v['selected']} ({v['selected_fraction']:.3f}) | "
+                    f"{v['error_rate_selected']:.3f} | {v['mean_similarity']:.3f} |")
+    return "\n".join(rows) + (
+        f"\n\n{d['samples']} samples, student error rate {d['overall_error_rate']:.3f}; "
+        f"error ratio uncertainty / random = **{d['error_ratio_vs_random']:.2f}** "
+        f"(the most any policy could reach: {d['max_error_ratio']:.2f}); AUROC of the "
+        f"sampling score for the student's errors = **{d['score_error_auroc']:.3f}**.")
+
+
+TABLES = {"zoo": zoo_table, "bench": bench_table, "ood-bench": ood_bench_table,
+          "ood": eval_ood_table, "drift": eval_drift_table, "sampling": eval_sampling_table}
+
 if __name__ == "__main__":
     kind, path = sys.argv[1], sys.argv[2]
-    data = json.load(open(path))
-    print(zoo_table(data) if kind == "zoo" else bench_table(data))
+    print(TABLES[kind](json.load(open(path))))
