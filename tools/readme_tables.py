@@ -75,8 +75,8 @@ def eval_ood_table(d: dict) -> str:
 
 
 def eval_drift_table(d: dict) -> str:
-    rows = ["| detector | severity | median delay | p90 delay | missed | false alarms / 10k clean |",
-            "|---|---:|---:|---:|---:|---:|"]
+    rows = ["| detector | severity | median delay | p90 delay | missed "
+            "| false alarms / 10k clean |", "|---|---:|---:|---:|---:|---:|"]
     for name, v in d["detectors"].items():
         for sev in sorted(k for k in v if k.startswith("severity_")):
             r = v[sev]
