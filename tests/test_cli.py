@@ -82,3 +82,22 @@ def test_bench_device_reports_every_key(tiny_zoo):
         assert result[m]["sdk_ms_b1"] > 0 and result[m]["overhead_b1"] > 0.5
     assert 10 < result["rss_mb"] < 2000
     assert result["threads"] == 1 and result["calls"] == 5
+
+
+def test_eval_commands_emit_documented_keys(tiny_zoo, capsys):
+    from edgecl.cli import main
+
+    home = str(tiny_zoo.path.parent.parent)
+    assert main(["eval", "ood", "--variant", "tiny", "--home", home, "--json",
+                 "--detectors", "msp,vim"]) == 0
+    ood = json.loads(capsys.readouterr().out)
+    assert 0.0 <= ood["detectors"]["vim"]["novel_classes"]["auroc"] <= 1.0
+    assert 0.0 <= ood["detectors"]["msp"]["mean_auroc"] <= 1.0
+    assert main(["eval", "drift", "--variant", "tiny", "--home", home, "--json",
+                 "--severities", "5", "--clean-samples", "1000"]) == 0
+    drift = json.loads(capsys.readouterr().out)
+    assert "median_delay" in drift["detectors"]["ks"]["severity_5"]
+    assert main(["eval", "sampling", "--variant", "tiny", "--home", home, "--json"]) == 0
+    sampling = json.loads(capsys.readouterr().out)
+    assert sampling["policies"]["uncertainty"]["selected_fraction"] <= 0.05 + 1e-9
+    assert 0.0 <= sampling["score_error_auroc"] <= 1.0
