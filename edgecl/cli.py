@@ -128,11 +128,13 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="edgecl", description=__doc__)
     sub = p.add_subparsers(dest="command", required=True)
 
-    def common(sp: argparse.ArgumentParser) -> None:
+    def common(sp: argparse.ArgumentParser, *, with_json: bool = False) -> None:
         sp.add_argument("--home", default=None, help="cache root (default $EDGECL_HOME or "
                         "~/.cache/edgecl)")
         sp.add_argument("--variant", default="full", choices=["full", "tiny"],
                         help="zoo recipe (tiny: a fast variant for tests)")
+        if with_json:
+            sp.add_argument("--json", action="store_true", help="one JSON object on stdout")
 
     zoo = sub.add_parser("zoo", help="reference data and models").add_subparsers(
         dest="zoo_command", required=True)
@@ -164,8 +166,7 @@ def build_parser() -> argparse.ArgumentParser:
     bench = sub.add_parser("bench", help="benchmarks").add_subparsers(
         dest="bench_command", required=True)
     bd = bench.add_parser("device", help="SDK vs bare onnxruntime vs torch eager")
-    common(bd)
-    bd.add_argument("--json", action="store_true", help="one JSON object on stdout")
+    common(bd, with_json=True)
     bd.add_argument("--calls", type=int, default=200, help="timed calls per measurement")
     bd.add_argument("--warmup", type=int, default=20)
     bd.add_argument("--threads", type=int, default=1, help="intra-op threads (ORT and torch)")
@@ -174,8 +175,7 @@ def build_parser() -> argparse.ArgumentParser:
     ev = sub.add_parser("eval", help="evaluations on the reference zoo").add_subparsers(
         dest="eval_command", required=True)
     ed = ev.add_parser("drift", help="drift detection delay and false alarms on zoo streams")
-    common(ed)
-    ed.add_argument("--json", action="store_true", help="one JSON object on stdout")
+    common(ed, with_json=True)
     ed.add_argument("--severities", default="3,5")
     ed.add_argument("--clean-samples", type=int, default=10_000)
     ed.add_argument("--score", default="energy", choices=["energy", "msp"])
@@ -183,16 +183,14 @@ def build_parser() -> argparse.ArgumentParser:
     ed.set_defaults(func=cmd_eval_drift)
 
     eo = ev.add_parser("ood", help="AUROC / FPR@95TPR of every OOD detector on the zoo student")
-    common(eo)
-    eo.add_argument("--json", action="store_true", help="one JSON object on stdout")
+    common(eo, with_json=True)
     eo.add_argument("--detectors", help="comma-separated subset (default: all registered)")
     eo.add_argument("--severity", type=int, default=5)
     eo.add_argument("--seed", type=int, default=0)
     eo.set_defaults(func=cmd_eval_ood)
 
     es = ev.add_parser("sampling", help="uncertainty-guided sampling vs random on a gradual stream")
-    common(es)
-    es.add_argument("--json", action="store_true", help="one JSON object on stdout")
+    common(es, with_json=True)
     es.add_argument("--budget", type=float, default=0.05, help="fraction of samples to send")
     es.add_argument("--seed", type=int, default=0)
     es.set_defaults(func=cmd_eval_sampling)
