@@ -1,0 +1,51 @@
+"""What travels between devices and the cloud, and the one module that encodes it.
+
+Protobuf types stay behind this package: callers see numpy arrays and the frozen
+dataclasses below. Imports grpc-free protobuf code only (fine on a device).
+"""
+
+from __future__ import annotations
+
+from edgecl.wire._serde import (
+    batch_to_proto,
+    check_device_id,
+    payload_from_bytes,
+    payload_to_bytes,
+    registration_from_proto,
+    sample_from_proto,
+    sample_to_proto,
+    update_from_proto,
+    update_to_proto,
+    upload_result_from_proto,
+)
+from edgecl.wire._tensor import MAX_TENSOR_BYTES, tensor_from_proto, tensor_to_proto
+from edgecl.wire._types import (
+    UPDATE_PARTS,
+    Registration,
+    SignedUpdate,
+    UpdatePayload,
+    UploadResult,
+    WireSample,
+)
+
+__all__ = [
+    "MAX_TENSOR_BYTES",
+    "UPDATE_PARTS",
+    "Registration",
+    "SignedUpdate",
+    "UpdatePayload",
+    "UploadResult",
+    "WireSample",
+    "batch_to_proto",
+    "check_device_id",
+    "payload_from_bytes",
+    "payload_to_bytes",
+    "registration_from_proto",
+    "sample_from_proto",
+    "sample_to_proto",
+    "tensor_from_proto",
+    "tensor_to_proto",
+    "update_from_proto",
+    "update_to_proto",
+    "upload_result_from_proto",
+]

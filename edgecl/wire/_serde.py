@@ -1,0 +1,147 @@
+"""The one place that converts between ``edgecl.v1`` messages and edgecl types.
+
+Every ``*_from_proto`` validates what it reads and raises :class:`InvalidInput` with the
+field name, so servers can map it to ``INVALID_ARGUMENT`` and keep serving.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+from google.protobuf.message import DecodeError
+
+from edgecl._exceptions import InvalidInput
+from edgecl._proto import edgecl_pb2 as pb
+from edgecl.wire._tensor import MAX_TENSOR_BYTES, tensor_from_proto, tensor_to_proto
+from edgecl.wire._types import (
+    UPDATE_PARTS,
+    Registration,
+    SignedUpdate,
+    UpdatePayload,
+    UploadResult,
+    WireSample,
+)
+
+MAX_ID_CHARS = 128
+
+
+def _check_id(value: str, what: str) -> str:
+    if not value or len(value) > MAX_ID_CHARS:
+        raise InvalidInput(f"{what} must have 1-{MAX_ID_CHARS} characters, got {len(value)}")
+    if not all(c.isascii() and (c.isalnum() or c in "._:-") for c in value):
+        raise InvalidInput(f"{what} {value[:40]!r} may use only [A-Za-z0-9._:-]")
+    return value
+
+
+def sample_to_proto(sample: WireSample, *, compress: bool = False) -> Any:
+    """Encode one :class:`WireSample`."""
+    msg = pb.Sample(sample_id=sample.sample_id, timestamp_ms=int(sample.timestamp_ms),
+                    priority=float(sample.priority), device_label=int(sample.device_label),
+                    device_entropy=float(sample.device_entropy),
+                    ood_score=float(sample.ood_score), state_version=int(sample.state_version))
+    if sample.input is not None:
+        tensor_to_proto(sample.input, compress=compress, out=msg.input)
+    if sample.features is not None:
+        tensor_to_proto(sample.features, compress=compress, out=msg.features)
+    return msg
+
+
+def sample_from_proto(msg: Any, *, max_bytes: int = MAX_TENSOR_BYTES) -> WireSample:
+    """Decode and validate one ``Sample`` (ids, finite tensors)."""
+    sid = _check_id(msg.sample_id, "sample_id")
+    arrays: dict[str, np.ndarray | None] = {}
+    for name in ("input", "features"):
+        if not msg.HasField(name):
+            arrays[name] = None
+            continue
+        arr = tensor_from_proto(getattr(msg, name), name=f"sample {sid} {name}",
+                                max_bytes=max_bytes)
+        if arr.dtype.kind == "f" and not np.isfinite(arr).all():
+            raise InvalidInput(f"sample {sid} {name} contains NaN or inf")
+        arrays[name] = arr
+    return WireSample(sample_id=sid, timestamp_ms=int(msg.timestamp_ms),
+                      input=arrays["input"], features=arrays["features"],
+                      priority=float(msg.priority), device_label=int(msg.device_label),
+                      device_entropy=float(msg.device_entropy), ood_score=float(msg.ood_score),
+                      state_version=int(msg.state_version))
+
+
+def batch_to_proto(samples: list[WireSample], *, compress: bool = False) -> Any:
+    """A ``SampleBatch`` of ``samples``."""
+    return pb.SampleBatch(samples=[sample_to_proto(s, compress=compress) for s in samples])
+
+
+def payload_to_bytes(payload: UpdatePayload, *, compress: bool = True,
+                     fp16: bool = True) -> bytes:
+    """Serialize an :class:`UpdatePayload` (float parts as fp16 unless ``fp16=False``)."""
+    msg = pb.UpdatePayload(version=payload.version, base_version=payload.base_version,
+                           encoder_sha256=payload.encoder_sha256,
+                           created_ms=int(payload.created_ms), device_id=payload.device_id,
+                           group=payload.group)
+    for name in sorted(payload.parts):
+        if name not in UPDATE_PARTS:
+            raise InvalidInput(f"unknown update part {name!r}; expected one of {UPDATE_PARTS}")
+        arr = np.asarray(payload.parts[name])
+        if fp16 and arr.dtype.kind == "f":
+            arr = arr.astype(np.float16)
+        tensor_to_proto(arr, compress=compress, out=msg.parts.add(name=name).tensor)
+    for key in sorted(payload.metrics):
+        msg.metrics[key] = float(payload.metrics[key])
+    return msg.SerializeToString(deterministic=True)
+
+
+def payload_from_bytes(data: bytes) -> UpdatePayload:
+    """Parse and validate serialized payload bytes; float parts come back as float32."""
+    msg = pb.UpdatePayload()
+    try:
+        msg.ParseFromString(data)
+    except DecodeError as exc:
+        raise InvalidInput(f"update payload is not a valid UpdatePayload ({exc})") from exc
+    parts: dict[str, np.ndarray] = {}
+    for part in msg.parts:
+        if part.name not in UPDATE_PARTS or part.name in parts:
+            raise InvalidInput(f"update has an unknown or repeated part {part.name!r}")
+        arr = tensor_from_proto(part.tensor, name=f"update part {part.name}")
+        if arr.dtype.kind != "f":
+            raise InvalidInput(f"update part {part.name} must be floating point")
+        arr = arr.astype(np.float32)
+        if not np.isfinite(arr).all():
+            raise InvalidInput(f"update part {part.name} contains NaN or inf")
+        parts[part.name] = arr
+    metrics = {k: float(v) for k, v in msg.metrics.items() if math.isfinite(v)}
+    return UpdatePayload(version=int(msg.version), base_version=int(msg.base_version),
+                         encoder_sha256=msg.encoder_sha256, parts=parts, metrics=metrics,
+                         created_ms=int(msg.created_ms), device_id=msg.device_id,
+                         group=msg.group)
+
+
+def update_to_proto(update: SignedUpdate) -> Any:
+    """The ``Update`` message of a signed update."""
+    return pb.Update(payload=update.payload, signature=update.signature, key_id=update.key_id)
+
+
+def update_from_proto(msg: Any) -> SignedUpdate:
+    """A :class:`SignedUpdate` from an ``Update`` message (verify it before use)."""
+    return SignedUpdate(payload=bytes(msg.payload), signature=bytes(msg.signature),
+                        key_id=msg.key_id)
+
+
+def registration_from_proto(msg: Any) -> Registration:
+    """A :class:`Registration` from a ``RegisterResponse``."""
+    return Registration(token=msg.token, input_shape=tuple(int(d) for d in msg.input_shape),
+                        feature_dim=int(msg.feature_dim), latest_version=int(msg.latest_version),
+                        max_message_bytes=int(msg.max_message_bytes),
+                        max_batch_samples=int(msg.max_batch_samples))
+
+
+def upload_result_from_proto(msg: Any) -> UploadResult:
+    """An :class:`UploadResult` from an ``UploadAck``."""
+    return UploadResult(accepted=int(msg.accepted), duplicates=int(msg.duplicates),
+                        acked_ids=tuple(msg.acked_ids))
+
+
+def check_device_id(device_id: str) -> str:
+    """``device_id`` if it is a valid id, else :class:`InvalidInput`."""
+    return _check_id(device_id, "device_id")

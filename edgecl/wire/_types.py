@@ -1,0 +1,93 @@
+"""Plain types that travel between device and cloud (no protobuf in sight)."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+
+import numpy as np
+
+#: Names of update parts, after the ModelState fields they replace.
+UPDATE_PARTS = ("prompt", "adapter.down", "adapter.up", "head.weight", "head.bias")
+
+
+@dataclass(frozen=True)
+class WireSample:
+    """One uploaded sample.
+
+    Attributes
+    ----------
+    sample_id : str
+        Unique per device: the idempotency key of an upload.
+    timestamp_ms : int
+        When the device saw it (Unix epoch, ms).
+    input : ndarray or None
+        The raw input ``(C, H, W)``; needed for teacher labelling.
+    features : ndarray or None
+        Encoder features ``(D,)`` as the device computed them.
+    priority, device_label, device_entropy, ood_score, state_version
+        The device's view of the sample (``device_label`` -1 and ``ood_score`` NaN when
+        unknown).
+    """
+
+    sample_id: str
+    timestamp_ms: int = 0
+    input: np.ndarray | None = None
+    features: np.ndarray | None = None
+    priority: float = 0.0
+    device_label: int = -1
+    device_entropy: float = float("nan")
+    ood_score: float = float("nan")
+    state_version: int = 0
+
+
+@dataclass(frozen=True)
+class UpdatePayload:
+    """The signed content of an update: learned parts plus where they apply.
+
+    ``parts`` maps names from :data:`UPDATE_PARTS` to arrays; absent parts keep the
+    device's current value.
+    """
+
+    version: int
+    base_version: int
+    encoder_sha256: str
+    parts: dict[str, np.ndarray] = field(default_factory=dict)
+    metrics: dict[str, float] = field(default_factory=dict)
+    created_ms: int = 0
+    device_id: str = ""
+    group: str = ""
+
+    def replace(self, **changes: object) -> UpdatePayload:
+        """A copy with ``changes`` applied."""
+        return dataclasses.replace(self, **changes)  # type: ignore[arg-type]
+
+
+@dataclass(frozen=True)
+class SignedUpdate:
+    """An update as shipped: serialized payload bytes, their signature and the key id."""
+
+    payload: bytes
+    signature: bytes
+    key_id: str
+
+
+@dataclass(frozen=True)
+class Registration:
+    """What a device learns when it registers."""
+
+    token: str
+    input_shape: tuple[int, ...]
+    feature_dim: int
+    latest_version: int
+    max_message_bytes: int
+    max_batch_samples: int
+
+
+@dataclass(frozen=True)
+class UploadResult:
+    """The server's answer to one upload: counts and every durably stored id."""
+
+    accepted: int
+    duplicates: int
+    acked_ids: tuple[str, ...]
