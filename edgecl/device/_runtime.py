@@ -148,18 +148,26 @@ class DeviceRuntime:
         if state.adapter is not None:
             feats = state.adapter.apply(feats)
         logits = state.head.logits(feats)
-        probs = softmax(logits)
+        # softmax, keeping its intermediate results: the largest logit m and the sum s of
+        # exp(z - m); the top probability is exactly 1/s, and logsumexp(z) = m + log s
+        top = logits.max(axis=1, keepdims=True)
+        probs = logits - top
+        np.exp(probs, out=probs)
+        total = probs.sum(axis=1, keepdims=True)
+        probs /= total
+        confidence = np.reciprocal(total.ravel())
         labels = probs.argmax(axis=1)
         ood_score = is_ood = None
         if state.ood is not None:
             trusted = getattr(state.ood, "score_trusted", None)
-            ood_score = (trusted(feats, logits, probs) if trusted is not None
-                         else state.ood.score(feats, logits))
+            ood_score = (trusted(feats, logits, probs, confidence=confidence,
+                                 logit_max=top.ravel())
+                         if trusted is not None else state.ood.score(feats, logits))
             is_ood = ood_score > state.ood.threshold
         return Prediction(
             labels=labels,
             probabilities=probs,
-            confidence=probs[np.arange(labels.shape[0]), labels],
+            confidence=confidence,
             logits=logits,
             state_version=state.version,
             features=feats if return_features else None,

@@ -168,13 +168,17 @@ class Detector(ABC):
         return self
 
     def score_trusted(self, features: np.ndarray, logits: np.ndarray,
-                      probabilities: np.ndarray | None = None) -> np.ndarray:
+                      probabilities: np.ndarray | None = None, *,
+                      confidence: np.ndarray | None = None,
+                      logit_max: np.ndarray | None = None) -> np.ndarray:
         """Scores for outputs of the runtime's own pipeline, without input validation.
 
         The device runtime calls this on every prediction: its features and logits come
         from the encoder and head it runs, so their shapes are known and re-checking them
-        would only add latency. ``probabilities`` (the softmax the runtime already computed)
-        lets logit-based detectors skip recomputing it. Use :meth:`score` for other data.
+        would only add latency. What the runtime already computed (``probabilities``, the
+        top probability ``confidence`` and the largest logit ``logit_max``, each per
+        sample) lets logit-based detectors skip recomputing it. Use :meth:`score` for
+        other data.
         """
         if not self.fitted:
             raise ConfigError(f"{self.name} detector is not fitted: call fit() first")

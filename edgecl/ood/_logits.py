@@ -46,9 +46,14 @@ class MaxSoftmax(_LogitsDetector):
     name = "msp"
 
     def score_trusted(self, features: np.ndarray, logits: np.ndarray,
-                      probabilities: np.ndarray | None = None) -> np.ndarray:
-        if probabilities is not None and self.temperature == 1.0 and self.fitted:
-            return -probabilities.max(axis=1)  # the runtime's softmax, reused
+                      probabilities: np.ndarray | None = None, *,
+                      confidence: np.ndarray | None = None,
+                      logit_max: np.ndarray | None = None) -> np.ndarray:
+        if self.temperature == 1.0 and self.fitted:  # the runtime's softmax, reused
+            if confidence is not None:
+                return -confidence
+            if probabilities is not None:
+                return -probabilities.max(axis=1)
         return super().score_trusted(features, logits, probabilities)
 
     def _score(self, features: np.ndarray, logits: np.ndarray) -> np.ndarray:
@@ -72,10 +77,17 @@ class Energy(_LogitsDetector):
     name = "energy"
 
     def score_trusted(self, features: np.ndarray, logits: np.ndarray,
-                      probabilities: np.ndarray | None = None) -> np.ndarray:
-        if probabilities is not None and self.temperature == 1.0 and self.fitted:
+                      probabilities: np.ndarray | None = None, *,
+                      confidence: np.ndarray | None = None,
+                      logit_max: np.ndarray | None = None) -> np.ndarray:
+        if self.temperature == 1.0 and self.fitted:
             # logsumexp(z) = z_k - log p_k for any k; k = argmax keeps log p_k >= -log C
-            return np.log(probabilities.max(axis=1)) - logits.max(axis=1)
+            if confidence is not None and logit_max is not None:
+                score = np.log(confidence)
+                score -= logit_max
+                return score
+            if probabilities is not None:
+                return np.log(probabilities.max(axis=1)) - logits.max(axis=1)
         return super().score_trusted(features, logits, probabilities)
 
     def _score(self, features: np.ndarray, logits: np.ndarray) -> np.ndarray:

@@ -77,19 +77,30 @@ class Mahalanobis(Detector):
         self._white_means = means @ self._whiten_t
         self._white_sq = np.einsum("ij,ij->i", self._white_means, self._white_means)
         # float32 copies for the runtime's per-prediction path (half the memory traffic)
-        self._whiten_t32 = self._whiten_t.astype(np.float32)
-        self._white_means_t32 = np.ascontiguousarray(-2.0 * self._white_means.T, np.float32)
+        # One product gives both the whitened features w (first D columns) and the cross
+        # terms -2 w . L^-1 mu_k (last K columns): [L^-T | -2 L^-T L^-1 mu^T].
+        dim = chol.shape[0]
+        fused = np.concatenate([self._whiten_t, -2.0 * self._whiten_t @ self._white_means.T],
+                               axis=1)
+        self._fused32 = np.ascontiguousarray(fused, dtype=np.float32)
+        self._dim = dim
         self._white_sq32 = self._white_sq.astype(np.float32)
 
     def score_trusted(self, features: np.ndarray, logits: np.ndarray,
-                      probabilities: np.ndarray | None = None) -> np.ndarray:
-        if not self.fitted or features.dtype != np.float32:
+                      probabilities: np.ndarray | None = None, *,
+                      confidence: np.ndarray | None = None,
+                      logit_max: np.ndarray | None = None) -> np.ndarray:
+        if self.threshold is None or features.dtype != np.float32:
             return super().score_trusted(features, logits, probabilities)
-        w = np.dot(features, self._whiten_t32)
-        d2 = np.dot(w, self._white_means_t32)
-        d2 += self._white_sq32
-        d2 += np.einsum("ij,ij->i", w, w)[:, None]
-        return 0.5 * np.maximum(d2.min(axis=1), 0.0)
+        out = np.dot(features, self._fused32)
+        w = out[:, :self._dim]
+        cross = out[:, self._dim:]
+        cross += self._white_sq32
+        score = cross.min(axis=1)
+        w *= w
+        score += w.sum(axis=1)
+        score *= 0.5
+        return np.maximum(score, 0.0, out=score)
 
     def _score(self, features: np.ndarray, logits: np.ndarray) -> np.ndarray:
         assert self._whiten_t is not None and self._white_means is not None

@@ -23,3 +23,18 @@ def test_score_trusted_matches_score(name):
     want = det.score(f, z)
     np.testing.assert_allclose(det.score_trusted(f, z, softmax(z)), want, rtol=1e-4, atol=1e-4)
     np.testing.assert_allclose(det.score_trusted(f, z), want, rtol=1e-4, atol=1e-4)
+    top = z.max(axis=1)
+    conf = softmax(z).max(axis=1)
+    np.testing.assert_allclose(det.score_trusted(f, z, softmax(z), confidence=conf,
+                                                 logit_max=top), want, rtol=1e-4, atol=1e-4)
+
+
+def test_runtime_confidence_is_the_top_probability(small_bundle):
+    from edgecl.device import DeviceRuntime
+    from tests.conftest import images
+
+    rt = DeviceRuntime.open(small_bundle, ood=None)
+    pred = rt.predict(images(16))
+    np.testing.assert_allclose(pred.confidence, pred.probabilities.max(axis=1), rtol=1e-6)
+    np.testing.assert_array_equal(pred.labels, pred.probabilities.argmax(axis=1))
+    np.testing.assert_allclose(pred.probabilities, softmax(pred.logits), rtol=1e-5, atol=1e-7)
