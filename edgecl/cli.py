@@ -178,7 +178,8 @@ def build_parser() -> argparse.ArgumentParser:
     common(ed, with_json=True)
     ed.add_argument("--severities", default="3,5")
     ed.add_argument("--clean-samples", type=int, default=10_000)
-    ed.add_argument("--score", default="energy", choices=["energy", "msp"])
+    ed.add_argument("--score", default="energy",
+                    help="energy, msp, or an OOD detector of the bundle (vim, mahalanobis, ...)")
     ed.add_argument("--seed", type=int, default=0)
     ed.set_defaults(func=cmd_eval_drift)
 

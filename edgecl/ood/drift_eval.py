@@ -91,7 +91,9 @@ def evaluate_drift(
     ----------
     zoo : a built zoo (:func:`~edgecl.zoo.build_zoo`); its ``student_bundle`` is scored.
     detectors : registered names (default hyperparameters) or configured detectors.
-    score : ``"energy"`` (``-logsumexp(logits)``) or ``"msp"`` (``1 - max softmax``).
+    score : ``"energy"`` (``-logsumexp(logits)``), ``"msp"`` (``1 - max softmax``), or the
+        name of an OOD detector stored in the bundle (e.g. ``"vim"``, the runtime's
+        default), whose ``ood_score`` the runtime reports.
 
     Returns
     -------
@@ -105,8 +107,6 @@ def evaluate_drift(
     from edgecl.zoo.streams import continual_stream
 
     dets = _detectors(detectors)
-    if score not in SCORES:
-        raise ConfigError(f"score must be one of {SCORES}, got {score!r}")
     clean_before, shifted = _count("clean_before", clean_before), _count("shifted", shifted)
     clean_samples, seed = _count("clean_samples", clean_samples), _count("seed", seed, 0)
     names = list(list_corruptions() if corruptions is None else corruptions)
@@ -116,11 +116,14 @@ def evaluate_drift(
     if not names or not sevs:
         raise ConfigError("corruptions and severities must not be empty")
 
-    rt = DeviceRuntime.open(zoo.student_bundle)
+    # a logit score, or the OOD score of one of the bundle's detectors (as on a device)
+    rt = DeviceRuntime.open(zoo.student_bundle, ood=None if score in SCORES else score)
 
     def scores_of(images: np.ndarray) -> np.ndarray:
-        parts = [rt.predict(images[i : i + _BATCH]).logits for i in range(0, len(images), _BATCH)]
-        return stream_scores(np.concatenate(parts), score)
+        preds = [rt.predict(images[i : i + _BATCH]) for i in range(0, len(images), _BATCH)]
+        if score not in SCORES:
+            return np.concatenate([p.ood_score for p in preds]).astype(np.float64)
+        return stream_scores(np.concatenate([p.logits for p in preds]), score)
 
     n = max(clean_before, shifted)
     results: dict[str, dict[str, Any]] = {k: {"params": d.params} for k, d in dets.items()}

@@ -226,3 +226,14 @@ def test_evaluate_drift_tiny(tiny_zoo):
         evaluate_drift(tiny_zoo, score="entropy")
     with pytest.raises(ConfigError):
         evaluate_drift(tiny_zoo, detectors=("ks", "ks"))
+
+
+def test_evaluate_drift_on_the_runtime_detector_score(tiny_zoo):
+    from edgecl.ood.drift_eval import evaluate_drift
+
+    out = evaluate_drift(tiny_zoo, detectors=("ks",), severities=(5,),
+                         corruptions=("gaussian_noise",), clean_before=300, shifted=200,
+                         clean_samples=1000, score="vim")
+    sev = out["detectors"]["ks"]["severity_5"]
+    assert out["score"] == "vim"
+    assert sev["missed"] == 0 and sev["median_delay"] < 200
