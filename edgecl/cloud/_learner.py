@@ -1,0 +1,309 @@
+"""Learn a visual prompt, a low-rank feature adapter and head deltas for one device (or a
+group) from its uploads and their teacher labels, through the device's exact encoder.
+
+The encoder is the bundle's ``encoder.pt2`` (a torch.export program of the very graph the
+device runs as ONNX), frozen; gradients flow through it to the prompt. Loss: soft-label
+distillation from the teacher, each sample weighted by the teacher's confidence
+``w = 1 - H(p_teacher) / ln C``; samples whose normalised teacher entropy exceeds
+``max_teacher_entropy`` (or whose teacher label is not one of the device's classes) are
+dropped. Part of the uploads is held out; the candidate is published only if it agrees
+with the teacher there more than the device's current state does (by ``margin``) and its
+negative flip rate against the current state stays under ``max_nfr``
+(see :func:`edgecl.cloud.validate_candidate`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edgecl._exceptions import ConfigError, InvalidInput
+from edgecl.bundle import load_bundle
+from edgecl.cloud._validation import Verdict, validate_candidate
+
+PARTS = ("prompt", "adapter", "head")
+PROMPT_KINDS = ("full", "padding")
+
+
+@dataclass(frozen=True)
+class LearnerConfig:
+    """Hyperparameters of :class:`UpdateLearner` (all documented in the service config).
+
+    Attributes
+    ----------
+    parts : which parts to learn, from ``("prompt", "adapter", "head")``.
+    prompt : ``"full"`` (an additive input-shaped tensor) or ``"padding"`` (only a border
+        of ``padding_width`` pixels is learned).
+    rank : rank of the residual feature adapter ``f + B (A f)``.
+    steps, batch_size, lr : Adam steps over the training uploads.
+    prompt_l2 : L2 penalty on the prompt (keeps it small where data are scarce).
+    shift_px : augmentation: every training view is the upload shifted by up to this many
+        pixels each way (0 turns it off); uploads are few, shifts keep their corruption.
+    holdout_fraction : share of uploads held out for validation (at least ``min_holdout``).
+    max_teacher_entropy : drop samples whose teacher entropy / ln C exceeds this.
+    margin, max_nfr : publication rule, see :func:`validate_candidate`.
+    seed : seeds the split, the initialisation and the batches (deterministic learning).
+    threads : torch intra-op threads.
+    """
+
+    parts: tuple[str, ...] = PARTS
+    prompt: str = "full"
+    padding_width: int = 3
+    rank: int = 8
+    steps: int = 150
+    batch_size: int = 64
+    lr: float = 0.02
+    prompt_l2: float = 1e-3
+    shift_px: int = 2
+    holdout_fraction: float = 0.25
+    min_holdout: int = 16
+    min_train: int = 24
+    max_teacher_entropy: float = 0.8
+    margin: float = 0.0
+    max_nfr: float = 0.15
+    seed: int = 0
+    threads: int = 1
+
+    def __post_init__(self) -> None:
+        if not self.parts or any(p not in PARTS for p in self.parts):
+            raise ConfigError(f"parts must be a non-empty subset of {PARTS}, got {self.parts}")
+        if self.prompt not in PROMPT_KINDS:
+            raise ConfigError(f"prompt must be one of {PROMPT_KINDS}, got {self.prompt!r}")
+        for name in ("padding_width", "rank", "steps", "batch_size", "min_holdout",
+                     "min_train", "threads"):
+            if int(getattr(self, name)) < 1:
+                raise ConfigError(f"{name} must be >= 1")
+        if not 0.0 < self.holdout_fraction < 1.0:
+            raise ConfigError("holdout_fraction must be in (0, 1)")
+        if not 0.0 < self.max_teacher_entropy <= 1.0:
+            raise ConfigError("max_teacher_entropy must be in (0, 1]")
+        if self.lr <= 0 or self.prompt_l2 < 0 or not 0 <= self.max_nfr <= 1:
+            raise ConfigError("lr must be > 0, prompt_l2 >= 0 and max_nfr in [0, 1]")
+
+    def replace(self, **changes: Any) -> LearnerConfig:
+        """A copy with ``changes`` applied (validated)."""
+        return dataclasses.replace(self, **changes)
+
+
+@dataclass(frozen=True)
+class BaseState:
+    """The device state an update is learned against (numpy arrays, float32).
+
+    ``prompt`` ``(C, H, W)`` or None; ``adapter_down`` ``(r, D)`` / ``adapter_up`` ``(D, r)``
+    or None; ``head_weight`` ``(K, D)``, ``head_bias`` ``(K,)``.
+    """
+
+    version: int
+    head_weight: np.ndarray
+    head_bias: np.ndarray
+    prompt: np.ndarray | None = None
+    adapter_down: np.ndarray | None = None
+    adapter_up: np.ndarray | None = None
+
+    @classmethod
+    def from_bundle(cls, bundle_dir: str | Path) -> BaseState:
+        """Version 0: the bundle's linear head, no prompt, no adapter."""
+        head = load_bundle(bundle_dir).head
+        arrays = head.arrays()
+        if set(arrays) != {"weight", "bias"}:
+            raise ConfigError(f"the learner needs a linear head, the bundle has {head.kind}")
+        return cls(version=0, head_weight=np.asarray(arrays["weight"], np.float32),
+                   head_bias=np.asarray(arrays["bias"], np.float32))
+
+    def with_parts(self, version: int, parts: dict[str, np.ndarray]) -> BaseState:
+        """The state after applying an update's ``parts`` (names as on the wire)."""
+        keys = {"prompt": "prompt", "adapter.down": "adapter_down", "adapter.up": "adapter_up",
+                "head.weight": "head_weight", "head.bias": "head_bias"}
+        changes = {keys[k]: np.asarray(v, np.float32) for k, v in parts.items()}
+        return dataclasses.replace(self, version=version, **changes)
+
+
+@dataclass(frozen=True)
+class LearnResult:
+    """A learned candidate: its parts (wire names), the verdict and the figures behind it."""
+
+    parts: dict[str, np.ndarray]
+    verdict: Verdict
+    metrics: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def publish(self) -> bool:
+        """Whether the candidate passed validation."""
+        return self.verdict.accepted
+
+
+def teacher_weights(teacher_probs: np.ndarray, max_entropy: float) -> np.ndarray:
+    """``1 - H(p) / ln C`` per sample, 0 where that normalised entropy exceeds ``max_entropy``."""
+    p = np.clip(np.asarray(teacher_probs, np.float64), 1e-12, 1.0)
+    h = -(p * np.log(p)).sum(axis=1) / math.log(p.shape[1])
+    return np.where(h <= max_entropy, 1.0 - h, 0.0)
+
+
+class UpdateLearner:
+    """Learns updates for devices running one bundle (needs ``edgecl[cloud]``).
+
+    Examples
+    --------
+    >>> learner = UpdateLearner("bundle_dir")                           # doctest: +SKIP
+    >>> result = learner.learn(inputs, teacher_probs, BaseState.from_bundle("bundle_dir"))
+    ...                                                                  # doctest: +SKIP
+    >>> result.publish, result.metrics["candidate_agreement"]           # doctest: +SKIP
+    """
+
+    def __init__(self, bundle_dir: str | Path, config: LearnerConfig | None = None) -> None:
+        import torch
+
+        self.config = config or LearnerConfig()
+        self.bundle = load_bundle(bundle_dir)
+        self._torch = torch
+        self._encoder = torch.export.load(str(self.bundle.path / "encoder.pt2")).module()
+        self.input_shape = tuple(self.bundle.input_spec.shape)
+        self.num_classes = len(self.bundle.class_names)
+
+    # -- the mirror of the device's predict path ------------------------------------------
+    def _features(self, x: Any, prompt: Any) -> Any:
+        return self._encoder(x if prompt is None else x + prompt)
+
+    def _logits(self, feats: Any, down: Any, up: Any, weight: Any, bias: Any) -> Any:
+        if down is not None and up is not None:
+            feats = feats + (feats @ down.T) @ up.T
+        return feats @ weight.T + bias
+
+    def predict(self, inputs: np.ndarray, state: BaseState) -> np.ndarray:
+        """Labels the device would predict for ``inputs`` in ``state`` (torch mirror)."""
+        torch = self._torch
+        t = lambda a: None if a is None else torch.from_numpy(np.array(a, np.float32))  # noqa: E731
+        with torch.no_grad():
+            out = []
+            for i in range(0, len(inputs), 512):
+                x = t(inputs[i:i + 512])
+                logits = self._logits(self._features(x, t(state.prompt)), t(state.adapter_down),
+                                      t(state.adapter_up), t(state.head_weight),
+                                      t(state.head_bias))
+                out.append(logits.argmax(dim=1).numpy())
+        return np.concatenate(out) if out else np.zeros(0, np.int64)
+
+    # -- learning ---------------------------------------------------------------------------
+    def learn(self, inputs: np.ndarray, teacher_probs: np.ndarray, base: BaseState,
+              *, config: LearnerConfig | None = None) -> LearnResult:
+        """Learn a candidate from ``inputs`` ``(N, C, H, W)`` and the teacher's class
+        probabilities ``(N, K)`` over the device's classes, starting from ``base``."""
+        cfg = config or self.config
+        x, p_t = self._check(inputs, teacher_probs)
+        torch = self._torch
+        torch.set_num_threads(cfg.threads)
+        rng = np.random.default_rng(cfg.seed)
+        order = rng.permutation(len(x))
+        n_hold = max(cfg.min_holdout, round(cfg.holdout_fraction * len(x)))
+        hold, train = order[:n_hold], order[n_hold:]
+        w_all = teacher_weights(p_t, cfg.max_teacher_entropy)
+        train = train[w_all[train] > 0]
+        if len(train) < cfg.min_train or len(hold) < cfg.min_holdout:
+            verdict = Verdict(False, f"too few usable samples ({len(train)} to train, "
+                              f"{len(hold)} held out; need {cfg.min_train} and "
+                              f"{cfg.min_holdout})")
+            return LearnResult({}, verdict, {"train_samples": float(len(train))})
+        started = time.perf_counter()
+        params = self._init_params(base, cfg, rng)
+        learned = [p for p in params.values() if p is not None and p.requires_grad]
+        opt = torch.optim.Adam(learned, lr=cfg.lr)
+        xt = torch.from_numpy(x[train])
+        pt = torch.from_numpy(p_t[train].astype(np.float32))
+        wt = torch.from_numpy(w_all[train].astype(np.float32))
+        gen = torch.Generator().manual_seed(cfg.seed)
+        mask = self._prompt_mask(cfg)
+        for _ in range(cfg.steps):
+            idx = torch.randperm(len(train), generator=gen)[:cfg.batch_size]
+            prompt = None if params["prompt"] is None else params["prompt"] * mask
+            batch = _shift(torch, xt[idx], cfg.shift_px, gen) if cfg.shift_px else xt[idx]
+            logits = self._logits(self._features(batch, prompt), params["down"], params["up"],
+                                  params["weight"], params["bias"])
+            logp = torch.log_softmax(logits, dim=1)
+            kl = (pt[idx] * (torch.log(pt[idx].clamp_min(1e-12)) - logp)).sum(dim=1)
+            loss = (wt[idx] * kl).sum() / wt[idx].sum().clamp_min(1e-6)
+            if prompt is not None and cfg.prompt_l2 > 0:
+                loss = loss + cfg.prompt_l2 * (prompt ** 2).mean()
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+        parts = self._parts(params, mask, cfg)
+        candidate = base.with_parts(base.version + 1, parts)
+        teacher_labels = p_t[hold].argmax(axis=1)
+        verdict = validate_candidate(self.predict(x[hold], base),
+                                     self.predict(x[hold], candidate), teacher_labels,
+                                     margin=cfg.margin, max_nfr=cfg.max_nfr)
+        metrics = {**verdict.metrics, "train_samples": float(len(train)),
+                   "holdout_samples": float(len(hold)),
+                   "learn_seconds": time.perf_counter() - started}
+        return LearnResult(parts, verdict, metrics)
+
+    def _check(self, inputs: np.ndarray, teacher_probs: np.ndarray
+               ) -> tuple[np.ndarray, np.ndarray]:
+        x = np.asarray(inputs, dtype=np.float32)
+        p = np.asarray(teacher_probs, dtype=np.float64)
+        if x.ndim != 4 or x.shape[1:] != self.input_shape:
+            raise InvalidInput(f"inputs must be (N, {', '.join(map(str, self.input_shape))}), "
+                               f"got {x.shape}")
+        if p.shape != (len(x), self.num_classes):
+            raise InvalidInput(f"teacher_probs must be ({len(x)}, {self.num_classes}), "
+                               f"got {p.shape}")
+        if not (np.isfinite(x).all() and np.isfinite(p).all()):
+            raise InvalidInput("inputs and teacher_probs must be finite")
+        return x, p
+
+    def _init_params(self, base: BaseState, cfg: LearnerConfig,
+                     rng: np.random.Generator) -> dict[str, Any]:
+        torch = self._torch
+
+        def param(a: np.ndarray | None, learn: bool) -> Any:
+            if a is None:
+                return None
+            return torch.tensor(np.asarray(a, np.float32), requires_grad=learn)
+
+        dim = base.head_weight.shape[1]
+        prompt = base.prompt
+        if prompt is None and "prompt" in cfg.parts:
+            prompt = np.zeros(self.input_shape, np.float32)
+        down, up = base.adapter_down, base.adapter_up
+        if "adapter" in cfg.parts and (down is None or down.shape[0] != cfg.rank):
+            down = rng.normal(0.0, 1.0 / math.sqrt(dim), (cfg.rank, dim)).astype(np.float32)
+            up = np.zeros((dim, cfg.rank), np.float32)
+        return {"prompt": param(prompt, "prompt" in cfg.parts),
+                "down": param(down, "adapter" in cfg.parts),
+                "up": param(up, "adapter" in cfg.parts),
+                "weight": param(base.head_weight, "head" in cfg.parts),
+                "bias": param(base.head_bias, "head" in cfg.parts)}
+
+    def _prompt_mask(self, cfg: LearnerConfig) -> Any:
+        mask = np.ones(self.input_shape, np.float32)
+        if cfg.prompt == "padding":
+            w = cfg.padding_width
+            mask[:, w:-w, w:-w] = 0.0
+        return self._torch.from_numpy(mask)
+
+    def _parts(self, params: dict[str, Any], mask: Any, cfg: LearnerConfig
+               ) -> dict[str, np.ndarray]:
+        out: dict[str, np.ndarray] = {}
+        if "prompt" in cfg.parts:
+            out["prompt"] = (params["prompt"] * mask).detach().numpy().copy()
+        if "adapter" in cfg.parts:
+            out["adapter.down"] = params["down"].detach().numpy().copy()
+            out["adapter.up"] = params["up"].detach().numpy().copy()
+        if "head" in cfg.parts:
+            out["head.weight"] = params["weight"].detach().numpy().copy()
+            out["head.bias"] = params["bias"].detach().numpy().copy()
+        return out
+
+
+def _shift(torch: Any, x: Any, px: int, gen: Any) -> Any:
+    """Each image translated by a random integer offset in [-px, px]^2, zero-filled."""
+    h, w = x.shape[-2:]
+    pad = torch.nn.functional.pad(x, (px, px, px, px))
+    offsets = torch.randint(0, 2 * px + 1, (len(x), 2), generator=gen).tolist()
+    return torch.stack([pad[i, :, dy:dy + h, dx:dx + w] for i, (dy, dx) in enumerate(offsets)])
