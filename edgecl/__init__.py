@@ -15,6 +15,7 @@ from edgecl._exceptions import (
     InvalidInput,
     MissingDependency,
     StorageError,
+    UpdateRejected,
 )
 
 __version__ = "0.1.0"
@@ -27,5 +28,6 @@ __all__ = [
     "InvalidInput",
     "MissingDependency",
     "StorageError",
+    "UpdateRejected",
     "__version__",
 ]

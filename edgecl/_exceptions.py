@@ -9,6 +9,7 @@ Lower-level errors (onnxruntime, torch, OS) are wrapped with ``raise ... from ex
     ├── ExportError         an encoder that cannot be exported faithfully
     ├── ConfigError         bad configuration or arguments (also a ValueError)
     ├── StorageError        a local database or file that is corrupt, too new or failing
+    ├── UpdateRejected      a model update that is tampered, replayed, incompatible or harmful
     └── MissingDependency   an optional extra is not installed (also an ImportError)
 """
 
@@ -41,6 +42,15 @@ class ConfigError(EdgeclError, ValueError):
 
 class StorageError(EdgeclError):
     """A local store (outbox database, state file) is corrupt, too new, or failing."""
+
+
+class UpdateRejected(EdgeclError):
+    """A model update the device refuses; ``reason`` says why (the device keeps serving)."""
+
+    def __init__(self, reason: str, *, version: int | None = None) -> None:
+        super().__init__(reason if version is None else f"update v{version} rejected: {reason}")
+        self.reason = reason
+        self.version = version
 
 
 class MissingDependency(EdgeclError, ImportError):
