@@ -140,7 +140,12 @@ class DeviceRuntime:
         Raises :class:`~edgecl.InvalidInput` for input that does not match the bundle's
         input spec; the runtime keeps serving.
         """
-        state = self._state
+        return self.predict_with(self._state, images, return_features=return_features)
+
+    def predict_with(self, state: ModelState, images: np.ndarray, *,
+                     return_features: bool = False) -> Prediction:
+        """Like :meth:`predict`, but with ``state`` instead of the current one (e.g. a
+        candidate update on a canary buffer); the current state is not touched."""
         x = self._validator.check(images)
         if state.prompt is not None:
             x = x + state.prompt
