@@ -9,7 +9,8 @@ import pytest
 
 import edgecl
 
-PACKAGES = ["edgecl", "edgecl.bundle", "edgecl.device", "edgecl.heads", "edgecl.ood", "edgecl.zoo"]
+PACKAGES = ["edgecl", "edgecl.bundle", "edgecl.device", "edgecl.heads", "edgecl.ood", "edgecl.wire",
+            "edgecl.zoo"]
 
 
 @pytest.mark.parametrize("name", PACKAGES)

@@ -18,9 +18,12 @@ from edgecl.device._sampling import (
     register_policy,
 )
 from edgecl.device._state import ModelState, OODScorer
+from edgecl.device._updates import CanaryPolicy, UpdateEvent, UpdateManager
 from edgecl.device._validate import InputValidator
+from edgecl.device._verify import UpdateVerifier
 
 __all__ = [
+    "CanaryPolicy",
     "CollectorStats",
     "DeviceRuntime",
     "InputValidator",
@@ -33,6 +36,9 @@ __all__ = [
     "SampleCollector",
     "SamplingPolicy",
     "Selection",
+    "UpdateEvent",
+    "UpdateManager",
+    "UpdateVerifier",
     "create_policy",
     "list_policies",
     "register_policy",
