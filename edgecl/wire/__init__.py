@@ -30,9 +30,9 @@ from edgecl.wire._types import (
 
 __all__ = [
     "MAX_TENSOR_BYTES",
-    "UPDATE_PARTS",
     "Registration",
     "SignedUpdate",
+    "UPDATE_PARTS",
     "UpdatePayload",
     "UploadResult",
     "WireSample",
