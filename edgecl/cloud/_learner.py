@@ -27,7 +27,7 @@ from edgecl._exceptions import ConfigError, InvalidInput
 from edgecl.bundle import load_bundle
 from edgecl.cloud._validation import Verdict, validate_candidate
 
-PARTS = ("prompt", "adapter", "head")
+PARTS = ("prompt", "filter", "adapter", "head")
 PROMPT_KINDS = ("full", "padding")
 
 
@@ -37,9 +37,11 @@ class LearnerConfig:
 
     Attributes
     ----------
-    parts : which parts to learn, from ``("prompt", "adapter", "head")``.
+    parts : which parts to learn, from ``("prompt", "filter", "adapter", "head")``.
     prompt : ``"full"`` (an additive input-shaped tensor) or ``"padding"`` (only a border
         of ``padding_width`` pixels is learned).
+    filter_size : odd size ``k`` of the depthwise input filter (the convolutional part of
+        the prompt, initialised to the identity).
     rank : rank of the residual feature adapter ``f + B (A f)``.
     steps, batch_size, lr : Adam steps over the training uploads.
     prompt_l2 : L2 penalty on the prompt (keeps it small where data are scarce).
@@ -55,6 +57,7 @@ class LearnerConfig:
     parts: tuple[str, ...] = PARTS
     prompt: str = "full"
     padding_width: int = 3
+    filter_size: int = 5
     rank: int = 8
     steps: int = 150
     batch_size: int = 64
@@ -66,7 +69,7 @@ class LearnerConfig:
     min_train: int = 24
     max_teacher_entropy: float = 0.8
     margin: float = 0.0
-    max_nfr: float = 0.15
+    max_nfr: float = 0.2
     seed: int = 0
     threads: int = 1
 
@@ -75,7 +78,9 @@ class LearnerConfig:
             raise ConfigError(f"parts must be a non-empty subset of {PARTS}, got {self.parts}")
         if self.prompt not in PROMPT_KINDS:
             raise ConfigError(f"prompt must be one of {PROMPT_KINDS}, got {self.prompt!r}")
-        for name in ("padding_width", "rank", "steps", "batch_size", "min_holdout",
+        if self.filter_size % 2 == 0:
+            raise ConfigError(f"filter_size must be odd, got {self.filter_size}")
+        for name in ("padding_width", "filter_size", "rank", "steps", "batch_size", "min_holdout",
                      "min_train", "threads"):
             if int(getattr(self, name)) < 1:
                 raise ConfigError(f"{name} must be >= 1")
@@ -95,14 +100,16 @@ class LearnerConfig:
 class BaseState:
     """The device state an update is learned against (numpy arrays, float32).
 
-    ``prompt`` ``(C, H, W)`` or None; ``adapter_down`` ``(r, D)`` / ``adapter_up`` ``(D, r)``
-    or None; ``head_weight`` ``(K, D)``, ``head_bias`` ``(K,)``.
+    ``prompt`` ``(C, H, W)`` or None; ``input_filter`` ``(C, k, k)`` or None;
+    ``adapter_down`` ``(r, D)`` / ``adapter_up`` ``(D, r)`` or None; ``head_weight``
+    ``(K, D)``, ``head_bias`` ``(K,)``.
     """
 
     version: int
     head_weight: np.ndarray
     head_bias: np.ndarray
     prompt: np.ndarray | None = None
+    input_filter: np.ndarray | None = None
     adapter_down: np.ndarray | None = None
     adapter_up: np.ndarray | None = None
 
@@ -118,8 +125,9 @@ class BaseState:
 
     def with_parts(self, version: int, parts: dict[str, np.ndarray]) -> BaseState:
         """The state after applying an update's ``parts`` (names as on the wire)."""
-        keys = {"prompt": "prompt", "adapter.down": "adapter_down", "adapter.up": "adapter_up",
-                "head.weight": "head_weight", "head.bias": "head_bias"}
+        keys = {"prompt": "prompt", "filter": "input_filter", "adapter.down": "adapter_down",
+                "adapter.up": "adapter_up", "head.weight": "head_weight",
+                "head.bias": "head_bias"}
         changes = {keys[k]: np.asarray(v, np.float32) for k, v in parts.items()}
         return dataclasses.replace(self, version=version, **changes)
 
@@ -167,7 +175,11 @@ class UpdateLearner:
         self.num_classes = len(self.bundle.class_names)
 
     # -- the mirror of the device's predict path ------------------------------------------
-    def _features(self, x: Any, prompt: Any) -> Any:
+    def _features(self, x: Any, prompt: Any, kernel: Any = None) -> Any:
+        if kernel is not None:
+            k = kernel.shape[-1]
+            x = self._torch.nn.functional.conv2d(x, kernel[:, None], padding=k // 2,
+                                                 groups=x.shape[1])
         return self._encoder(x if prompt is None else x + prompt)
 
     def _logits(self, feats: Any, down: Any, up: Any, weight: Any, bias: Any) -> Any:
@@ -183,9 +195,9 @@ class UpdateLearner:
             out = []
             for i in range(0, len(inputs), 512):
                 x = t(inputs[i:i + 512])
-                logits = self._logits(self._features(x, t(state.prompt)), t(state.adapter_down),
-                                      t(state.adapter_up), t(state.head_weight),
-                                      t(state.head_bias))
+                feats = self._features(x, t(state.prompt), t(state.input_filter))
+                logits = self._logits(feats, t(state.adapter_down), t(state.adapter_up),
+                                      t(state.head_weight), t(state.head_bias))
                 out.append(logits.argmax(dim=1).numpy())
         return np.concatenate(out) if out else np.zeros(0, np.int64)
 
@@ -222,8 +234,9 @@ class UpdateLearner:
             idx = torch.randperm(len(train), generator=gen)[:cfg.batch_size]
             prompt = None if params["prompt"] is None else params["prompt"] * mask
             batch = _shift(torch, xt[idx], cfg.shift_px, gen) if cfg.shift_px else xt[idx]
-            logits = self._logits(self._features(batch, prompt), params["down"], params["up"],
-                                  params["weight"], params["bias"])
+            feats = self._features(batch, prompt, params["filter"])
+            logits = self._logits(feats, params["down"], params["up"], params["weight"],
+                                  params["bias"])
             logp = torch.log_softmax(logits, dim=1)
             kl = (pt[idx] * (torch.log(pt[idx].clamp_min(1e-12)) - logp)).sum(dim=1)
             loss = (wt[idx] * kl).sum() / wt[idx].sum().clamp_min(1e-6)
@@ -270,11 +283,17 @@ class UpdateLearner:
         prompt = base.prompt
         if prompt is None and "prompt" in cfg.parts:
             prompt = np.zeros(self.input_shape, np.float32)
+        kernel = base.input_filter
+        k = cfg.filter_size
+        if "filter" in cfg.parts and (kernel is None or kernel.shape[-1] != k):
+            kernel = np.zeros((self.input_shape[0], k, k), np.float32)
+            kernel[:, k // 2, k // 2] = 1.0  # the identity filter
         down, up = base.adapter_down, base.adapter_up
         if "adapter" in cfg.parts and (down is None or down.shape[0] != cfg.rank):
             down = rng.normal(0.0, 1.0 / math.sqrt(dim), (cfg.rank, dim)).astype(np.float32)
             up = np.zeros((dim, cfg.rank), np.float32)
         return {"prompt": param(prompt, "prompt" in cfg.parts),
+                "filter": param(kernel, "filter" in cfg.parts),
                 "down": param(down, "adapter" in cfg.parts),
                 "up": param(up, "adapter" in cfg.parts),
                 "weight": param(base.head_weight, "head" in cfg.parts),
@@ -292,6 +311,8 @@ class UpdateLearner:
         out: dict[str, np.ndarray] = {}
         if "prompt" in cfg.parts:
             out["prompt"] = (params["prompt"] * mask).detach().numpy().copy()
+        if "filter" in cfg.parts:
+            out["filter"] = params["filter"].detach().numpy().copy()
         if "adapter" in cfg.parts:
             out["adapter.down"] = params["down"].detach().numpy().copy()
             out["adapter.up"] = params["up"].detach().numpy().copy()

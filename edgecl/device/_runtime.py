@@ -10,6 +10,7 @@ import numpy as np
 
 from edgecl._exceptions import BundleError, ConfigError, EdgeclError, require
 from edgecl.bundle import ModelBundle, load_bundle
+from edgecl.device._filter import depthwise_conv2d
 from edgecl.device._prediction import Prediction
 from edgecl.device._state import ModelState
 from edgecl.device._validate import InputValidator
@@ -147,6 +148,8 @@ class DeviceRuntime:
         """Like :meth:`predict`, but with ``state`` instead of the current one (e.g. a
         candidate update on a canary buffer); the current state is not touched."""
         x = self._validator.check(images)
+        if state.input_filter is not None:
+            x = depthwise_conv2d(x, state.input_filter)
         if state.prompt is not None:
             x = x + state.prompt
         feats = self.encode_checked(x)

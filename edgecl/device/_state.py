@@ -44,6 +44,10 @@ class ModelState:
         Optional residual feature correction applied before the head.
     prompt : ndarray or None
         Optional additive visual prompt, shaped like one input sample, in raw input space.
+    input_filter : ndarray or None
+        Optional depthwise filter ``(C, k, k)`` (odd ``k``) applied to every input before
+        the prompt is added: the convolutional part of the visual prompt (it can undo
+        blur, noise or a contrast change, which an additive prompt cannot).
     ood : OODScorer or None
         Optional fitted OOD detector whose score and decision every prediction carries.
     """
@@ -55,6 +59,7 @@ class ModelState:
     prompt: np.ndarray | None = None
     ood: OODScorer | None = None
     metadata: dict[str, Any] = dataclasses.field(default_factory=dict)
+    input_filter: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         if self.adapter is not None and self.adapter.feature_dim != self.head.feature_dim:
@@ -68,6 +73,14 @@ class ModelState:
                 raise ConfigError("prompt contains NaN or inf")
             prompt.setflags(write=False)
             object.__setattr__(self, "prompt", prompt)
+        if self.input_filter is not None:
+            filt = np.array(self.input_filter, dtype=np.float32, copy=True)
+            if filt.ndim != 3 or filt.shape[1] != filt.shape[2] or filt.shape[1] % 2 == 0:
+                raise ConfigError(f"input_filter must be (C, k, k) with odd k, got {filt.shape}")
+            if not np.isfinite(filt).all():
+                raise ConfigError("input_filter contains NaN or inf")
+            filt.setflags(write=False)
+            object.__setattr__(self, "input_filter", filt)
 
     def check_compatible(self, input_shape: tuple[int, ...], feature_dim: int,
                          encoder_sha256: str) -> None:
@@ -80,6 +93,11 @@ class ModelState:
                               f"{feature_dim}")
         if self.prompt is not None and self.prompt.shape != tuple(input_shape):
             raise ConfigError(f"prompt has shape {self.prompt.shape}, inputs are {input_shape}")
+        if self.input_filter is not None and (
+                self.input_filter.shape[0] != input_shape[0]
+                or self.input_filter.shape[1] > min(input_shape[1:])):
+            raise ConfigError(f"input_filter {self.input_filter.shape} does not fit inputs "
+                              f"{input_shape}")
 
     def evolve(self, **changes: Any) -> ModelState:
         """A new state with ``changes`` applied (``version`` defaults to this one + 1)."""

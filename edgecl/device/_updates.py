@@ -213,8 +213,9 @@ class UpdateManager:
             if "adapter.down" in parts:
                 adapter = LowRankAdapter(parts["adapter.down"], parts["adapter.up"])
             prompt = parts.get("prompt", current.prompt)
+            input_filter = parts.get("filter", current.input_filter)
             candidate = current.evolve(
-                head=head, adapter=adapter, prompt=prompt,
+                head=head, adapter=adapter, prompt=prompt, input_filter=input_filter,
                 metadata={**current.metadata, CLOUD_VERSION: v})
             spec = self.runtime.bundle.input_spec
             candidate.check_compatible(spec.shape, self.runtime.bundle.manifest.feature_dim,
