@@ -1,0 +1,186 @@
+"""When and on what the cloud learns: triggers, windows, teacher targets, publication.
+
+A :class:`LearningCoordinator` is told about newly labelled uploads per *target* (a device
+id, or a group name when devices share a domain). Once ``trigger_samples`` new samples
+arrived (or ``trigger_seconds`` passed with at least one), it queues one learning job per
+target on its worker pool (never on an RPC thread). A job takes the target's most recent
+``window`` uploads, asks the teacher for soft targets over the device's classes, learns a
+candidate with :class:`~edgecl.cloud.UpdateLearner` against the target's current
+published state, and publishes a signed update if validation accepts it; otherwise it
+records the reason. The storage behind it is the :class:`UpdateStore` protocol, which the
+service's registry implements.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import numpy as np
+
+from edgecl._exceptions import ConfigError
+from edgecl.cloud._learner import BaseState, LearnerConfig, LearnResult, UpdateLearner
+from edgecl.cloud._signing import UpdateSigner
+from edgecl.wire import SignedUpdate, UpdatePayload
+
+
+class UpdateStore(Protocol):
+    """What learning needs from the registry (implemented by the service's registry)."""
+
+    def recent_inputs(self, target: str, limit: int) -> np.ndarray:
+        """The target's newest ``limit`` uploaded inputs ``(N, C, H, W)``, oldest first."""
+        ...
+
+    def published(self, target: str) -> tuple[int, dict[str, np.ndarray]]:
+        """The target's latest published version and its parts (0 and {} if none)."""
+        ...
+
+    def publish(self, target: str, update: SignedUpdate, payload: UpdatePayload) -> None:
+        """Store a signed update; devices of ``target`` receive it."""
+        ...
+
+    def record_rejection(self, target: str, version: int, reason: str,
+                         metrics: dict[str, float]) -> None:
+        """Remember that a candidate for ``target`` was not published, and why."""
+        ...
+
+
+@dataclass(frozen=True)
+class LearningPolicy:
+    """When to learn and from how many uploads (see :class:`LearningCoordinator`)."""
+
+    trigger_samples: int = 32
+    trigger_seconds: float = 60.0
+    window: int = 256
+    workers: int = 1
+
+    def __post_init__(self) -> None:
+        if min(self.trigger_samples, self.window, self.workers) < 1 or self.trigger_seconds <= 0:
+            raise ConfigError("trigger_samples, window and workers must be >= 1 and "
+                              "trigger_seconds > 0")
+
+
+TeacherFn = Callable[[np.ndarray], np.ndarray]
+
+
+class LearningCoordinator:
+    """Schedules and runs learning jobs; one job per target at a time.
+
+    ``teacher`` maps inputs ``(N, C, H, W)`` to class probabilities over
+    ``teacher_classes``; targets learn over the device bundle's classes (samples the
+    teacher assigns to another class are dropped).
+    """
+
+    def __init__(self, bundle_dir: Any, teacher: TeacherFn, teacher_classes: Sequence[str],
+                 signer: UpdateSigner, store: UpdateStore, *,
+                 config: LearnerConfig | None = None, policy: LearningPolicy | None = None,
+                 on_result: Callable[[str, LearnResult], None] | None = None) -> None:
+        self.learner = UpdateLearner(bundle_dir, config)
+        self.teacher, self.signer, self.store = teacher, signer, store
+        self.policy = policy or LearningPolicy()
+        self.on_result = on_result
+        names = list(teacher_classes)
+        missing = [c for c in self.learner.bundle.class_names if c not in names]
+        if missing:
+            raise ConfigError(f"the teacher does not know the device classes {missing}")
+        self._columns = np.array([names.index(c) for c in self.learner.bundle.class_names])
+        self._pool = ThreadPoolExecutor(self.policy.workers, thread_name_prefix="edgecl-learn")
+        self._lock = threading.Lock()
+        self._pending: dict[str, int] = {}
+        self._first_pending: dict[str, float] = {}
+        self._running: dict[str, Future[None]] = {}
+        self._closed = False
+        self.counts = {"jobs": 0, "published": 0, "rejected": 0, "failed": 0}
+
+    def notify(self, target: str, new_samples: int = 1) -> None:
+        """Count ``new_samples`` labelled uploads for ``target``; maybe start a job."""
+        with self._lock:
+            self._pending[target] = self._pending.get(target, 0) + new_samples
+            self._first_pending.setdefault(target, time.monotonic())
+            self._maybe_start(target)
+
+    def tick(self) -> None:
+        """Start jobs whose time trigger has expired (call periodically)."""
+        with self._lock:
+            for target in list(self._pending):
+                self._maybe_start(target)
+
+    def wait_idle(self, timeout: float = 300.0) -> bool:
+        """Block until no job runs or is due; False on timeout."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            with self._lock:
+                running = [f for f in self._running.values() if not f.done()]
+                due = [t for t in self._pending if self._due(t)]
+                for t in due:
+                    self._maybe_start(t)
+            if not running and not due:
+                return True
+            time.sleep(0.01)
+        return False
+
+    def close(self, wait: bool = True) -> None:
+        """Stop accepting jobs; with ``wait``, finish the running ones."""
+        with self._lock:
+            self._closed = True
+        self._pool.shutdown(wait=wait, cancel_futures=not wait)
+
+    # -- internals ---------------------------------------------------------------------
+    def _due(self, target: str) -> bool:
+        n = self._pending.get(target, 0)
+        if n <= 0:
+            return False
+        waited = time.monotonic() - self._first_pending.get(target, time.monotonic())
+        return n >= self.policy.trigger_samples or waited >= self.policy.trigger_seconds
+
+    def _maybe_start(self, target: str) -> None:
+        running = self._running.get(target)
+        if self._closed or (running is not None and not running.done()) or not self._due(target):
+            return
+        self._pending.pop(target, None)
+        self._first_pending.pop(target, None)
+        self.counts["jobs"] += 1
+        self._running[target] = self._pool.submit(self._job, target)
+
+    def _job(self, target: str) -> None:
+        try:
+            self.run_once(target)
+        except Exception:  # a failing job must not kill the pool; counted and logged
+            import logging
+
+            logging.getLogger("edgecl.cloud").exception("learning job for %s failed", target)
+            with self._lock:
+                self.counts["failed"] += 1
+
+    def run_once(self, target: str) -> LearnResult | None:
+        """Learn for ``target`` now, publish if validated; the result (None: no data)."""
+        inputs = self.store.recent_inputs(target, self.policy.window)
+        if len(inputs) == 0:
+            return None
+        probs = np.asarray(self.teacher(inputs), dtype=np.float64)
+        keep = np.isin(probs.argmax(axis=1), self._columns)
+        sub = probs[keep][:, self._columns]
+        sub /= sub.sum(axis=1, keepdims=True)
+        version, parts = self.store.published(target)
+        base = BaseState.from_bundle(self.learner.bundle.path).with_parts(version, parts)
+        result = self.learner.learn(inputs[keep], sub, base)
+        if result.publish:
+            payload = UpdatePayload(
+                version=version + 1, base_version=version,
+                encoder_sha256=self.learner.bundle.encoder_sha256, parts=result.parts,
+                metrics=result.metrics, created_ms=int(time.time() * 1000), device_id=target)
+            self.store.publish(target, self.signer.sign(payload), payload)
+            with self._lock:
+                self.counts["published"] += 1
+        else:
+            self.store.record_rejection(target, version + 1, result.verdict.reason,
+                                        result.metrics)
+            with self._lock:
+                self.counts["rejected"] += 1
+        if self.on_result is not None:
+            self.on_result(target, result)
+        return result

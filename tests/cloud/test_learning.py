@@ -1,0 +1,156 @@
+"""Cloud learning: through the device's encoder, validated before publishing, signed."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from edgecl import ConfigError, InvalidInput
+from edgecl.cloud._learner import BaseState, LearnerConfig, UpdateLearner, teacher_weights
+from edgecl.cloud._learning import LearningCoordinator, LearningPolicy
+from edgecl.cloud._signing import UpdateSigner
+from edgecl.cloud._validation import negative_flip_rate, validate_candidate
+from edgecl.device import DeviceRuntime, UpdateManager, UpdateVerifier
+from edgecl.device._updates import CanaryPolicy
+from edgecl.zoo.data import CLASS_NAMES
+from edgecl.zoo.streams import continual_stream
+
+FAST = LearnerConfig(steps=60, batch_size=32, min_train=16, min_holdout=8)
+
+
+class MemoryStore:
+    """A plain in-memory UpdateStore (the service's registry implements the same)."""
+
+    def __init__(self, inputs: np.ndarray) -> None:
+        self.inputs = inputs
+        self.updates: list = []
+        self.rejections: list = []
+
+    def recent_inputs(self, target, limit):
+        return self.inputs[-limit:]
+
+    def published(self, target):
+        if not self.updates:
+            return 0, {}
+        _, payload = self.updates[-1]
+        return payload.version, payload.parts
+
+    def publish(self, target, update, payload):
+        self.updates.append((update, payload))
+
+    def record_rejection(self, target, version, reason, metrics):
+        self.rejections.append((version, reason))
+
+
+@pytest.fixture(scope="module")
+def domain(tiny_zoo):
+    x, y, _ = continual_stream(["contrast"], severity=5, samples_per_domain=400, seed=0).arrays()
+    teacher = tiny_zoo.load_teacher()
+    with torch.no_grad():
+        probs = torch.softmax(teacher(torch.from_numpy(x)), 1).numpy()
+    return x, y, probs
+
+
+def _student_probs(probs, names):
+    cols = [list(CLASS_NAMES).index(c) for c in names]
+    p = probs[:, cols]
+    return p / p.sum(axis=1, keepdims=True)
+
+
+def test_teacher_weights_formula():
+    p = np.array([[1.0, 0.0], [0.5, 0.5], [0.9, 0.1]])
+    h = -(0.9 * np.log(0.9) + 0.1 * np.log(0.1)) / np.log(2)
+    np.testing.assert_allclose(teacher_weights(p, 0.8), [1.0, 0.0, 1.0 - h], atol=1e-6)
+
+
+def test_validation_rule():
+    t = np.array([0, 1, 2, 3, 0, 1, 2, 3])
+    assert negative_flip_rate(t, np.zeros(8, int), t) == pytest.approx(6 / 8)
+    assert not validate_candidate(t, t, t).accepted  # no gain
+    better = validate_candidate(np.zeros(8, int), t, t)
+    assert better.accepted and better.metrics["candidate_agreement"] == 1.0
+    flips = validate_candidate(np.array([0, 1, 0, 0, 0, 0, 0, 0]),
+                               np.array([1, 0, 2, 3, 0, 1, 2, 3]), t, max_nfr=0.2)
+    assert not flips.accepted and "flip" in flips.reason
+    with pytest.raises(InvalidInput):
+        negative_flip_rate(t, t[:3], t)
+
+
+def test_learned_update_helps_the_device_and_the_mirror_matches_onnx(tiny_zoo, domain):
+    x, y, probs = domain
+    learner = UpdateLearner(tiny_zoo.student_bundle, FAST)
+    base = BaseState.from_bundle(tiny_zoo.student_bundle)
+    p = _student_probs(probs, learner.bundle.class_names)
+    up = np.arange(0, 400, 4)  # a 25% upload
+    result = learner.learn(x[up], p[up], base)
+    assert set(result.parts) == {"prompt", "filter", "adapter.down", "adapter.up",
+                                 "head.weight", "head.bias"}
+    cand = base.with_parts(1, result.parts)
+    rest = np.setdiff1d(np.arange(400), up)
+    before = (learner.predict(x[rest], base) == y[rest]).mean()
+    after = (learner.predict(x[rest], cand) == y[rest]).mean()
+    assert after >= before + 0.10, (before, after)
+    # what the device computes with these parts (onnxruntime + numpy) is what the cloud saw
+    signer = UpdateSigner.generate()
+    rt = DeviceRuntime.open(tiny_zoo.student_bundle, ood=None)
+    from edgecl.wire import UpdatePayload
+
+    manager = UpdateManager(rt, UpdateVerifier(signer.public_key),
+                            canary=CanaryPolicy(min_samples=10**9))
+    manager.apply(signer.sign(UpdatePayload(1, 0, rt.bundle.encoder_sha256,
+                                            parts=result.parts), fp16=False))
+    agree = (rt.predict(x[rest]).labels == learner.predict(x[rest], cand)).mean()
+    assert agree >= 0.99
+
+
+def test_learning_refuses_bad_input_and_too_little_data(tiny_zoo, domain):
+    x, _, probs = domain
+    learner = UpdateLearner(tiny_zoo.student_bundle, FAST)
+    base = BaseState.from_bundle(tiny_zoo.student_bundle)
+    p = _student_probs(probs, learner.bundle.class_names)
+    with pytest.raises(InvalidInput):
+        learner.learn(x[:10, :, :5], p[:10], base)
+    with pytest.raises(InvalidInput):
+        learner.learn(x[:10], p[:9], base)
+    bad = x[:40].copy()
+    bad[0, 0, 0, 0] = np.nan
+    with pytest.raises(InvalidInput):
+        learner.learn(bad, p[:40], base)
+    few = learner.learn(x[:12], p[:12], base)
+    assert not few.publish and "too few" in few.verdict.reason
+    with pytest.raises(ConfigError):
+        LearnerConfig(parts=("prompt", "bogus"))
+    with pytest.raises(ConfigError):
+        LearnerConfig(filter_size=4)
+
+
+def test_coordinator_learns_publishes_signed_updates_and_records_rejections(tiny_zoo, domain):
+    x, _, _ = domain
+    teacher = tiny_zoo.load_teacher()
+
+    def teacher_fn(inputs):
+        with torch.no_grad():
+            return torch.softmax(teacher(torch.from_numpy(inputs)), 1).numpy()
+
+    store = MemoryStore(x[:160])
+    signer = UpdateSigner.generate()
+    coord = LearningCoordinator(tiny_zoo.student_bundle, teacher_fn, CLASS_NAMES, signer,
+                                store, config=FAST,
+                                policy=LearningPolicy(trigger_samples=50, window=160))
+    coord.notify("dev-1", 49)
+    assert coord.wait_idle(60) and coord.counts["jobs"] == 0  # below the trigger
+    coord.notify("dev-1", 1)
+    assert coord.wait_idle(120)
+    assert coord.counts["jobs"] == 1 and coord.counts["failed"] == 0
+    assert coord.counts["published"] + coord.counts["rejected"] == 1
+    if store.updates:
+        update, payload = store.updates[-1]
+        verified = UpdateVerifier(signer.public_key).verify(update)
+        assert verified.version == 1 and verified.encoder_sha256 == payload.encoder_sha256
+        assert "candidate_agreement" in verified.metrics
+    else:
+        assert store.rejections[-1][1]
+    with pytest.raises(ConfigError, match="classes"):
+        LearningCoordinator(tiny_zoo.student_bundle, teacher_fn, ["a", "b"], signer, store)
+    coord.close()
