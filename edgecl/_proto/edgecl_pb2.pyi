@@ -68,10 +68,12 @@ class Sample(_message.Message):
     def __init__(self, sample_id: _Optional[str] = ..., timestamp_ms: _Optional[int] = ..., priority: _Optional[float] = ..., input: _Optional[_Union[_tensor_pb2.Tensor, _Mapping]] = ..., features: _Optional[_Union[_tensor_pb2.Tensor, _Mapping]] = ..., device_label: _Optional[int] = ..., device_entropy: _Optional[float] = ..., ood_score: _Optional[float] = ..., state_version: _Optional[int] = ...) -> None: ...
 
 class SampleBatch(_message.Message):
-    __slots__ = ("samples",)
+    __slots__ = ("samples", "device_id")
     SAMPLES_FIELD_NUMBER: _ClassVar[int]
+    DEVICE_ID_FIELD_NUMBER: _ClassVar[int]
     samples: _containers.RepeatedCompositeFieldContainer[Sample]
-    def __init__(self, samples: _Optional[_Iterable[_Union[Sample, _Mapping]]] = ...) -> None: ...
+    device_id: str
+    def __init__(self, samples: _Optional[_Iterable[_Union[Sample, _Mapping]]] = ..., device_id: _Optional[str] = ...) -> None: ...
 
 class UploadAck(_message.Message):
     __slots__ = ("accepted", "duplicates", "acked_ids")
@@ -84,16 +86,20 @@ class UploadAck(_message.Message):
     def __init__(self, accepted: _Optional[int] = ..., duplicates: _Optional[int] = ..., acked_ids: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class SubscribeRequest(_message.Message):
-    __slots__ = ("after_version",)
+    __slots__ = ("after_version", "device_id")
     AFTER_VERSION_FIELD_NUMBER: _ClassVar[int]
+    DEVICE_ID_FIELD_NUMBER: _ClassVar[int]
     after_version: int
-    def __init__(self, after_version: _Optional[int] = ...) -> None: ...
+    device_id: str
+    def __init__(self, after_version: _Optional[int] = ..., device_id: _Optional[str] = ...) -> None: ...
 
 class FetchUpdateRequest(_message.Message):
-    __slots__ = ("after_version",)
+    __slots__ = ("after_version", "device_id")
     AFTER_VERSION_FIELD_NUMBER: _ClassVar[int]
+    DEVICE_ID_FIELD_NUMBER: _ClassVar[int]
     after_version: int
-    def __init__(self, after_version: _Optional[int] = ...) -> None: ...
+    device_id: str
+    def __init__(self, after_version: _Optional[int] = ..., device_id: _Optional[str] = ...) -> None: ...
 
 class UpdatePart(_message.Message):
     __slots__ = ("name", "tensor")
@@ -141,7 +147,7 @@ class Update(_message.Message):
     def __init__(self, payload: _Optional[bytes] = ..., signature: _Optional[bytes] = ..., key_id: _Optional[str] = ...) -> None: ...
 
 class DeviceReport(_message.Message):
-    __slots__ = ("timestamp_ms", "state_version", "stats")
+    __slots__ = ("timestamp_ms", "state_version", "stats", "device_id")
     class StatsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -152,10 +158,12 @@ class DeviceReport(_message.Message):
     TIMESTAMP_MS_FIELD_NUMBER: _ClassVar[int]
     STATE_VERSION_FIELD_NUMBER: _ClassVar[int]
     STATS_FIELD_NUMBER: _ClassVar[int]
+    DEVICE_ID_FIELD_NUMBER: _ClassVar[int]
     timestamp_ms: int
     state_version: int
     stats: _containers.ScalarMap[str, float]
-    def __init__(self, timestamp_ms: _Optional[int] = ..., state_version: _Optional[int] = ..., stats: _Optional[_Mapping[str, float]] = ...) -> None: ...
+    device_id: str
+    def __init__(self, timestamp_ms: _Optional[int] = ..., state_version: _Optional[int] = ..., stats: _Optional[_Mapping[str, float]] = ..., device_id: _Optional[str] = ...) -> None: ...
 
 class ReportAck(_message.Message):
     __slots__ = ("latest_version",)

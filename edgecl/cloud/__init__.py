@@ -1,0 +1,42 @@
+"""The cloud teacher service: gRPC API, registry, teacher labelling, update learning.
+
+Needs ``edgecl[cloud]`` (torch, grpcio-health-checking, grpcio-reflection,
+prometheus-client, cryptography). Build a server with :func:`create_server` and a
+:class:`CloudConfig` (:func:`load_config` reads ``cloud/edgecl-cloud.toml``), or run
+``edgecl serve --config cloud/edgecl-cloud.toml``.
+"""
+
+from __future__ import annotations
+
+from edgecl.cloud._config import CloudConfig, load_config
+from edgecl.cloud._learner import BaseState, LearnerConfig, LearnResult, UpdateLearner
+from edgecl.cloud._learning import LearningCoordinator, LearningPolicy, UpdateStore
+from edgecl.cloud._registry import Registry
+from edgecl.cloud._server import CloudServer, configure_logging, create_server, serve
+from edgecl.cloud._signing import UpdateSigner, key_id
+from edgecl.cloud._teacher import Teacher, TeacherPool
+from edgecl.cloud._validation import Verdict, negative_flip_rate, validate_candidate
+
+__all__ = [
+    "BaseState",
+    "CloudConfig",
+    "CloudServer",
+    "LearnResult",
+    "LearnerConfig",
+    "LearningCoordinator",
+    "LearningPolicy",
+    "Registry",
+    "Teacher",
+    "TeacherPool",
+    "UpdateLearner",
+    "UpdateSigner",
+    "UpdateStore",
+    "Verdict",
+    "configure_logging",
+    "create_server",
+    "key_id",
+    "load_config",
+    "negative_flip_rate",
+    "serve",
+    "validate_candidate",
+]

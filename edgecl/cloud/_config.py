@@ -1,0 +1,218 @@
+"""Service configuration: a TOML file, overridden by ``EDGECL_CLOUD_<SECTION>_<KEY>``.
+
+Every option, its default and its meaning are documented in ``cloud/edgecl-cloud.toml``.
+Unknown sections or keys and values of the wrong type are a :class:`ConfigError`, so a
+typo never silently falls back to a default.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from edgecl._exceptions import ConfigError
+
+ENV_PREFIX = "EDGECL_CLOUD_"
+
+
+@dataclass(frozen=True)
+class ServerSection:
+    address: str = "127.0.0.1:50051"
+    max_message_bytes: int = 4 << 20
+    max_workers: int = 16
+    grace_s: float = 10.0
+    tls_cert: str = ""
+    tls_key: str = ""
+
+
+@dataclass(frozen=True)
+class AuthSection:
+    enrollment_key: str = ""
+
+
+@dataclass(frozen=True)
+class LimitsSection:
+    requests_per_s: float = 50.0
+    burst: float = 100.0
+    max_batch_samples: int = 256
+
+
+@dataclass(frozen=True)
+class StorageSection:
+    dir: str = "edgecl-cloud-data"
+
+
+@dataclass(frozen=True)
+class TeacherSection:
+    zoo: str = "full"
+    program: str = ""
+    classes: list[str] = field(default_factory=list)
+    batch_size: int = 256
+    threads: int = 1
+
+
+@dataclass(frozen=True)
+class BundlesSection:
+    paths: list[str] = field(default_factory=list)
+    zoo_student: bool = True
+
+
+@dataclass(frozen=True)
+class LearningSection:
+    enabled: bool = True
+    group_by: str = "device"
+    trigger_samples: int = 32
+    trigger_seconds: float = 60.0
+    window: int = 256
+    workers: int = 1
+    parts: list[str] = field(default_factory=lambda: ["prompt", "filter", "adapter", "head"])
+    steps: int = 150
+    max_nfr: float = 0.2
+    margin: float = 0.0
+    signing_key: str = ""
+
+
+@dataclass(frozen=True)
+class MetricsSection:
+    port: int = -1
+
+
+@dataclass(frozen=True)
+class LogSection:
+    level: str = "INFO"
+    format: str = "json"
+
+
+@dataclass(frozen=True)
+class CloudConfig:
+    """The whole service configuration (see ``cloud/edgecl-cloud.toml``)."""
+
+    server: ServerSection = field(default_factory=ServerSection)
+    auth: AuthSection = field(default_factory=AuthSection)
+    limits: LimitsSection = field(default_factory=LimitsSection)
+    storage: StorageSection = field(default_factory=StorageSection)
+    teacher: TeacherSection = field(default_factory=TeacherSection)
+    bundles: BundlesSection = field(default_factory=BundlesSection)
+    learning: LearningSection = field(default_factory=LearningSection)
+    metrics: MetricsSection = field(default_factory=MetricsSection)
+    log: LogSection = field(default_factory=LogSection)
+
+    def replace(self, section: str, **values: Any) -> CloudConfig:
+        """A copy with ``values`` set in ``section`` (validated like the file)."""
+        return _build({**_as_dict(self), section: {**_as_dict(self)[section], **values}})
+
+    def validate(self) -> CloudConfig:
+        """Check cross-field rules; returns self."""
+        if not self.auth.enrollment_key:
+            raise ConfigError("auth.enrollment_key is required (set it in the file or with "
+                              "EDGECL_CLOUD_AUTH_ENROLLMENT_KEY)")
+        if bool(self.server.tls_cert) != bool(self.server.tls_key):
+            raise ConfigError("server.tls_cert and server.tls_key go together")
+        if self.learning.group_by not in ("device", "group"):
+            raise ConfigError("learning.group_by must be 'device' or 'group'")
+        if self.log.format not in ("json", "text"):
+            raise ConfigError("log.format must be 'json' or 'text'")
+        positive = {"server.max_message_bytes": self.server.max_message_bytes,
+                    "server.max_workers": self.server.max_workers,
+                    "limits.requests_per_s": self.limits.requests_per_s,
+                    "limits.burst": self.limits.burst,
+                    "limits.max_batch_samples": self.limits.max_batch_samples,
+                    "teacher.batch_size": self.teacher.batch_size,
+                    "teacher.threads": self.teacher.threads}
+        for name, value in positive.items():
+            if value <= 0:
+                raise ConfigError(f"{name} must be > 0, got {value}")
+        return self
+
+
+def _as_dict(cfg: CloudConfig) -> dict[str, dict[str, Any]]:
+    return {f.name: dataclasses.asdict(getattr(cfg, f.name)) for f in dataclasses.fields(cfg)}
+
+
+def _coerce(where: str, value: Any, default: Any) -> Any:
+    if isinstance(default, bool):
+        if isinstance(value, str):
+            if value.lower() in ("1", "true", "yes", "on"):
+                return True
+            if value.lower() in ("0", "false", "no", "off"):
+                return False
+        if isinstance(value, bool):
+            return value
+    elif isinstance(default, int):
+        if isinstance(value, str):
+            try:
+                return int(value)
+            except ValueError:
+                pass
+        elif isinstance(value, int) and not isinstance(value, bool):
+            return value
+    elif isinstance(default, float):
+        if isinstance(value, str):
+            try:
+                return float(value)
+            except ValueError:
+                pass
+        elif isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+    elif isinstance(default, str):
+        if isinstance(value, str):
+            return value
+    elif isinstance(default, list):
+        if isinstance(value, str):
+            return [v.strip() for v in value.split(",") if v.strip()]
+        if isinstance(value, list) and all(isinstance(v, str) for v in value):
+            return value
+    raise ConfigError(f"{where}: expected {type(default).__name__}, got {value!r}")
+
+
+def _build(data: Mapping[str, Any]) -> CloudConfig:
+    sections: dict[str, Any] = {}
+    for f in dataclasses.fields(CloudConfig):
+        cls = f.default_factory()  # type: ignore[misc]
+        given = data.get(f.name, {})
+        if not isinstance(given, Mapping):
+            raise ConfigError(f"[{f.name}] must be a table")
+        known = {g.name: getattr(cls, g.name) for g in dataclasses.fields(cls)}
+        unknown = set(given) - set(known)
+        if unknown:
+            raise ConfigError(f"unknown option(s) in [{f.name}]: {sorted(unknown)}; "
+                              f"known: {sorted(known)}")
+        values = {k: _coerce(f"{f.name}.{k}", v, known[k]) for k, v in given.items()}
+        sections[f.name] = dataclasses.replace(cls, **values)
+    unknown = set(data) - set(sections)
+    if unknown:
+        raise ConfigError(f"unknown section(s) {sorted(unknown)}; known: {sorted(sections)}")
+    return CloudConfig(**sections)
+
+
+def load_config(path: str | os.PathLike[str] | None = None,
+                env: Mapping[str, str] | None = None) -> CloudConfig:
+    """Read ``path`` (TOML; None: defaults only) and apply environment overrides.
+
+    ``EDGECL_CLOUD_AUTH_ENROLLMENT_KEY=...`` sets ``[auth] enrollment_key``; lists take
+    comma-separated values. The result is validated (:meth:`CloudConfig.validate`).
+    """
+    data: dict[str, Any] = {}
+    if path is not None:
+        try:
+            data = tomllib.loads(Path(path).read_text())
+        except FileNotFoundError as exc:
+            raise ConfigError(f"config file {path} not found") from exc
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"config file {path} is not valid TOML: {exc}") from exc
+    sections = {f.name for f in dataclasses.fields(CloudConfig)}
+    for key, value in (os.environ if env is None else env).items():
+        if not key.startswith(ENV_PREFIX):
+            continue
+        rest = key[len(ENV_PREFIX):].lower()
+        section = next((s for s in sorted(sections, key=len, reverse=True)
+                        if rest.startswith(s + "_")), None)
+        if section is None:
+            raise ConfigError(f"{key}: no section matches; sections are {sorted(sections)}")
+        data.setdefault(section, {})[rest[len(section) + 1:]] = value
+    return _build(data).validate()

@@ -1,0 +1,277 @@
+"""Building, running and stopping the cloud service (``edgecl serve``)."""
+
+from __future__ import annotations
+
+import json
+import logging
+import signal
+import sys
+import threading
+import time
+from concurrent import futures
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edgecl._exceptions import ConfigError
+from edgecl.bundle import ModelBundle, load_bundle
+from edgecl.cloud._auth import AuthInterceptor, TokenBucket
+from edgecl.cloud._config import CloudConfig
+from edgecl.cloud._learner import LearnerConfig
+from edgecl.cloud._learning import LearningCoordinator, LearningPolicy
+from edgecl.cloud._metrics import Metrics
+from edgecl.cloud._registry import Registry
+from edgecl.cloud._servicer import EdgeCloudServicer
+from edgecl.cloud._signing import UpdateSigner
+from edgecl.cloud._teacher import Teacher, TeacherPool
+from edgecl.wire import SignedUpdate, UpdatePayload, payload_from_bytes
+
+log = logging.getLogger("edgecl.cloud")
+
+
+class _JsonFormatter(logging.Formatter):
+    _skip = set(vars(logging.makeLogRecord({})))
+
+    def format(self, record: logging.LogRecord) -> str:
+        out = {"ts": round(record.created, 3), "level": record.levelname,
+               "logger": record.name, "msg": record.getMessage()}
+        out.update({k: v for k, v in vars(record).items() if k not in self._skip})
+        if record.exc_info:
+            out["exc"] = self.formatException(record.exc_info)
+        return json.dumps(out, default=str)
+
+
+def configure_logging(level: str = "INFO", fmt: str = "json") -> None:
+    """Structured (JSON lines) or plain logs on stderr for the ``edgecl`` loggers."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(_JsonFormatter() if fmt == "json" else
+                         logging.Formatter("%(asctime)s %(levelname)s %(name)s %(message)s"))
+    root = logging.getLogger("edgecl")
+    root.handlers[:] = [handler]
+    root.setLevel(level.upper())
+
+
+class _RegistryStore:
+    """The learning coordinator's view of the registry for one bundle."""
+
+    def __init__(self, registry: Registry, bundle: ModelBundle, by_group: bool,
+                 metrics: Metrics) -> None:
+        self.registry, self.bundle, self.by_group, self.metrics = (registry, bundle, by_group,
+                                                                   metrics)
+
+    def recent_inputs(self, target: str, limit: int) -> np.ndarray:
+        return self.registry.recent_inputs_of(self.registry.devices_in(target, self.by_group),
+                                              limit, tuple(self.bundle.input_spec.shape))
+
+    def published(self, target: str) -> tuple[int, dict[str, np.ndarray]]:
+        latest = self.registry.latest_version(target)
+        if latest == 0:
+            return 0, {}
+        stored = self.registry.updates_after(target, latest - 1, limit=1)
+        return latest, payload_from_bytes(stored[0].update.payload).parts
+
+    def publish(self, target: str, update: SignedUpdate, payload: UpdatePayload) -> None:
+        self.registry.publish(target, update, payload)
+        self.metrics.updates.labels("published").inc()
+        log.info("published update", extra={"target": target, "version": payload.version,
+                                             "bytes": len(update.payload)})
+
+    def record_rejection(self, target: str, version: int, reason: str,
+                         metrics: dict[str, float]) -> None:
+        self.registry.record_rejection(target, version, reason, metrics)
+        self.metrics.updates.labels("rejected").inc()
+        log.info("update not published", extra={"target": target, "reason": reason})
+
+
+class CloudServer:
+    """The gRPC service with its registry, teacher pool and learning, not yet started.
+
+    ``teacher`` may be given (tests, embedding); otherwise it is built from the config.
+    ``port`` is the bound port (an ephemeral one when the address ends in ``:0``).
+    """
+
+    def __init__(self, config: CloudConfig, *, teacher: Teacher | None = None,
+                 home: str | None = None) -> None:
+        import grpc
+        from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+        from grpc_reflection.v1alpha import reflection
+
+        from edgecl._proto import edgecl_pb2, edgecl_pb2_grpc
+
+        self.config = config.validate()
+        self.metrics = Metrics()
+        self.registry = Registry(Path(config.storage.dir))
+        self.bundles = self._load_bundles(home)
+        shapes = {tuple(b.input_spec.shape) for b in self.bundles.values()}
+        if len(shapes) != 1:
+            raise ConfigError(f"all served bundles must share one input shape, got {shapes}")
+        self.teacher = teacher or Teacher.from_config(
+            config.teacher.zoo, config.teacher.program, config.teacher.classes,
+            config.teacher.threads, home=home)
+        self.signer = UpdateSigner.load_or_create(
+            config.learning.signing_key or Path(config.storage.dir) / "signing_key.pem")
+        self.servicer = EdgeCloudServicer(
+            self.registry, self.bundles, enrollment_key=config.auth.enrollment_key,
+            max_batch_samples=config.limits.max_batch_samples,
+            max_message_bytes=config.server.max_message_bytes,
+            group_by=config.learning.group_by, metrics=self.metrics)
+        self.learning = self._learning() if config.learning.enabled else {}
+        self.teacher_pool = TeacherPool(self.registry, self.teacher, shapes.pop(),
+                                        batch_size=config.teacher.batch_size,
+                                        on_labelled=self._on_labelled, metrics=self.metrics)
+        limit = config.server.max_message_bytes
+        self._grpc = grpc.server(
+            futures.ThreadPoolExecutor(config.server.max_workers,
+                                       thread_name_prefix="edgecl-rpc"),
+            interceptors=[AuthInterceptor(self.registry,
+                                          TokenBucket(config.limits.requests_per_s,
+                                                      config.limits.burst), self.metrics)],
+            options=[("grpc.max_receive_message_length", limit),
+                     ("grpc.max_send_message_length", limit),
+                     ("grpc.so_reuseport", 0)],
+            maximum_concurrent_rpcs=config.server.max_workers * 4)
+        edgecl_pb2_grpc.add_EdgeCloudServicer_to_server(self.servicer, self._grpc)
+        self.health = health.HealthServicer()
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, self._grpc)
+        service = edgecl_pb2.DESCRIPTOR.services_by_name["EdgeCloud"].full_name
+        reflection.enable_server_reflection(
+            (service, health.SERVICE_NAME, reflection.SERVICE_NAME), self._grpc)
+        self._service_names = (service, "")
+        self._serving = health_pb2.HealthCheckResponse.SERVING
+        self._not_serving = health_pb2.HealthCheckResponse.NOT_SERVING
+        address = config.server.address
+        if config.server.tls_cert:
+            creds = grpc.ssl_server_credentials([(Path(config.server.tls_key).read_bytes(),
+                                                  Path(config.server.tls_cert).read_bytes())])
+            self.port = self._grpc.add_secure_port(address, creds)
+        else:
+            self.port = self._grpc.add_insecure_port(address)
+        if self.port == 0:
+            raise ConfigError(f"cannot bind {address}")
+        self.host = address.rsplit(":", 1)[0]
+        self.metrics_port: int | None = None
+        self._stopped = threading.Event()
+        self._ticker = threading.Thread(target=self._tick, name="edgecl-tick", daemon=True)
+
+    # -- construction helpers ------------------------------------------------------------
+    def _load_bundles(self, home: str | None) -> dict[str, ModelBundle]:
+        paths = list(self.config.bundles.paths)
+        if self.config.bundles.zoo_student:
+            from edgecl.zoo import build_zoo
+
+            paths.append(str(build_zoo(self.config.teacher.zoo or "full", home=home,
+                                       progress=False).student_bundle))
+        if not paths:
+            raise ConfigError("no bundles to serve: set bundles.paths or bundles.zoo_student")
+        bundles = [load_bundle(p) for p in paths]
+        return {b.encoder_sha256: b for b in bundles}
+
+    def _learning(self) -> dict[str, LearningCoordinator]:
+        lc = self.config.learning
+        cfg = LearnerConfig(parts=tuple(lc.parts), steps=lc.steps, max_nfr=lc.max_nfr,
+                            margin=lc.margin, threads=self.config.teacher.threads)
+        policy = LearningPolicy(trigger_samples=lc.trigger_samples,
+                                trigger_seconds=lc.trigger_seconds, window=lc.window,
+                                workers=lc.workers)
+        return {sha: LearningCoordinator(
+                    b.path, self.teacher.probabilities, self.teacher.classes, self.signer,
+                    _RegistryStore(self.registry, b, lc.group_by == "group", self.metrics),
+                    config=cfg, policy=policy)
+                for sha, b in self.bundles.items()}
+
+    def _on_labelled(self, per_device: dict[str, int]) -> None:
+        for device_id, n in per_device.items():
+            device = self.registry.device(device_id)
+            coordinator = None if device is None else self.learning.get(device.encoder_sha256)
+            if coordinator is not None and device is not None:
+                coordinator.notify(self.servicer.target_of(device), n)
+
+    def _tick(self) -> None:
+        while not self._stopped.wait(1.0):
+            for coordinator in self.learning.values():
+                coordinator.tick()
+
+    # -- lifecycle -----------------------------------------------------------------------
+    @property
+    def target(self) -> str:
+        """``host:port`` clients connect to."""
+        return f"{self.host}:{self.port}"
+
+    def start(self) -> CloudServer:
+        """Start serving RPCs, labelling and learning."""
+        self._grpc.start()
+        self.teacher_pool.start()
+        self._ticker.start()
+        for name in self._service_names:
+            self.health.set(name, self._serving)
+        if self.config.metrics.port >= 0:
+            self.metrics_port = self.metrics.serve(self.config.metrics.port, self.host)
+        log.info("serving", extra={"target": self.target, "tls": bool(self.config.server.tls_cert),
+                                   "metrics_port": self.metrics_port})
+        return self
+
+    def wait_idle(self, timeout: float = 120.0) -> bool:
+        """Block until every stored sample is labelled and no learning job is due or running."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            left = deadline - time.monotonic()
+            if not self.teacher_pool.wait_idle(left):
+                return False
+            if not all(c.wait_idle(max(0.0, deadline - time.monotonic()))
+                       for c in self.learning.values()):
+                return False
+            if self.registry.sample_stats()["unlabelled"] == 0:
+                return True
+        return False
+
+    def stop(self, grace: float | None = None) -> None:
+        """Graceful stop: refuse new RPCs, finish in-flight ones, label what was stored,
+        finish learning jobs, flush."""
+        if self._stopped.is_set():
+            return
+        grace = self.config.server.grace_s if grace is None else grace
+        for name in self._service_names:
+            self.health.set(name, self._not_serving)
+        self.servicer.stopping.set()
+        self._grpc.stop(grace).wait(grace + 1.0)
+        self.teacher_pool.stop(drain=True, timeout=max(grace, 30.0))
+        for coordinator in self.learning.values():
+            coordinator.close(wait=True)
+        self._stopped.set()
+        self.metrics.close()
+        self.registry.close()
+        log.info("stopped", extra={"target": self.target})
+
+    def wait(self) -> None:
+        """Block until :meth:`stop` completes."""
+        self._stopped.wait()
+
+    def __enter__(self) -> CloudServer:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop(grace=1.0)
+
+
+def create_server(config: CloudConfig, **kwargs: Any) -> CloudServer:
+    """Build (not start) the service for ``config``; see :class:`CloudServer`."""
+    return CloudServer(config, **kwargs)
+
+
+def serve(config: CloudConfig, *, home: str | None = None) -> int:
+    """Run the service until SIGTERM/SIGINT, then stop gracefully; returns an exit code."""
+    configure_logging(config.log.level, config.log.format)
+    server = create_server(config, home=home).start()
+    print(json.dumps({"serving": server.target, "metrics_port": server.metrics_port,
+                      "public_key": str(Path(config.learning.signing_key or Path(
+                          config.storage.dir) / "signing_key.pem")) + ".pub"}), flush=True)
+
+    def on_signal(signum: int, frame: Any) -> None:
+        log.info("signal received, stopping", extra={"signal": signum})
+        threading.Thread(target=server.stop, name="edgecl-stop").start()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    server.wait()
+    return 0

@@ -1,0 +1,141 @@
+"""The teacher: a large torch model that labels uploads in batches, off the RPC threads."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+
+from edgecl._exceptions import ConfigError
+
+log = logging.getLogger("edgecl.cloud")
+_CHUNK = 1024  # exported programs guard their batch dimension
+
+
+class Teacher:
+    """A torch module mapping inputs ``(N, C, H, W)`` to logits over ``classes``."""
+
+    def __init__(self, module: Any, classes: Sequence[str], *, threads: int = 1) -> None:
+        import torch
+
+        self._torch = torch
+        self.module = module
+        self.classes = tuple(classes)
+        self.threads = int(threads)
+
+    @classmethod
+    def from_config(cls, zoo: str, program: str, classes: Sequence[str], threads: int,
+                    home: str | None = None) -> Teacher:
+        """The zoo's teacher (``zoo = "full"|"tiny"``) or a torch.export ``program``."""
+        import torch
+
+        if program:
+            if not classes:
+                raise ConfigError("teacher.classes is required with teacher.program")
+            try:
+                module = torch.export.load(program).module()
+            except Exception as exc:  # torch raises many types for a bad file
+                raise ConfigError(f"cannot load teacher program {program}: {exc}") from exc
+            return cls(module, classes, threads=threads)
+        from edgecl.zoo import build_zoo
+        from edgecl.zoo.data import CLASS_NAMES
+
+        built = build_zoo(zoo, home=home, progress=False)
+        return cls(built.load_teacher(), classes or CLASS_NAMES, threads=threads)
+
+    def probabilities(self, inputs: np.ndarray) -> np.ndarray:
+        """Softmax probabilities ``(N, len(classes))``."""
+        torch = self._torch
+        torch.set_num_threads(self.threads)
+        out = []
+        with torch.no_grad():
+            for i in range(0, len(inputs), _CHUNK):
+                logits = self.module(torch.from_numpy(np.ascontiguousarray(
+                    inputs[i:i + _CHUNK], np.float32)))
+                out.append(torch.softmax(logits, dim=1).numpy())
+        return np.concatenate(out) if out else np.zeros((0, len(self.classes)), np.float32)
+
+
+def label_and_uncertainty(probs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Pseudo-labels and uncertainty = entropy / ln C (0 sure ... 1 uniform)."""
+    p = np.clip(np.asarray(probs, np.float64), 1e-12, 1.0)
+    return probs.argmax(axis=1), -(p * np.log(p)).sum(axis=1) / np.log(p.shape[1])
+
+
+class TeacherPool:
+    """A worker thread that labels every stored, unlabelled sample exactly once.
+
+    It takes the oldest unlabelled samples from the registry in batches, runs the teacher
+    and writes label + uncertainty back (only for rows still unlabelled, so a sample is
+    never labelled twice, even across restarts); ``on_labelled(device_id, n)`` is called
+    afterwards (learning triggers).
+    """
+
+    def __init__(self, registry: Any, teacher: Teacher, input_shape: tuple[int, ...], *,
+                 batch_size: int = 256,
+                 on_labelled: Callable[[dict[str, int]], None] | None = None,
+                 metrics: Any = None) -> None:
+        self.registry, self.teacher, self.shape = registry, teacher, tuple(input_shape)
+        self.batch_size, self.on_labelled, self.metrics = batch_size, on_labelled, metrics
+        self._stop = threading.Event()
+        self._idle = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="edgecl-teacher", daemon=True)
+        self.labelled = 0
+
+    def start(self) -> None:
+        """Start the worker."""
+        self._thread.start()
+
+    def stop(self, drain: bool = True, timeout: float = 60.0) -> None:
+        """Stop; with ``drain``, label what is already stored first."""
+        if drain:
+            self.wait_idle(timeout)
+        self._stop.set()
+        self.registry_wake()
+        self._thread.join(timeout)
+
+    def registry_wake(self) -> None:
+        with self.registry._changed:
+            self.registry._changed.notify_all()
+
+    def wait_idle(self, timeout: float = 60.0) -> bool:
+        """Block until every stored sample is labelled (True) or ``timeout``."""
+        import time
+
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.registry.sample_stats()["unlabelled"] == 0:
+                return True
+            self.registry_wake()
+            time.sleep(0.01)
+        return False
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                done = self.step()
+            except Exception:  # keep labelling after a bad batch; logged with traceback
+                log.exception("teacher batch failed")
+                done = 0
+            if not done:
+                self.registry.wait_unlabelled(0.5)
+
+    def step(self) -> int:
+        """Label one batch; the number of samples labelled."""
+        keys, x = self.registry.unlabelled(self.batch_size, self.shape)
+        if not keys:
+            return 0
+        if self.metrics is not None:
+            self.metrics.queue_depth.set(self.registry.sample_stats()["unlabelled"])
+        labels, unc = label_and_uncertainty(self.teacher.probabilities(x))
+        per_device = self.registry.set_labels(keys, labels, unc)
+        n = sum(per_device.values())
+        self.labelled += n
+        if self.metrics is not None:
+            self.metrics.labelled.inc(n)
+        if per_device and self.on_labelled is not None:
+            self.on_labelled(per_device)
+        return len(keys)
