@@ -196,12 +196,24 @@ def build_parser() -> argparse.ArgumentParser:
     es.add_argument("--seed", type=int, default=0)
     es.set_defaults(func=cmd_eval_sampling)
 
+    sv = sub.add_parser("serve", help="run the cloud teacher service (gRPC)")
+    sv.add_argument("--config", default=None,
+                    help="TOML file (see cloud/edgecl-cloud.toml); env overrides apply")
+    sv.add_argument("--home", default=None, help="EDGECL_HOME for the zoo teacher/bundle")
+    sv.set_defaults(func=cmd_serve)
+
     dm = sub.add_parser("demo", help="build the zoo and run the device over a drifting stream")
     common(dm)
     dm.add_argument("--samples", type=int, default=300, help="samples per domain")
     dm.add_argument("--severity", type=int, default=5)
     dm.set_defaults(func=cmd_demo)
     return p
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from edgecl.cloud import load_config, serve
+
+    return serve(load_config(args.config), home=args.home)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
