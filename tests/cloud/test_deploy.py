@@ -1,0 +1,135 @@
+"""Deployment: config loading, TLS with a self-signed pair, graceful SIGTERM of a real process."""
+
+from __future__ import annotations
+
+import datetime
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import grpc
+import pytest
+
+from edgecl import ConfigError
+from edgecl._proto import edgecl_pb2 as pb
+from edgecl._proto import edgecl_pb2_grpc as pb_grpc
+from edgecl.cloud import load_config
+from edgecl.wire import WireSample, batch_to_proto
+from tests.cloud.conftest import KEY, cloud_env, inputs, register, start_server
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_sample_config_loads_and_env_overrides(tmp_path):
+    cfg = load_config(ROOT / "cloud" / "edgecl-cloud.toml",
+                      env={"EDGECL_CLOUD_AUTH_ENROLLMENT_KEY": "s3cret",
+                           "EDGECL_CLOUD_SERVER_MAX_WORKERS": "3",
+                           "EDGECL_CLOUD_LEARNING_PARTS": "prompt,head"})
+    assert cfg.auth.enrollment_key == "s3cret" and cfg.server.max_workers == 3
+    assert cfg.learning.parts == ["prompt", "head"] and cfg.metrics.port == 9464
+    with pytest.raises(ConfigError, match="enrollment_key"):
+        load_config(ROOT / "cloud" / "edgecl-cloud.toml", env={})
+    bad = tmp_path / "bad.toml"
+    bad.write_text('[server]\nadress = "x"\n')
+    with pytest.raises(ConfigError, match="adress"):
+        load_config(bad, env={"EDGECL_CLOUD_AUTH_ENROLLMENT_KEY": "k"})
+    bad.write_text('[server]\nmax_workers = "many"\n')
+    with pytest.raises(ConfigError, match="max_workers"):
+        load_config(bad, env={"EDGECL_CLOUD_AUTH_ENROLLMENT_KEY": "k"})
+    with pytest.raises(ConfigError, match="section"):
+        load_config(None, env={"EDGECL_CLOUD_NOPE_X": "1", "EDGECL_CLOUD_AUTH_ENROLLMENT_KEY": "k"})
+    bad.write_text("not toml [")
+    with pytest.raises(ConfigError, match="TOML"):
+        load_config(bad, env={"EDGECL_CLOUD_AUTH_ENROLLMENT_KEY": "k"})
+
+
+def _self_signed(tmp: Path) -> tuple[Path, Path]:
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
+    now = datetime.datetime.now(datetime.UTC)
+    import ipaddress
+
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name)
+            .public_key(key.public_key()).serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(minutes=1))
+            .not_valid_after(now + datetime.timedelta(days=1))
+            .add_extension(x509.SubjectAlternativeName([
+                x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+                critical=False)
+            .sign(key, hashes.SHA256()))
+    cert_path, key_path = tmp / "cert.pem", tmp / "key.pem"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(key.private_bytes(serialization.Encoding.PEM,
+                                           serialization.PrivateFormat.PKCS8,
+                                           serialization.NoEncryption()))
+    return cert_path, key_path
+
+
+def test_tls_when_a_certificate_is_configured(tiny_zoo, tmp_path):
+    cert, key = _self_signed(tmp_path)
+    srv = start_server(tiny_zoo, tmp_path / "data", server_tls_cert=str(cert),
+                       server_tls_key=str(key))
+    try:
+        creds = grpc.ssl_channel_credentials(root_certificates=cert.read_bytes())
+        stub = pb_grpc.EdgeCloudStub(grpc.secure_channel(f"localhost:{srv.port}", creds))
+        resp = stub.Register(pb.RegisterRequest(device_id="tls-1", enrollment_key=KEY,
+                                                encoder_sha256=next(iter(srv.bundles))),
+                             timeout=10)
+        assert resp.token
+        plain = pb_grpc.EdgeCloudStub(grpc.insecure_channel(srv.target))
+        with pytest.raises(grpc.RpcError) as info:
+            plain.Register(pb.RegisterRequest(device_id="x", enrollment_key=KEY), timeout=3)
+        assert info.value.code() == grpc.StatusCode.UNAVAILABLE
+    finally:
+        srv.stop(grace=1.0)
+
+
+def _spawn(tiny_zoo, data: Path, port: int = 0) -> tuple[subprocess.Popen, str]:
+    env = {**os.environ, **cloud_env(data, server_address=f"127.0.0.1:{port}",
+                                      log_format="json")}
+    proc = subprocess.Popen([sys.executable, "-m", "edgecl", "serve", "--home",
+                             str(tiny_zoo.path.parent.parent)], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    line = proc.stdout.readline()
+    if not line:
+        raise AssertionError(proc.stderr.read())
+    return proc, json.loads(line)["serving"]
+
+
+def test_sigterm_stops_gracefully_and_nothing_acknowledged_is_lost(tiny_zoo, tmp_path):
+    proc, target = _spawn(tiny_zoo, tmp_path)
+    try:
+        from edgecl.bundle import load_bundle
+
+        class Remote:  # register() needs .target and .bundles
+            bundles = {load_bundle(tiny_zoo.student_bundle).encoder_sha256: None}
+
+        Remote.target = target
+        c = register(Remote, "term-1")
+        acked = set()
+        for k in range(5):
+            ack = c.upload([batch_to_proto([WireSample(f"t{k}-{i}", input=x)
+                                            for i, x in enumerate(inputs(20, k))])])
+            acked |= set(ack.acked_ids)
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(60) == 0
+        logs = [json.loads(line) for line in proc.stderr.read().splitlines() if
+                line.startswith("{")]
+        assert any(entry["msg"] == "stopped" for entry in logs)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    from edgecl.cloud import Registry
+
+    reg = Registry(tmp_path)
+    assert reg.sample_ids("term-1") == acked and len(acked) == 100
+    stats = reg.sample_stats()
+    assert stats["unlabelled"] == 0 and stats["max_label_count"] == 1  # drained on stop
