@@ -18,6 +18,8 @@ from edgecl.device._sampling import (
     register_policy,
 )
 from edgecl.device._state import ModelState, OODScorer
+from edgecl.device._sync import SyncClient, SyncStats
+from edgecl.device._transport import GrpcTransport, Transport, TransportError
 from edgecl.device._updates import CanaryPolicy, UpdateEvent, UpdateManager
 from edgecl.device._validate import InputValidator
 from edgecl.device._verify import UpdateVerifier
@@ -26,6 +28,7 @@ __all__ = [
     "CanaryPolicy",
     "CollectorStats",
     "DeviceRuntime",
+    "GrpcTransport",
     "InputValidator",
     "ModelState",
     "OODScorer",
@@ -36,6 +39,10 @@ __all__ = [
     "SampleCollector",
     "SamplingPolicy",
     "Selection",
+    "SyncClient",
+    "SyncStats",
+    "Transport",
+    "TransportError",
     "UpdateEvent",
     "UpdateManager",
     "UpdateVerifier",

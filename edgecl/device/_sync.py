@@ -1,0 +1,329 @@
+"""SyncClient: drains the outbox to the cloud and receives updates, in the background.
+
+Predict never waits on the network: the app only writes to the outbox. The upload worker
+leases items, uploads them with a deadline and acknowledges exactly the ids the server
+acknowledged (the rest are released and retried), so a sample leaves the outbox only once
+the cloud has it. Failures back off exponentially with jitter; an expired token triggers
+re-registration; a sample the server rejects as invalid is isolated and dropped (counted),
+never retried forever. The update worker subscribes from the last version it handled,
+persisted atomically, so it resumes there after reconnects and restarts.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from edgecl._exceptions import ConfigError, InvalidInput
+from edgecl._retry import Backoff
+from edgecl.bundle._files import atomic_write_bytes
+from edgecl.device._outbox import Outbox, OutboxItem
+from edgecl.device._transport import GrpcTransport, Transport, TransportError
+from edgecl.wire import SignedUpdate, WireSample, payload_from_bytes
+
+log = logging.getLogger("edgecl.device")
+
+
+@dataclass(frozen=True)
+class SyncStats:
+    """Counters of a :class:`SyncClient`."""
+
+    uploaded: int
+    duplicates: int
+    poison_dropped: int
+    retries: int
+    registrations: int
+    updates_received: int
+    updates_applied: int
+    last_version: int
+    connected: bool
+    last_error: str
+
+
+def item_to_sample(item: OutboxItem) -> WireSample:
+    """The wire form of an outbox item (``image`` and ``features`` arrays, meta fields)."""
+    meta = item.meta
+
+    def num(key: str, default: float) -> float:
+        v = meta.get(key, default)
+        return float(v) if isinstance(v, (int, float)) else default
+
+    return WireSample(
+        sample_id=item.sample_id, timestamp_ms=int(item.created_at * 1000),
+        input=item.arrays.get("image"), features=item.arrays.get("features"),
+        priority=float(item.priority), device_label=int(num("label", -1)),
+        device_entropy=num("entropy", math.nan), ood_score=num("ood_score", math.nan),
+        state_version=int(num("state_version", 0)))
+
+
+class SyncClient:
+    """Background uploads from an :class:`Outbox` and update delivery to ``on_update``.
+
+    ``on_update(SignedUpdate) -> bool`` (e.g. an :class:`~edgecl.device.UpdateManager`)
+    applies an update; the client resumes after the newest update it handed over, whether
+    it was applied or rejected. ``state_path`` persists that version across restarts.
+
+    Examples
+    --------
+    >>> client = SyncClient(outbox, "cloud.example:50051", device_id="cam-7",
+    ...                     enrollment_key=key, encoder_sha256=rt.bundle.encoder_sha256,
+    ...                     on_update=manager, state_path="state/sync.json")  # doctest: +SKIP
+    >>> with client:                                                        # doctest: +SKIP
+    ...     run_app()
+    """
+
+    def __init__(self, outbox: Outbox, target: str | Transport, *, device_id: str,
+                 enrollment_key: str, encoder_sha256: str, group: str = "",
+                 batch_size: int = 32, chunk_size: int = 16,
+                 on_update: Callable[[SignedUpdate], bool] | None = None,
+                 state_path: str | os.PathLike[str] | None = None,
+                 backoff: Backoff | None = None, poll_s: float = 0.05,
+                 subscribe: bool = True, root_cert: bytes | None = None,
+                 deadline_s: float = 10.0) -> None:
+        if batch_size < 1 or chunk_size < 1:
+            raise ConfigError("batch_size and chunk_size must be >= 1")
+        self.outbox = outbox
+        self.transport: Any = (GrpcTransport(target, root_cert=root_cert, deadline_s=deadline_s)
+                               if isinstance(target, str) else target)
+        self.device_id, self.group = device_id, group
+        self._key, self._sha = enrollment_key, encoder_sha256
+        self.batch_size, self.chunk_size = batch_size, chunk_size
+        self.on_update = on_update
+        self.state_path = None if state_path is None else Path(state_path)
+        self.poll_s, self.subscribe_updates = poll_s, subscribe
+        self._backoff = backoff or Backoff()
+        self._sub_backoff = Backoff(self._backoff.initial_s, self._backoff.factor,
+                                    self._backoff.max_s)
+        self._lock = threading.Lock()
+        self._register_lock = threading.Lock()
+        self._stop = threading.Event()
+        self._token: str | None = None
+        self._max_batch = chunk_size
+        self._counts = dict(uploaded=0, duplicates=0, poison_dropped=0, retries=0,
+                            registrations=0, updates_received=0, updates_applied=0)
+        self._connected = False
+        self._last_error = ""
+        self._in_flight = 0
+        self.last_version = self._load_version()
+        self._threads: list[threading.Thread] = []
+
+    # -- lifecycle ---------------------------------------------------------------------
+    def start(self) -> SyncClient:
+        """Start the upload (and update) workers."""
+        if self._threads:
+            return self
+        self._stop.clear()
+        workers = [("edgecl-upload", self._upload_loop)]
+        if self.subscribe_updates:
+            workers.append(("edgecl-updates", self._update_loop))
+        for name, fn in workers:
+            t = threading.Thread(target=fn, name=name, daemon=True)
+            t.start()
+            self._threads.append(t)
+        return self
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Stop the workers (leased items go back to the outbox) and close the transport."""
+        self._stop.set()
+        try:
+            self.transport.close()
+        finally:
+            for t in self._threads:
+                t.join(timeout)
+            self._threads = []
+
+    def __enter__(self) -> SyncClient:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def flush(self, timeout: float = 60.0) -> bool:
+        """Wait until the outbox is empty and nothing is in flight (True) or ``timeout``."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            self.outbox.flush()
+            with self._lock:
+                busy = self._in_flight
+            if self.outbox.stats().count == 0 and not busy:
+                return True
+            time.sleep(0.01)
+        return False
+
+    def stats(self) -> SyncStats:
+        """Current counters."""
+        with self._lock:
+            return SyncStats(last_version=self.last_version, connected=self._connected,
+                             last_error=self._last_error, **self._counts)
+
+    # -- calls usable from the app -------------------------------------------------------
+    def register(self) -> str:
+        """Register (or re-register) and return the token."""
+        reg = self.transport.register(self.device_id, self._key, self._sha, self.group)
+        with self._lock:
+            self._token = reg.token
+            self._max_batch = max(1, min(self.chunk_size, reg.max_batch_samples or
+                                         self.chunk_size))
+            self._counts["registrations"] += 1
+        return reg.token
+
+    def fetch_update(self) -> SignedUpdate | None:
+        """The newest update after :attr:`last_version`, or None (one synchronous call)."""
+        return self.transport.fetch(self._ensure_token(), self.last_version)
+
+    def report(self, state_version: int, stats: dict[str, float]) -> int:
+        """Send device statistics; returns the newest published version."""
+        return self.transport.report(self._ensure_token(), state_version, stats)
+
+    # -- workers -------------------------------------------------------------------------
+    def _ensure_token(self) -> str:
+        with self._register_lock:  # one registration at a time: a second revokes the first
+            with self._lock:
+                token = self._token
+            return token or self.register()
+
+    def _failed(self, exc: Exception, backoff: Backoff, token: str | None = None) -> None:
+        with self._lock:
+            self._connected = False
+            self._last_error = str(exc)
+            self._counts["retries"] += 1
+            expired = isinstance(exc, TransportError) and exc.code == "UNAUTHENTICATED"
+            if expired and (token is None or token == self._token):
+                self._token = None
+        self._stop.wait(backoff.next())
+
+    def _upload_loop(self) -> None:
+        while not self._stop.is_set():
+            items = self.outbox.lease(self.batch_size)
+            if not items:
+                self._stop.wait(self.poll_s)
+                continue
+            with self._lock:
+                self._in_flight += 1
+            token = None
+            try:
+                token = self._ensure_token()
+                self._send(items, token)
+                self._backoff.reset()
+            except (TransportError, ConfigError) as exc:
+                self.outbox.release([i.sample_id for i in items])
+                self._failed(exc, self._backoff, token)
+            finally:
+                with self._lock:
+                    self._in_flight -= 1
+
+    def _send(self, items: list[OutboxItem], token: str) -> None:
+        samples, ids = [], []
+        for item in items:
+            try:
+                samples.append(item_to_sample(item))
+                ids.append(item.sample_id)
+            except (InvalidInput, ValueError, TypeError):
+                self._drop([item.sample_id], "unreadable outbox item")
+        if not samples:
+            return
+        chunks = [samples[i:i + self._max_batch] for i in range(0, len(samples),
+                                                                  self._max_batch)]
+        try:
+            result = self.transport.upload(token, chunks)
+        except TransportError as exc:
+            if exc.code != "INVALID_ARGUMENT":
+                raise
+            self._isolate(token, samples, exc)
+            return
+        self.outbox.ack(result.acked_ids)
+        missing = set(ids) - set(result.acked_ids)
+        if missing:
+            self.outbox.release(missing)
+        with self._lock:
+            self._connected = True
+            self._counts["uploaded"] += result.accepted
+            self._counts["duplicates"] += result.duplicates
+
+    def _isolate(self, token: str, samples: list[WireSample], exc: TransportError) -> None:
+        """One sample poisons the batch: upload the others one by one, drop the bad."""
+        named = [s for s in samples if s.sample_id in exc.details]
+        if len(samples) == 1 or len(named) == 1:
+            bad = named[0] if named else samples[0]
+            self._drop([bad.sample_id], exc.details)
+            rest = [s for s in samples if s is not bad]
+            if rest:
+                result = self.transport.upload(token, [rest])
+                self.outbox.ack(result.acked_ids)
+                with self._lock:
+                    self._counts["uploaded"] += result.accepted
+                    self._counts["duplicates"] += result.duplicates
+            return
+        for s in samples:
+            try:
+                result = self.transport.upload(token, [[s]])
+            except TransportError as inner:
+                if inner.code != "INVALID_ARGUMENT":
+                    raise
+                self._drop([s.sample_id], inner.details)
+                continue
+            self.outbox.ack(result.acked_ids)
+            with self._lock:
+                self._counts["uploaded"] += result.accepted
+                self._counts["duplicates"] += result.duplicates
+
+    def _drop(self, ids: list[str], reason: str) -> None:
+        self.outbox.ack(ids)
+        with self._lock:
+            self._counts["poison_dropped"] += len(ids)
+        log.warning("dropped samples the cloud refuses", extra={"ids": ids, "reason": reason})
+
+    def _update_loop(self) -> None:
+        while not self._stop.is_set():
+            token = None
+            try:
+                token = self._ensure_token()
+                for update in self.transport.subscribe(token, self.last_version):
+                    self._sub_backoff.reset()
+                    self._handle(update)
+                    if self._stop.is_set():
+                        return
+                self._stop.wait(self.poll_s)
+            except (TransportError, ConfigError) as exc:
+                if self._stop.is_set():
+                    return
+                self._failed(exc, self._sub_backoff, token)
+
+    def _handle(self, update: SignedUpdate) -> None:
+        try:
+            version = payload_from_bytes(update.payload).version
+        except InvalidInput as exc:
+            log.warning("unreadable update skipped", extra={"reason": str(exc)})
+            return
+        if version <= self.last_version:
+            return
+        applied = bool(self.on_update(update)) if self.on_update is not None else True
+        with self._lock:
+            self._counts["updates_received"] += 1
+            self._counts["updates_applied"] += applied
+            self.last_version = version
+        self._save_version(version)
+
+    def _load_version(self) -> int:
+        if self.state_path is None or not self.state_path.exists():
+            return 0
+        try:
+            return int(json.loads(self.state_path.read_text())["last_version"])
+        except (ValueError, KeyError, TypeError, OSError):
+            log.warning("unreadable sync state; starting from version 0",
+                        extra={"path": str(self.state_path)})
+            return 0
+
+    def _save_version(self, version: int) -> None:
+        if self.state_path is not None:
+            self.state_path.parent.mkdir(parents=True, exist_ok=True)
+            atomic_write_bytes(self.state_path, json.dumps({"last_version": version}).encode())
+
