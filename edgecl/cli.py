@@ -171,6 +171,17 @@ def build_parser() -> argparse.ArgumentParser:
     bd.add_argument("--warmup", type=int, default=20)
     bd.add_argument("--threads", type=int, default=1, help="intra-op threads (ORT and torch)")
     bd.set_defaults(func=cmd_bench_device)
+    bc = bench.add_parser("cloud", help="upload throughput / RPC latency at 1, 10, 100 "
+                          "devices and teacher throughput vs raw torch")
+    bc.add_argument("--variant", default="full", choices=["tiny", "full"])
+    bc.add_argument("--home", default=None)
+    bc.add_argument("--concurrency", default="1,10,100")
+    bc.add_argument("--uploads", type=int, default=20, help="Upload RPCs per device")
+    bc.add_argument("--batch", type=int, default=8, help="samples per Upload")
+    bc.add_argument("--teacher-rounds", type=int, default=5)
+    bc.add_argument("--threads", type=int, default=1, help="torch intra-op threads")
+    bc.add_argument("--json", action="store_true", help="(output is always JSON)")
+    bc.set_defaults(func=cmd_bench_cloud)
 
     ev = sub.add_parser("eval", help="evaluations on the reference zoo").add_subparsers(
         dest="eval_command", required=True)
@@ -208,6 +219,17 @@ def build_parser() -> argparse.ArgumentParser:
     dm.add_argument("--severity", type=int, default=5)
     dm.set_defaults(func=cmd_demo)
     return p
+
+
+def cmd_bench_cloud(args: argparse.Namespace) -> int:
+    from edgecl.bench.cloud import bench_cloud
+
+    result = bench_cloud(variant=args.variant, home=args.home,
+                         concurrency=tuple(_ints(args.concurrency)),
+                         uploads_per_device=args.uploads, batch=args.batch,
+                         teacher_rounds=args.teacher_rounds, threads=args.threads)
+    print(json.dumps(result, indent=2, sort_keys=True))
+    return 0
 
 
 def cmd_serve(args: argparse.Namespace) -> int:

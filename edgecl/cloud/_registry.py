@@ -258,8 +258,8 @@ class Registry:
             "SELECT device_id, sample_id, input FROM samples WHERE labelled_ms IS NULL "
             "ORDER BY seq LIMIT ?", (limit,)).fetchall()
         keys = [(r[0], r[1]) for r in rows]
-        x = np.stack([np.frombuffer(r[2], np.float32).reshape(shape) for r in rows]) if rows \
-            else np.zeros((0, *shape), np.float32)
+        x = np.frombuffer(bytearray(b"".join(r[2] for r in rows)), np.float32).reshape(
+            len(rows), *shape)
         return keys, x
 
     def set_labels(self, keys: list[tuple[str, str]], labels: np.ndarray,
@@ -278,6 +278,11 @@ class Registry:
                     per_device[dev] = per_device.get(dev, 0) + 1
             conn.commit()
         return per_device
+
+    def unlabelled_count(self) -> int:
+        """Samples waiting for a teacher label (uses the index)."""
+        return int(self._conn().execute(
+            "SELECT COUNT(*) FROM samples WHERE labelled_ms IS NULL").fetchone()[0])
 
     def sample_stats(self) -> dict[str, int]:
         """Totals: samples, labelled, unlabelled, and the most times one sample was labelled."""

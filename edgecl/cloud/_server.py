@@ -198,10 +198,12 @@ class CloudServer:
         """``host:port`` clients connect to."""
         return f"{self.host}:{self.port}"
 
-    def start(self) -> CloudServer:
-        """Start serving RPCs, labelling and learning."""
+    def start(self, *, labelling: bool = True) -> CloudServer:
+        """Start serving RPCs, labelling and learning (``labelling=False``: the caller
+        drives :meth:`TeacherPool.step` itself, e.g. a benchmark)."""
         self._grpc.start()
-        self.teacher_pool.start()
+        if labelling:
+            self.teacher_pool.start()
         self._ticker.start()
         for name in self._service_names:
             self.health.set(name, self._serving)

@@ -91,6 +91,8 @@ class TeacherPool:
 
     def stop(self, drain: bool = True, timeout: float = 60.0) -> None:
         """Stop; with ``drain``, label what is already stored first."""
+        if not self._thread.is_alive():
+            return
         if drain:
             self.wait_idle(timeout)
         self._stop.set()
@@ -107,7 +109,7 @@ class TeacherPool:
 
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            if self.registry.sample_stats()["unlabelled"] == 0:
+            if self.registry.unlabelled_count() == 0:
                 return True
             self.registry_wake()
             time.sleep(0.01)
@@ -128,14 +130,13 @@ class TeacherPool:
         keys, x = self.registry.unlabelled(self.batch_size, self.shape)
         if not keys:
             return 0
-        if self.metrics is not None:
-            self.metrics.queue_depth.set(self.registry.sample_stats()["unlabelled"])
         labels, unc = label_and_uncertainty(self.teacher.probabilities(x))
         per_device = self.registry.set_labels(keys, labels, unc)
         n = sum(per_device.values())
         self.labelled += n
         if self.metrics is not None:
             self.metrics.labelled.inc(n)
+            self.metrics.queue_depth.set(self.registry.unlabelled_count())
         if per_device and self.on_labelled is not None:
             self.on_labelled(per_device)
         return len(keys)

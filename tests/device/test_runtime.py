@@ -120,12 +120,20 @@ def test_state_is_immutable(small_bundle):
 
 
 def test_device_imports_no_torch():
-    code = ("import sys, edgecl.device, edgecl.bundle, edgecl.heads; "
+    code = ("import sys, edgecl.device, edgecl.bundle, edgecl.heads, edgecl.wire, "
+            "edgecl._proto.edgecl_pb2_grpc; "
             "bad = [m for m in ('torch', 'onnxscript', 'torchvision') if m in sys.modules]; "
             "print(','.join(bad) or 'clean')")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True)
     assert out.stdout.strip() == "clean", out.stdout
+
+
+def test_device_package_imports_no_grpc_until_a_transport_is_built():
+    code = ("import sys, edgecl.device; print('grpc' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True)
+    assert out.stdout.strip() == "False"
 
 
 def test_bundle_detectors_score_every_prediction(tiny_zoo):

@@ -1,4 +1,4 @@
-"""The wire contract: generated code is fresh, tensors and messages round-trip, bad input is typed."""
+"""The wire contract: generated code is fresh, messages round-trip, bad input is typed."""
 
 from __future__ import annotations
 
