@@ -4,11 +4,13 @@ A :class:`LearningCoordinator` is told about newly labelled uploads per *target*
 id, or a group name when devices share a domain). Once ``trigger_samples`` new samples
 arrived (or ``trigger_seconds`` passed with at least one), it queues one learning job per
 target on its worker pool (never on an RPC thread). A job takes the target's most recent
-``window`` uploads, asks the teacher for soft targets over the device's classes, learns a
-candidate with :class:`~edgecl.cloud.UpdateLearner` against the target's current
-published state, and publishes a signed update if validation accepts it; otherwise it
-records the reason. The storage behind it is the :class:`UpdateStore` protocol, which the
-service's registry implements.
+``window`` uploads of its current drift segment (devices report the segment with every
+sample and fall back to their bundle state at a detected shift), asks the teacher for
+soft targets over the device's classes, learns a candidate with
+:class:`~edgecl.cloud.UpdateLearner` against the target's current published state, and
+publishes a signed update if validation accepts it; otherwise it records the reason. The
+storage behind it is the :class:`UpdateStore` protocol, which the service's registry
+implements.
 """
 
 from __future__ import annotations
@@ -31,12 +33,13 @@ from edgecl.wire import SignedUpdate, UpdatePayload
 class UpdateStore(Protocol):
     """What learning needs from the registry (implemented by the service's registry)."""
 
-    def recent_inputs(self, target: str, limit: int) -> np.ndarray:
-        """The target's newest ``limit`` uploaded inputs ``(N, C, H, W)``, oldest first."""
+    def recent_inputs(self, target: str, limit: int) -> tuple[np.ndarray, int]:
+        """The target's newest ``limit`` labelled inputs ``(N, C, H, W)`` of its current
+        drift segment, oldest first, and that segment."""
         ...
 
-    def published(self, target: str) -> tuple[int, dict[str, np.ndarray]]:
-        """The target's latest published version and its parts (0 and {} if none)."""
+    def published(self, target: str) -> tuple[int, dict[str, np.ndarray], dict[str, float]]:
+        """The target's latest published version, its parts and metrics (0, {}, {})."""
         ...
 
     def publish(self, target: str, update: SignedUpdate, payload: UpdatePayload) -> None:
@@ -158,21 +161,26 @@ class LearningCoordinator:
 
     def run_once(self, target: str) -> LearnResult | None:
         """Learn for ``target`` now, publish if validated; the result (None: no data)."""
-        inputs = self.store.recent_inputs(target, self.policy.window)
+        inputs, segment = self.store.recent_inputs(target, self.policy.window)
         if len(inputs) == 0:
             return None
         probs = np.asarray(self.teacher(inputs), dtype=np.float64)
         keep = np.isin(probs.argmax(axis=1), self._columns)
         sub = probs[keep][:, self._columns]
         sub /= sub.sum(axis=1, keepdims=True)
-        version, parts = self.store.published(target)
-        base = BaseState.from_bundle(self.learner.bundle.path).with_parts(version, parts)
+        version, parts, published_metrics = self.store.published(target)
+        base = BaseState.from_bundle(self.learner.bundle.path)
+        if published_metrics.get("segment", 0) == segment:
+            base = base.with_parts(version, parts)  # refine the update of this segment
+        else:  # a new domain: the device fell back to its bundle state at the shift
+            base = base.with_parts(version, {})
         result = self.learner.learn(inputs[keep], sub, base)
         if result.publish:
             payload = UpdatePayload(
                 version=version + 1, base_version=version,
                 encoder_sha256=self.learner.bundle.encoder_sha256, parts=result.parts,
-                metrics=result.metrics, created_ms=int(time.time() * 1000), device_id=target)
+                metrics={**result.metrics, "segment": float(segment)},
+                created_ms=int(time.time() * 1000), device_id=target)
             self.store.publish(target, self.signer.sign(payload), payload)
             with self._lock:
                 self.counts["published"] += 1

@@ -48,6 +48,7 @@ CREATE TABLE IF NOT EXISTS samples (
     device_entropy REAL,
     ood_score REAL,
     state_version BIGINT,
+    segment BIGINT NOT NULL DEFAULT 0,
     teacher_label INTEGER,
     teacher_uncertainty REAL,
     labelled_ms BIGINT,
@@ -228,14 +229,14 @@ class Registry:
                     cur = conn.execute(
                         "INSERT INTO samples (device_id, sample_id, seq, received_ms, input, "
                         "features, priority, device_label, device_entropy, ood_score, "
-                        "state_version) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
+                        "state_version, segment) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
                         "ON CONFLICT (device_id, sample_id) DO NOTHING",
                         (device_id, s.sample_id, self._seq, now,
                          np.ascontiguousarray(s.input, np.float32).tobytes(),
                          None if s.features is None else
                          np.ascontiguousarray(s.features, np.float32).tobytes(),
                          s.priority, s.device_label, _finite(s.device_entropy),
-                         _finite(s.ood_score), s.state_version))
+                         _finite(s.ood_score), s.state_version, s.segment))
                     new += cur.rowcount
                 conn.commit()
             except sqlite3.Error as exc:
@@ -298,16 +299,28 @@ class Registry:
                                     (device_id,)).fetchall()
         return {r[0] for r in rows}
 
-    def recent_inputs_of(self, device_ids: list[str], limit: int,
-                         shape: tuple[int, ...]) -> np.ndarray:
-        """The newest ``limit`` labelled inputs of these devices, oldest first."""
+    def recent_inputs_of(self, device_ids: list[str], limit: int, shape: tuple[int, ...],
+                         *, latest_segment: bool = False) -> tuple[np.ndarray, int]:
+        """The newest ``limit`` labelled inputs of these devices, oldest first, and their
+        segment; with ``latest_segment`` only those of the newest drift segment (of the
+        newest upload's device)."""
         marks = ",".join("?" * len(device_ids))
-        rows = self._conn().execute(
-            f"SELECT input FROM samples WHERE device_id IN ({marks}) AND labelled_ms IS NOT "
-            f"NULL ORDER BY seq DESC LIMIT ?", (*device_ids, limit)).fetchall()
+        where = f"device_id IN ({marks}) AND labelled_ms IS NOT NULL"
+        args: list[Any] = list(device_ids)
+        segment = 0
+        if latest_segment:
+            row = self._conn().execute(f"SELECT device_id, segment FROM samples WHERE {where} "
+                                       "ORDER BY seq DESC LIMIT 1", args).fetchone()
+            if row is not None:
+                segment = int(row[1])
+                where += " AND device_id = ? AND segment = ?"
+                args += [row[0], segment]
+        rows = self._conn().execute(f"SELECT input FROM samples WHERE {where} ORDER BY seq "
+                                    "DESC LIMIT ?", (*args, limit)).fetchall()
         if not rows:
-            return np.zeros((0, *shape), np.float32)
-        return np.stack([np.frombuffer(r[0], np.float32).reshape(shape) for r in rows[::-1]])
+            return np.zeros((0, *shape), np.float32), segment
+        data = bytearray(b"".join(r[0] for r in rows[::-1]))
+        return np.frombuffer(data, np.float32).reshape(len(rows), *shape), segment
 
     def devices_in(self, target: str, by_group: bool) -> list[str]:
         """Device ids whose uploads feed ``target``."""

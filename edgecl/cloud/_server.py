@@ -60,16 +60,18 @@ class _RegistryStore:
         self.registry, self.bundle, self.by_group, self.metrics = (registry, bundle, by_group,
                                                                    metrics)
 
-    def recent_inputs(self, target: str, limit: int) -> np.ndarray:
+    def recent_inputs(self, target: str, limit: int) -> tuple[np.ndarray, int]:
         return self.registry.recent_inputs_of(self.registry.devices_in(target, self.by_group),
-                                              limit, tuple(self.bundle.input_spec.shape))
+                                              limit, tuple(self.bundle.input_spec.shape),
+                                              latest_segment=not self.by_group)
 
-    def published(self, target: str) -> tuple[int, dict[str, np.ndarray]]:
+    def published(self, target: str) -> tuple[int, dict[str, np.ndarray], dict[str, float]]:
         latest = self.registry.latest_version(target)
         if latest == 0:
-            return 0, {}
+            return 0, {}, {}
         stored = self.registry.updates_after(target, latest - 1, limit=1)
-        return latest, payload_from_bytes(stored[0].update.payload).parts
+        payload = payload_from_bytes(stored[0].update.payload)
+        return latest, payload.parts, payload.metrics
 
     def publish(self, target: str, update: SignedUpdate, payload: UpdatePayload) -> None:
         self.registry.publish(target, update, payload)

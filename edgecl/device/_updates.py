@@ -62,7 +62,7 @@ class UpdateEvent:
     """One entry of the update history: what happened to which cloud version, and why."""
 
     cloud_version: int
-    action: str  # "applied", "rejected", "rolled_back", "restored"
+    action: str  # "applied", "rejected", "rolled_back", "restored", "reverted"
     reason: str
     at: float
 
@@ -104,6 +104,7 @@ class UpdateManager:
         self._confidence: deque[float] = deque(maxlen=monitor_window)
         self._monitor: tuple[float, list[float]] | None = None  # (baseline, post-swap)
         self._blocked: set[int] = set()  # cloud versions rolled back: never re-applied
+        self._base = runtime.state  # the bundle as shipped: what revert() goes back to
         if self.state_dir is not None:
             (self.state_dir / "updates").mkdir(parents=True, exist_ok=True)
             self._restore()
@@ -116,7 +117,7 @@ class UpdateManager:
 
     def counts(self) -> dict[str, int]:
         """How many updates were applied, rejected and rolled back."""
-        out = {"applied": 0, "rejected": 0, "rolled_back": 0, "restored": 0}
+        out = {"applied": 0, "rejected": 0, "rolled_back": 0, "restored": 0, "reverted": 0}
         for e in self.events:
             out[e.action] += 1
         return out
@@ -175,6 +176,21 @@ class UpdateManager:
         self._write_active(version)
         self._event(int(current.metadata.get(CLOUD_VERSION, 0)), "rolled_back", reason)
         return restored
+
+    def revert(self, reason: str = "domain shift") -> ModelState:
+        """Serve the bundle's own prompt/filter/adapter/head again (e.g. when the drift
+        detector reports a new domain, for which the current update was not learned).
+        The applied cloud version is kept, so older updates stay refused; the next update
+        for the new domain replaces this state, and :meth:`rollback` undoes it."""
+        with self._lock:
+            current, base = self.runtime.state, self._base
+            state = current.evolve(head=base.head, adapter=base.adapter, prompt=base.prompt,
+                                   input_filter=base.input_filter)
+            self._history.append(current)
+            self.runtime.swap_state(state)
+            self._monitor = None
+        self._event(self.cloud_version, "reverted", reason)
+        return state
 
     # -- internals -----------------------------------------------------------------------
     def _accept(self, payload: UpdatePayload, *, canary: bool = True) -> ModelState:

@@ -25,9 +25,9 @@ class WireSample:
         The raw input ``(C, H, W)``; needed for teacher labelling.
     features : ndarray or None
         Encoder features ``(D,)`` as the device computed them.
-    priority, device_label, device_entropy, ood_score, state_version
+    priority, device_label, device_entropy, ood_score, state_version, segment
         The device's view of the sample (``device_label`` -1 and ``ood_score`` NaN when
-        unknown).
+        unknown; ``segment``: index of the device's drift segment).
     """
 
     sample_id: str
@@ -39,6 +39,7 @@ class WireSample:
     device_entropy: float = float("nan")
     ood_score: float = float("nan")
     state_version: int = 0
+    segment: int = 0
 
 
 @dataclass(frozen=True)

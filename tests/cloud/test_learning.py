@@ -28,13 +28,13 @@ class MemoryStore:
         self.rejections: list = []
 
     def recent_inputs(self, target, limit):
-        return self.inputs[-limit:]
+        return self.inputs[-limit:], 0
 
     def published(self, target):
         if not self.updates:
-            return 0, {}
+            return 0, {}, {}
         _, payload = self.updates[-1]
-        return payload.version, payload.parts
+        return payload.version, payload.parts, payload.metrics
 
     def publish(self, target, update, payload):
         self.updates.append((update, payload))

@@ -216,3 +216,18 @@ def test_zero_downtime_hot_swap_under_concurrent_predict(rt, signer):
         v, x, probs = seen[i]
         np.testing.assert_allclose(rt.predict_with(states[v], x).probabilities, probs,
                                    rtol=1e-5, atol=1e-6)
+
+
+def test_revert_serves_the_bundle_state_and_keeps_replay_protection(rt, signer):
+    m = manager(rt, signer)
+    x = images(6)
+    want = rt.predict(x).probabilities
+    m.apply(signer.sign(payload(rt, 3)))
+    assert not np.allclose(rt.predict(x).probabilities, want)
+    m.revert("new domain")
+    np.testing.assert_allclose(rt.predict(x).probabilities, want, rtol=1e-6)
+    assert m.cloud_version == 3 and m.counts()["reverted"] == 1
+    with pytest.raises(UpdateRejected):
+        m.apply(signer.sign(payload(rt, 2)))
+    m.rollback()  # undo the revert
+    assert not np.allclose(rt.predict(x).probabilities, want)
