@@ -116,6 +116,20 @@ def cmd_eval_sampling(args: argparse.Namespace) -> int:
     return _emit(result, args.json)
 
 
+def cmd_eval_loop(args: argparse.Namespace) -> int:
+    from edgecl.fleet import evaluate_loop
+
+    zoo = _zoo_for(args)
+    kwargs: dict[str, Any] = {}
+    if args.corruptions:
+        kwargs["corruptions"] = tuple(args.corruptions.split(","))
+    result = evaluate_loop(zoo, samples_per_domain=args.samples_per_domain,
+                           fraction=args.budget, seed=args.seed, variant=args.variant,
+                           home=args.home, strategies=tuple(args.strategies.split(",")),
+                           progress=not args.json, **kwargs)
+    return _emit(result, args.json)
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from edgecl.demo import run_demo
 
@@ -206,6 +220,17 @@ def build_parser() -> argparse.ArgumentParser:
     es.add_argument("--budget", type=float, default=0.05, help="fraction of samples to send")
     es.add_argument("--seed", type=int, default=0)
     es.set_defaults(func=cmd_eval_sampling)
+
+    el = ev.add_parser("loop", help="the cloud-device loop on the continual stream vs "
+                       "source and teacher (one device, real service on loopback)")
+    common(el, with_json=True)
+    el.add_argument("--samples-per-domain", type=int, default=2000)
+    el.add_argument("--corruptions", default="", help="comma-separated (default: 10 types)")
+    el.add_argument("--budget", type=float, default=0.1, help="upload fraction")
+    el.add_argument("--strategies", default="source,device,cloud,cloud+device,cloud_random,"
+                    "teacher")
+    el.add_argument("--seed", type=int, default=0)
+    el.set_defaults(func=cmd_eval_loop)
 
     sv = sub.add_parser("serve", help="run the cloud teacher service (gRPC)")
     sv.add_argument("--config", default=None,

@@ -65,8 +65,8 @@ class LearnerConfig:
     prompt_l2: float = 1e-3
     shift_px: int = 2
     holdout_fraction: float = 0.25
-    min_holdout: int = 16
-    min_train: int = 24
+    min_holdout: int = 8
+    min_train: int = 16
     max_teacher_entropy: float = 0.8
     margin: float = 0.0
     max_nfr: float = 0.2

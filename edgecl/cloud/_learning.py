@@ -54,12 +54,18 @@ class UpdateStore(Protocol):
 
 @dataclass(frozen=True)
 class LearningPolicy:
-    """When to learn and from how many uploads (see :class:`LearningCoordinator`)."""
+    """When to learn and from how many uploads (see :class:`LearningCoordinator`).
+
+    ``warm_start``: continue from the target's published parts (within one drift
+    segment) instead of learning each candidate from the bundle state on the recent
+    window; from scratch follows a changed domain as soon as the window holds it.
+    """
 
     trigger_samples: int = 32
     trigger_seconds: float = 60.0
     window: int = 256
     workers: int = 1
+    warm_start: bool = False
 
     def __post_init__(self) -> None:
         if min(self.trigger_samples, self.window, self.workers) < 1 or self.trigger_seconds <= 0:
@@ -170,7 +176,7 @@ class LearningCoordinator:
         sub /= sub.sum(axis=1, keepdims=True)
         version, parts, published_metrics = self.store.published(target)
         base = BaseState.from_bundle(self.learner.bundle.path)
-        if published_metrics.get("segment", 0) == segment:
+        if self.policy.warm_start and published_metrics.get("segment", 0) == segment:
             base = base.with_parts(version, parts)  # refine the update of this segment
         else:  # a new domain: the device fell back to its bundle state at the shift
             base = base.with_parts(version, {})

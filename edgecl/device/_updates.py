@@ -44,7 +44,10 @@ class CanaryPolicy:
 
     ``max_disagreement``: largest share of recent inputs whose label may change (a
     teacher-validated update for a new domain legitimately changes many).
-    ``max_entropy_increase``: largest rise of mean normalised entropy.
+    ``max_entropy_increase`` and ``max_entropy``: the candidate is refused when its mean
+    normalised entropy both rises by more than ``max_entropy_increase`` and exceeds
+    ``max_entropy`` (a good update for a new domain often *raises* entropy, because the
+    old state was confidently wrong there; a broken one approaches 1, uniform).
     ``max_class_share``: largest share of one class among the candidate's predictions
     when the current state stays under it (a degenerate candidate predicts one class for
     everything).
@@ -53,6 +56,7 @@ class CanaryPolicy:
 
     max_disagreement: float = 0.8
     max_entropy_increase: float = 0.15
+    max_entropy: float = 0.75
     max_class_share: float = 0.9
     min_samples: int = 16
 
@@ -252,17 +256,18 @@ class UpdateManager:
         old = self.runtime.predict_with(current, recent)
         new = self.runtime.predict_with(candidate, recent)
         disagreement = float(np.mean(old.labels != new.labels))
-        d_entropy = float(_norm_entropy(new.probabilities).mean()
-                          - _norm_entropy(old.probabilities).mean())
+        h_new = float(_norm_entropy(new.probabilities).mean())
+        d_entropy = h_new - float(_norm_entropy(old.probabilities).mean())
         share = float(np.bincount(new.labels).max() / len(new.labels))
         share_before = float(np.bincount(old.labels).max() / len(old.labels))
         c = self.canary
         if disagreement > c.max_disagreement:
             raise UpdateRejected(f"canary: changes {disagreement:.2f} of recent predictions "
                                  f"(limit {c.max_disagreement:.2f})", version=v)
-        if d_entropy > c.max_entropy_increase:
-            raise UpdateRejected(f"canary: mean entropy rises by {d_entropy:.3f} "
-                                 f"(limit {c.max_entropy_increase:.3f})", version=v)
+        if d_entropy > c.max_entropy_increase and h_new > c.max_entropy:
+            raise UpdateRejected(f"canary: mean entropy rises by {d_entropy:.3f} to "
+                                 f"{h_new:.3f} (limits {c.max_entropy_increase:.3f}, "
+                                 f"{c.max_entropy:.3f})", version=v)
         if share > c.max_class_share >= share_before:
             raise UpdateRejected(f"canary: one class takes {share:.2f} of recent "
                                  f"predictions (limit {c.max_class_share:.2f})", version=v)

@@ -1,0 +1,168 @@
+"""A simulated device: the real runtime, sampler, outbox, sync client and update manager.
+
+Nothing here is a stand-in: :class:`SimDevice` wires the same components an app embeds
+(``DeviceRuntime``, a sampling policy, a drift detector, a durable ``Outbox``, a
+``SyncClient`` over real gRPC, an ``UpdateManager``) and feeds them a labelled stream, so
+it can score itself prequentially (predict first, then learn).
+"""
+
+from __future__ import annotations
+
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edgecl._retry import Backoff
+from edgecl.device import (
+    CanaryPolicy,
+    DeviceRuntime,
+    Outbox,
+    SyncClient,
+    UpdateManager,
+    UpdateVerifier,
+    create_policy,
+)
+from edgecl.ood import create_drift_detector
+
+#: Uncertainty-policy settings that spend the upload budget (short score history, shallow
+#: token bucket that pushes the threshold down when budget goes unspent, looser
+#: near-duplicate filter): the cloud learns from ~the whole budget.
+SPEND_BUDGET: dict[str, Any] = {"history": 512, "burst": 16.0, "fill_gain": 8.0,
+                                "max_similarity": 0.995}
+
+
+@dataclass
+class DeviceLog:
+    """What a simulated device saw and did."""
+
+    correct: list[bool] = field(default_factory=list)
+    uploads: int = 0
+    shifts: list[int] = field(default_factory=list)
+    update_latency_s: list[float] = field(default_factory=list)
+    update_bytes: list[int] = field(default_factory=list)
+
+
+class SimDevice:
+    """One device of a simulation, talking to a real cloud service at ``target``.
+
+    ``policy`` / ``fraction``: the sampling policy and upload budget; ``drift``: the drift
+    detector on OOD scores (None: no segments); ``revert_on_shift``: serve the bundle
+    state at a detected shift until the cloud's update for the new domain arrives;
+    ``cloud=False`` runs the device alone (no uploads, no updates).
+    """
+
+    def __init__(self, bundle_dir: str | Path, target: str | None, *, device_id: str,
+                 enrollment_key: str = "", public_key: bytes | None = None,
+                 policy: str = "uncertainty", fraction: float = 0.1, drift: str | None = "ks",
+                 revert_on_shift: bool = True, threads: int = 1, seed: int = 0,
+                 workdir: str | Path | None = None, group: str = "",
+                 collapse_ratio: float = 0.35,
+                 policy_options: dict[str, Any] | None = None) -> None:
+        self.device_id = device_id
+        self.rt = DeviceRuntime.open(bundle_dir, threads=threads)
+        self.log = DeviceLog()
+        self.cloud = target is not None
+        self.revert_on_shift = revert_on_shift
+        self.segment = 0
+        self._seq = 0
+        self._scored_version = 0
+        self._drift_start = 0
+        self._tmp = None if workdir is not None else tempfile.TemporaryDirectory()
+        self.workdir = Path(workdir if workdir is not None else self._tmp.name)  # type: ignore[union-attr]
+        self.drift = create_drift_detector(drift) if drift else None
+        kwargs: dict[str, Any] = {"fraction": fraction, "seed": seed} if policy == "random" \
+            else {"fraction": fraction, "num_classes": len(self.rt.class_names),
+                  **SPEND_BUDGET}
+        self.policy = create_policy(policy, **{**kwargs, **(policy_options or {})})
+        self.manager: UpdateManager | None = None
+        self.client: SyncClient | None = None
+        self.outbox: Outbox | None = None
+        self._acked_at: list[tuple[float, int]] = []
+        if self.cloud:
+            assert public_key is not None
+            self.manager = UpdateManager(
+                self.rt, UpdateVerifier(public_key), collapse_ratio=collapse_ratio,
+                canary=CanaryPolicy(max_disagreement=1.0))
+            self.outbox = Outbox(self.workdir / f"{device_id}-outbox.db")
+            self.client = SyncClient(
+                self.outbox, target, device_id=device_id, enrollment_key=enrollment_key,
+                encoder_sha256=self.rt.bundle.encoder_sha256, group=group,
+                on_update=self._on_update, backoff=Backoff(0.05, 2.0, 2.0, seed=seed),
+                poll_s=0.01).start()
+
+    def _on_update(self, update: Any) -> bool:
+        assert self.manager is not None
+        applied = self.manager(update)
+        if applied:
+            now = time.time()
+            from edgecl.wire import payload_from_bytes
+
+            created = payload_from_bytes(update.payload).created_ms / 1000.0
+            # latency: from the last upload acknowledged before the update was made
+            acked = [t for t, _ in self._acked_at if t <= created]
+            self.log.update_latency_s.append(now - (acked[-1] if acked else created))
+            self.log.update_bytes.append(len(update.payload) + len(update.signature)
+                                         + len(update.key_id))
+        return applied
+
+    def step(self, images: np.ndarray, labels: np.ndarray) -> np.ndarray:
+        """Predict a batch (scored against ``labels``), then detect drift and sample."""
+        pred = self.rt.predict(images, return_features=True)
+        correct = pred.labels == labels
+        self.log.correct.extend(correct.tolist())
+        if self.manager is not None:
+            self.manager.observe(images, pred)
+        if self.drift is not None and pred.ood_score is not None:
+            if pred.state_version != self._scored_version:
+                # a new state scores differently: re-baseline rather than call it drift
+                self.drift.reset()
+                self._scored_version = pred.state_version
+                self._drift_start = len(self.log.correct) - len(images)
+            shifts = self.drift.update_many(pred.ood_score)
+            if shifts:
+                self.segment += len(shifts)
+                self.log.shifts.extend(self._drift_start + s.index for s in shifts)
+                if self.revert_on_shift and self.manager is not None:
+                    self.manager.revert("drift detected")
+        if self.outbox is not None:
+            sel = self.policy.select(entropy=pred.entropy(), ood_score=pred.ood_score,
+                                     features=pred.features)
+            for i in sel.indices:
+                self._seq += 1
+                meta = {"label": int(pred.labels[i]), "segment": self.segment,
+                        "state_version": int(pred.state_version),
+                        "entropy": float(pred.entropy()[i])}
+                if pred.ood_score is not None:
+                    meta["ood_score"] = float(pred.ood_score[i])
+                self.outbox.put_sync(f"{self.device_id}-{self._seq}", {"image": images[i]},
+                                     priority=float(sel.scores[i]), meta=meta)
+            self.log.uploads += len(sel.indices)
+        return correct
+
+    def sync(self, server: Any = None, timeout: float = 300.0) -> None:
+        """Upload everything queued; with an in-process ``server``, also wait until it
+        labelled and learned, and until its newest update reached this device."""
+        if self.client is None:
+            return
+        self.client.flush(timeout)
+        self._acked_at.append((time.time(), self.log.uploads))
+        if server is None:
+            return
+        server.wait_idle(timeout)
+        latest = server.registry.latest_version(self.device_id)
+        deadline = time.monotonic() + timeout
+        while self.client.stats().last_version < latest and time.monotonic() < deadline:
+            time.sleep(0.005)
+
+    def close(self) -> None:
+        """Stop the sync client and close the outbox."""
+        if self.client is not None:
+            self.client.stop()
+        if self.outbox is not None:
+            self.outbox.close()
+        if self._tmp is not None:
+            self._tmp.cleanup()
