@@ -196,6 +196,12 @@ def build_parser() -> argparse.ArgumentParser:
     bc.add_argument("--threads", type=int, default=1, help="torch intra-op threads")
     bc.add_argument("--json", action="store_true", help="(output is always JSON)")
     bc.set_defaults(func=cmd_bench_cloud)
+    bs = bench.add_parser("swap", help="hot-swap latency and predict p99 during swaps")
+    common(bs, with_json=True)
+    bs.add_argument("--calls", type=int, default=4000)
+    bs.add_argument("--swaps-per-s", type=float, default=10.0)
+    bs.add_argument("--threads", type=int, default=1)
+    bs.set_defaults(func=cmd_bench_swap)
 
     ev = sub.add_parser("eval", help="evaluations on the reference zoo").add_subparsers(
         dest="eval_command", required=True)
@@ -255,6 +261,14 @@ def cmd_bench_cloud(args: argparse.Namespace) -> int:
                          teacher_rounds=args.teacher_rounds, threads=args.threads)
     print(json.dumps(result, indent=2, sort_keys=True))
     return 0
+
+
+def cmd_bench_swap(args: argparse.Namespace) -> int:
+    from edgecl.bench.swap import bench_swap
+
+    result = bench_swap(_zoo_for(args).student_bundle, calls=args.calls,
+                        swaps_per_s=args.swaps_per_s, threads=args.threads)
+    return _emit(result, args.json)
 
 
 def cmd_serve(args: argparse.Namespace) -> int:

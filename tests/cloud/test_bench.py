@@ -13,3 +13,12 @@ def test_bench_cloud_reports_throughput_latency_and_teacher_ratio(tiny_zoo):
         assert set(out[key]) == {"c1", "c3"} and all(v > 0 for v in out[key].values())
     assert out["rpc_p99_ms"]["c3"] >= out["rpc_p50_ms"]["c3"]
     assert out["teacher_ratio"] > 0 and out["teacher_samples_per_s_raw"] > 0
+
+
+def test_bench_swap_reports_swap_latency_and_predict_tail(tiny_zoo):
+    from edgecl.bench.swap import bench_swap
+
+    out = bench_swap(tiny_zoo.student_bundle, calls=200, block=50, swaps_per_s=100.0)
+    assert out["swaps"] >= 1 and out["apply_ms_p50"] > 0 and out["swap_us_p50"] > 0
+    assert out["calls_per_mode"] == 100
+    assert out["predict_p99_ms_swapping"] >= out["predict_p50_ms_swapping"] > 0
