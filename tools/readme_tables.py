@@ -98,8 +98,22 @@ def eval_sampling_table(d: dict) -> str:
         f"sampling score for the student's errors = **{d['score_error_auroc']:.3f}**.")
 
 
+def eval_loop_table(d: dict) -> str:
+    strategies = {k: v for k, v in d["strategies"].items() if v is not None}
+    domains = d["domains"]
+    head = "| strategy | mean online acc | " + " | ".join(x.split("@")[0] for x in domains) + " |"
+    rows = [head, "|---|---:|" + "---:|" * len(domains)]
+    for name, v in strategies.items():
+        cells = " | ".join(f"{v['per_domain'].get(x, float('nan')):.2f}" for x in domains)
+        rows.append(f"| {name} | **{v['mean_online_acc']:.3f}** | {cells} |")
+    for name, why in d.get("unavailable", {}).items():
+        rows.append(f"| {name} | n/a | {why} |" + " |" * (len(domains) - 1))
+    return "\n".join(rows)
+
+
 TABLES = {"zoo": zoo_table, "bench": bench_table, "ood-bench": ood_bench_table,
-          "ood": eval_ood_table, "drift": eval_drift_table, "sampling": eval_sampling_table}
+          "ood": eval_ood_table, "drift": eval_drift_table, "sampling": eval_sampling_table,
+          "loop": eval_loop_table}
 
 if __name__ == "__main__":
     kind, path = sys.argv[1], sys.argv[2]
