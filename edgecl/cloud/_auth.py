@@ -34,6 +34,13 @@ class TokenBucket:
         self._state: dict[str, tuple[float, float]] = {}
         self._lock = threading.Lock()
 
+    def peek(self, key: str) -> float:
+        """Tokens ``key`` has now (without spending one)."""
+        now = time.monotonic()
+        with self._lock:
+            tokens, last = self._state.get(key, (self.burst, now))
+            return min(self.burst, tokens + (now - last) * self.rate)
+
     def take(self, key: str) -> bool:
         """Spend one token of ``key``; False when empty."""
         now = time.monotonic()
@@ -89,6 +96,7 @@ class AuthInterceptor(grpc.ServerInterceptor):
         def unary(request: Any, context: Any) -> Any:
             started = time.perf_counter()
             code = "OK"
+            self.metrics.in_flight.labels(name).inc()
             try:
                 try:
                     device = authenticate(context)
@@ -105,21 +113,36 @@ class AuthInterceptor(grpc.ServerInterceptor):
                     code = context.code().name if context.code() else "UNKNOWN"
                 raise
             finally:
+                self.metrics.in_flight.labels(name).dec()
                 self.metrics.observe(name, code, time.perf_counter() - started)
 
         def streaming(request: Any, context: Any) -> Any:
             started = time.perf_counter()
+            code = "OK"
+            self.metrics.in_flight.labels(name).inc()
             try:
-                device = authenticate(context)
-            except Exception as exc:
-                self.metrics.observe(name, status_of(exc).name, time.perf_counter() - started)
-                context.abort(status_of(exc), str(exc))
-            token = current_device.set(device)
-            try:
-                yield from inner(request, context)
+                try:
+                    device = authenticate(context)
+                except Exception as exc:
+                    code = status_of(exc).name
+                    context.abort(status_of(exc), str(exc))
+                token = current_device.set(device)
+                try:
+                    yield from inner(request, context)
+                finally:
+                    current_device.reset(token)
+                if not context.is_active():
+                    code = "CANCELLED"  # the client went away; the stream noticed and ended
+            except GeneratorExit:
+                code = "CANCELLED"
+                raise
+            except BaseException:
+                if code == "OK":
+                    code = context.code().name if context.code() else "UNKNOWN"
+                raise
             finally:
-                current_device.reset(token)
-                self.metrics.observe(name, "OK", time.perf_counter() - started)
+                self.metrics.in_flight.labels(name).dec()
+                self.metrics.observe(name, code, time.perf_counter() - started)
 
         behaviour = streaming if kind == "unary_stream" else unary
         factory = getattr(grpc, f"{kind}_rpc_method_handler")

@@ -24,7 +24,9 @@ ENV_PREFIX = "EDGECL_CLOUD_"
 class ServerSection:
     address: str = "127.0.0.1:50051"
     max_message_bytes: int = 4 << 20
-    max_workers: int = 16
+    max_workers: int = 64
+    max_streams: int = 0
+    stream_max_s: float = 300.0
     grace_s: float = 10.0
     tls_cert: str = ""
     tls_key: str = ""
@@ -107,6 +109,12 @@ class CloudConfig:
         """A copy with ``values`` set in ``section`` (validated like the file)."""
         return _build({**_as_dict(self), section: {**_as_dict(self)[section], **values}})
 
+    @property
+    def stream_slots(self) -> int:
+        """Most Subscribe streams open at once (``server.max_streams``, 0: 3/4 of the RPC
+        threads), so open streams never take every thread from unary RPCs."""
+        return self.server.max_streams or max(1, self.server.max_workers * 3 // 4)
+
     def validate(self) -> CloudConfig:
         """Check cross-field rules; returns self."""
         if not self.auth.enrollment_key:
@@ -128,6 +136,15 @@ class CloudConfig:
         for name, value in positive.items():
             if value <= 0:
                 raise ConfigError(f"{name} must be > 0, got {value}")
+        if self.server.stream_max_s <= 0:
+            raise ConfigError(f"server.stream_max_s must be > 0, got {self.server.stream_max_s}")
+        if self.server.max_workers < 2:
+            raise ConfigError("server.max_workers must be >= 2 (Subscribe streams and unary "
+                              "RPCs each need a thread)")
+        if not 0 <= self.server.max_streams < self.server.max_workers:
+            raise ConfigError(f"server.max_streams must be in [0, server.max_workers) so "
+                              f"unary RPCs always find a thread, got {self.server.max_streams}"
+                              f" with max_workers={self.server.max_workers}")
         return self
 
 

@@ -25,6 +25,10 @@ class RateLimited(EdgeclError):
     """A device over its request rate."""
 
 
+class Overloaded(EdgeclError):
+    """The service is at a capacity limit (e.g. open update streams); retry later."""
+
+
 class NotFound(EdgeclError):
     """Something asked for does not exist."""
 
@@ -41,6 +45,7 @@ def status_of(exc: BaseException) -> Any:
         (Unauthenticated, grpc.StatusCode.UNAUTHENTICATED),
         (PermissionDenied, grpc.StatusCode.PERMISSION_DENIED),
         (RateLimited, grpc.StatusCode.RESOURCE_EXHAUSTED),
+        (Overloaded, grpc.StatusCode.RESOURCE_EXHAUSTED),
         (NotFound, grpc.StatusCode.NOT_FOUND),
         (FailedPrecondition, grpc.StatusCode.FAILED_PRECONDITION),
         (InvalidInput, grpc.StatusCode.INVALID_ARGUMENT),

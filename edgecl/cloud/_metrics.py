@@ -20,6 +20,10 @@ class Metrics:
                                           0.5, 1.0, 2.5, 5.0, 10.0))
         self.queue_depth = Gauge("edgecl_teacher_queue_depth", "samples waiting for a label",
                                  registry=self.registry)
+        self.in_flight = Gauge("edgecl_rpc_in_flight", "RPCs being handled", ["method"],
+                               registry=self.registry)
+        self.streams = Gauge("edgecl_subscribe_streams", "open Subscribe streams",
+                             registry=self.registry)
         self.labelled = Counter("edgecl_samples_labelled_total", "samples labelled by the "
                                 "teacher", registry=self.registry)
         self.uploaded = Counter("edgecl_samples_uploaded_total", "new samples stored",
@@ -31,6 +35,12 @@ class Metrics:
         self.devices = Gauge("edgecl_devices_registered", "registered devices",
                              registry=self.registry)
         self._server: Any = None
+
+    def track(self, *, queue_depth: Any, streams: Any) -> None:
+        """Read the teacher queue depth and the open streams from these callables at each
+        scrape (exact values, no bookkeeping on the hot path)."""
+        self.queue_depth.set_function(_safe(queue_depth))
+        self.streams.set_function(_safe(streams))
 
     def observe(self, method: str, code: str, seconds: float) -> None:
         """Count one RPC and its latency."""
@@ -55,3 +65,13 @@ class Metrics:
         from prometheus_client import generate_latest
 
         return generate_latest(self.registry).decode()
+
+
+def _safe(fn: Any) -> Any:
+    def read() -> float:
+        try:
+            return float(fn())
+        except Exception:  # a scrape during shutdown (registry closed) reads 0
+            return 0.0
+
+    return read

@@ -20,8 +20,8 @@ from typing import Any
 
 import numpy as np
 
-from edgecl._exceptions import StorageError
-from edgecl.bundle._files import atomic_write_bytes
+from edgecl._exceptions import InvalidInput, StorageError
+from edgecl.cloud._artifacts import ArtifactStore
 from edgecl.wire import SignedUpdate, UpdatePayload, WireSample
 
 SCHEMA_VERSION = 1
@@ -94,34 +94,6 @@ def token_hash(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
 
-class ArtifactStore:
-    """Content-addressed files under a directory (atomic writes)."""
-
-    def __init__(self, root: Path) -> None:
-        self.root = root
-        root.mkdir(parents=True, exist_ok=True)
-
-    def put(self, data: bytes) -> str:
-        """Store ``data``; returns its sha256 (the key)."""
-        key = hashlib.sha256(data).hexdigest()
-        path = self.root / key[:2] / key
-        if not path.exists():
-            path.parent.mkdir(exist_ok=True)
-            atomic_write_bytes(path, data)
-        return key
-
-    def get(self, key: str) -> bytes:
-        """The bytes stored under ``key``; :class:`StorageError` if missing or corrupt."""
-        path = self.root / key[:2] / key
-        try:
-            data = path.read_bytes()
-        except OSError as exc:
-            raise StorageError(f"artifact {key[:12]} missing: {exc}") from exc
-        if hashlib.sha256(data).hexdigest() != key:
-            raise StorageError(f"artifact {key[:12]} is corrupt")
-        return data
-
-
 @dataclass(frozen=True)
 class Device:
     """A registered device."""
@@ -177,9 +149,15 @@ class Registry:
         return conn
 
     def close(self) -> None:
-        """Close this thread's connection (others close when their threads end)."""
+        """Flush the WAL into the database file and close this thread's connection
+        (other threads' connections close when their threads end)."""
         conn = getattr(self._local, "conn", None)
         if conn is not None:
+            try:
+                with self._write:
+                    conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            except sqlite3.Error:  # readers still active: the WAL stays, nothing is lost
+                pass
             conn.close()
             self._local.conn = None
 
@@ -293,6 +271,34 @@ class Registry:
         return {"samples": int(row[0]), "labelled": int(row[1]),
                 "unlabelled": int(row[0]) - int(row[1]), "max_label_count": int(row[2])}
 
+    def sample_count(self, device_id: str | None = None) -> int:
+        """Stored samples of ``device_id`` (None: of every device)."""
+        sql, args = "SELECT COUNT(*) FROM samples", ()
+        if device_id is not None:
+            sql, args = sql + " WHERE device_id = ?", (device_id,)
+        return int(self._conn().execute(sql, args).fetchone()[0])
+
+    def labelled_count(self, device_id: str | None = None) -> int:
+        """Samples with a teacher label, of ``device_id`` (None: of every device)."""
+        sql, args = "SELECT COUNT(*) FROM samples WHERE labelled_ms IS NOT NULL", ()
+        if device_id is not None:
+            sql, args = sql + " AND device_id = ?", (device_id,)
+        return int(self._conn().execute(sql, args).fetchone()[0])
+
+    def label_counts(self, device_id: str) -> dict[str, int]:
+        """How many times the teacher labelled each stored sample of ``device_id`` (the
+        service guarantees 1 once labelled, 0 before; a test checks it)."""
+        rows = self._conn().execute("SELECT sample_id, label_count FROM samples WHERE "
+                                    "device_id = ?", (device_id,)).fetchall()
+        return {r[0]: int(r[1]) for r in rows}
+
+    def teacher_labels(self, device_id: str) -> dict[str, tuple[int, float]]:
+        """``sample_id -> (teacher label, uncertainty)`` of the labelled samples."""
+        rows = self._conn().execute(
+            "SELECT sample_id, teacher_label, teacher_uncertainty FROM samples WHERE "
+            "device_id = ? AND labelled_ms IS NOT NULL", (device_id,)).fetchall()
+        return {r[0]: (int(r[1]), float(r[2])) for r in rows}
+
     def sample_ids(self, device_id: str) -> set[str]:
         """Ids of every stored sample of ``device_id``."""
         rows = self._conn().execute("SELECT sample_id FROM samples WHERE device_id = ?",
@@ -332,15 +338,27 @@ class Registry:
 
     # -- updates -----------------------------------------------------------------------
     def publish(self, target: str, update: SignedUpdate, payload: UpdatePayload) -> None:
-        """Store a signed update for ``target`` and wake its subscribers."""
+        """Store a signed update for ``target`` and wake its subscribers.
+
+        ``payload`` is the decoded ``update.payload``; its version must be newer than
+        every version already published for ``target`` (:class:`InvalidInput` if not).
+        """
         key = self.artifacts.put(update.payload)
         with self._write:
             conn = self._conn()
-            conn.execute("INSERT INTO updates VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                         (target, payload.version, payload.base_version,
-                          payload.encoder_sha256, key, update.signature, update.key_id,
-                          json.dumps(payload.metrics, sort_keys=True), _now_ms()))
-            conn.commit()
+            latest = self.latest_version(target)
+            if payload.version <= latest:
+                raise InvalidInput(f"update v{payload.version} for {target!r} is not newer "
+                                   f"than the published v{latest}")
+            try:
+                conn.execute("INSERT INTO updates VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                             (target, payload.version, payload.base_version,
+                              payload.encoder_sha256, key, update.signature, update.key_id,
+                              json.dumps(payload.metrics, sort_keys=True), _now_ms()))
+                conn.commit()
+            except sqlite3.Error as exc:
+                conn.rollback()
+                raise StorageError(f"cannot store update v{payload.version}: {exc}") from exc
         with self._changed:
             self._changed.notify_all()
 

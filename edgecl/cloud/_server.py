@@ -117,7 +117,10 @@ class CloudServer:
             self.registry, self.bundles, enrollment_key=config.auth.enrollment_key,
             max_batch_samples=config.limits.max_batch_samples,
             max_message_bytes=config.server.max_message_bytes,
-            group_by=config.learning.group_by, metrics=self.metrics)
+            group_by=config.learning.group_by, metrics=self.metrics,
+            max_streams=config.stream_slots, stream_max_s=config.server.stream_max_s)
+        self.metrics.track(queue_depth=self.registry.unlabelled_count,
+                           streams=lambda: self.servicer.streams.open)
         self.learning = self._learning() if config.learning.enabled else {}
         self.teacher_pool = TeacherPool(self.registry, self.teacher, shapes.pop(),
                                         batch_size=config.teacher.batch_size,
@@ -154,6 +157,7 @@ class CloudServer:
         self.host = address.rsplit(":", 1)[0]
         self.metrics_port: int | None = None
         self._stopped = threading.Event()
+        self._stop_lock = threading.Lock()
         self._ticker = threading.Thread(target=self._tick, name="edgecl-tick", daemon=True)
 
     # -- construction helpers ------------------------------------------------------------
@@ -215,6 +219,27 @@ class CloudServer:
                                    "metrics_port": self.metrics_port})
         return self
 
+    def wait_labelled(self, n: int, timeout: float = 60.0) -> bool:
+        """Block until at least ``n`` stored samples carry a teacher label (True) or
+        ``timeout`` (False)."""
+        deadline = time.monotonic() + timeout
+        while self.registry.labelled_count() < n:
+            if time.monotonic() >= deadline:
+                return False
+            self.registry.wait_changed(0.05)
+        return True
+
+    def publish_update(self, target: str, update: SignedUpdate) -> int:
+        """Publish a signed update for ``target`` (a device id, or a group with
+        ``learning.group_by = "group"``) and wake its subscribers; returns its version.
+
+        The version must be newer than the target's latest (:class:`InvalidInput`).
+        """
+        payload = payload_from_bytes(update.payload)
+        self.registry.publish(target, update, payload)
+        log.info("published update", extra={"target": target, "version": payload.version})
+        return payload.version
+
     def wait_idle(self, timeout: float = 120.0) -> bool:
         """Block until every stored sample is labelled and no learning job is due or running."""
         deadline = time.monotonic() + timeout
@@ -232,9 +257,12 @@ class CloudServer:
     def stop(self, grace: float | None = None) -> None:
         """Graceful stop: refuse new RPCs, finish in-flight ones, label what was stored,
         finish learning jobs, flush."""
-        if self._stopped.is_set():
-            return
-        grace = self.config.server.grace_s if grace is None else grace
+        with self._stop_lock:  # a second SIGTERM while stopping waits for the first
+            if self._stopped.is_set():
+                return
+            self._stop(self.config.server.grace_s if grace is None else grace)
+
+    def _stop(self, grace: float) -> None:
         for name in self._service_names:
             self.health.set(name, self._not_serving)
         self.servicer.stopping.set()
@@ -242,10 +270,10 @@ class CloudServer:
         self.teacher_pool.stop(drain=True, timeout=max(grace, 30.0))
         for coordinator in self.learning.values():
             coordinator.close(wait=True)
-        self._stopped.set()
         self.metrics.close()
         self.registry.close()
         log.info("stopped", extra={"target": self.target})
+        self._stopped.set()
 
     def wait(self) -> None:
         """Block until :meth:`stop` completes."""

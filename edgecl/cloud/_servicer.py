@@ -10,27 +10,30 @@ import hmac
 import logging
 import secrets
 import threading
+import time
 from typing import Any
 
 import numpy as np
 
-from edgecl._exceptions import InvalidInput
 from edgecl._proto import edgecl_pb2 as pb
 from edgecl._proto import edgecl_pb2_grpc as pb_grpc
 from edgecl.bundle import ModelBundle
-from edgecl.cloud._auth import current_device
+from edgecl.cloud._auth import TokenBucket, current_device
 from edgecl.cloud._errors import (
     FailedPrecondition,
     NotFound,
     PermissionDenied,
+    RateLimited,
     Unauthenticated,
     grpc_errors,
 )
+from edgecl.cloud._handlers import StreamSlots, check_batch_size, check_samples
 from edgecl.cloud._registry import Device, Registry
 from edgecl.wire import check_device_id, sample_from_proto, update_to_proto
 
 log = logging.getLogger("edgecl.cloud")
-_RANGE_SLACK = 1e-4
+#: Wrong enrollment keys tolerated per client address: a burst, then one per 10 s.
+ENROLL_FAILURE_BURST, ENROLL_FAILURE_RATE = 10.0, 0.1
 
 
 class EdgeCloudServicer(pb_grpc.EdgeCloudServicer):
@@ -38,11 +41,14 @@ class EdgeCloudServicer(pb_grpc.EdgeCloudServicer):
 
     def __init__(self, registry: Registry, bundles: dict[str, ModelBundle], *,
                  enrollment_key: str, max_batch_samples: int, max_message_bytes: int,
-                 group_by: str = "device", metrics: Any = None) -> None:
+                 group_by: str = "device", metrics: Any = None, max_streams: int = 48,
+                 stream_max_s: float = 300.0) -> None:
         self.registry, self.bundles = registry, bundles
         self._key = enrollment_key.encode()
         self.max_batch_samples, self.max_message_bytes = max_batch_samples, max_message_bytes
         self.group_by, self.metrics = group_by, metrics
+        self.streams, self.stream_max_s = StreamSlots(max_streams), float(stream_max_s)
+        self._enroll_failures = TokenBucket(ENROLL_FAILURE_RATE, ENROLL_FAILURE_BURST)
         self.stopping = threading.Event()
 
     # -- helpers -----------------------------------------------------------------------
@@ -59,10 +65,24 @@ class EdgeCloudServicer(pb_grpc.EdgeCloudServicer):
             raise PermissionDenied(f"device {device.device_id} may not act for {claimed!r}")
         return device
 
+    def _bundle(self, device: Device) -> ModelBundle:
+        bundle = self.bundles.get(device.encoder_sha256)
+        if bundle is None:
+            raise FailedPrecondition(f"device {device.device_id} registered with encoder "
+                                     f"{device.encoder_sha256[:12]!r}, which this service no "
+                                     f"longer serves; register again with a served bundle")
+        return bundle
+
     # -- RPCs --------------------------------------------------------------------------
     @grpc_errors
     def Register(self, request: Any, context: Any) -> Any:
+        # Open method (no token). Re-registering a device id issues a new token and
+        # revokes the old one (only the token's sha256 is stored).
+        peer = (context.peer() or "").rsplit(":", 1)[0]
+        if self._enroll_failures.peek(peer) < 1.0:
+            raise RateLimited("too many wrong enrollment keys from this address; retry later")
         if not hmac.compare_digest(request.enrollment_key.encode(), self._key):
+            self._enroll_failures.take(peer)
             raise Unauthenticated("wrong enrollment key")
         device_id = check_device_id(request.device_id)
         bundle = self.bundles.get(request.encoder_sha256)
@@ -87,37 +107,15 @@ class EdgeCloudServicer(pb_grpc.EdgeCloudServicer):
 
     @grpc_errors
     def Upload(self, request_iterator: Any, context: Any) -> Any:
-        device = self._device()
-        bundle = self.bundles[device.encoder_sha256]
-        spec = bundle.input_spec
-        lo, hi = spec.value_range
+        bundle = self._bundle(self._device())
         accepted = duplicates = 0
         acked: list[str] = []
         for batch in request_iterator:
             device = self._device(batch.device_id)
-            if len(batch.samples) > self.max_batch_samples:
-                raise InvalidInput(f"batch of {len(batch.samples)} samples exceeds "
-                                   f"max_batch_samples={self.max_batch_samples}")
-            samples = []
-            for msg in batch.samples:
-                s = sample_from_proto(msg)
-                if s.input is None:
-                    raise InvalidInput(f"sample {s.sample_id} has no input")
-                if s.input.dtype != np.float32 or s.input.shape != tuple(spec.shape):
-                    raise InvalidInput(f"sample {s.sample_id}: input must be float32 "
-                                       f"{tuple(spec.shape)} like the registered bundle, got "
-                                       f"{s.input.dtype} {s.input.shape}")
-                if s.input.min() < lo - _RANGE_SLACK or s.input.max() > hi + _RANGE_SLACK:
-                    raise InvalidInput(f"sample {s.sample_id}: values outside the bundle's "
-                                       f"range [{lo:g}, {hi:g}]")
-                if s.features is not None and s.features.shape != (bundle.manifest.feature_dim,):
-                    raise InvalidInput(f"sample {s.sample_id}: features must have shape "
-                                       f"({bundle.manifest.feature_dim},), got "
-                                       f"{s.features.shape}")
-                samples.append(s)
-            if len({s.sample_id for s in samples}) != len(samples):
-                raise InvalidInput("a batch repeats a sample_id")
-            new, dup = self.registry.add_samples(device.device_id, samples)
+            check_batch_size(len(batch.samples), self.max_batch_samples)  # before decoding
+            samples = [sample_from_proto(msg) for msg in batch.samples]
+            check_samples(samples, bundle, max_batch_samples=self.max_batch_samples)
+            new, dup = self.registry.add_samples(device.device_id, samples)  # committed
             accepted, duplicates = accepted + new, duplicates + dup
             acked.extend(s.sample_id for s in samples)
             if self.metrics is not None:
@@ -130,13 +128,22 @@ class EdgeCloudServicer(pb_grpc.EdgeCloudServicer):
         device = self._device(request.device_id)
         target = self.target_of(device)
         after = int(request.after_version)
-        while context.is_active() and not self.stopping.is_set():
-            updates = self.registry.updates_after(target, after)
-            for stored in updates:
-                yield update_to_proto(stored.update)
-                after = stored.version
-            if not updates:
-                self.registry.wait_changed(0.25)
+        slot = self.streams.acquire()
+        context.add_callback(slot.release)  # on cancel, deadline or end
+        try:
+            # The stream ends cleanly after stream_max_s (the device resubscribes from its
+            # version), on server stop, and within 0.25 s of a client cancel.
+            ends = time.monotonic() + self.stream_max_s
+            while (context.is_active() and not self.stopping.is_set()
+                   and time.monotonic() < ends):
+                updates = self.registry.updates_after(target, after)
+                for stored in updates:
+                    yield update_to_proto(stored.update)
+                    after = stored.version
+                if not updates:
+                    self.registry.wait_changed(0.25)
+        finally:
+            slot.release()
 
     @grpc_errors
     def FetchUpdate(self, request: Any, context: Any) -> Any:

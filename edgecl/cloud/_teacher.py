@@ -136,7 +136,6 @@ class TeacherPool:
         self.labelled += n
         if self.metrics is not None:
             self.metrics.labelled.inc(n)
-            self.metrics.queue_depth.set(self.registry.unlabelled_count())
         if per_device and self.on_labelled is not None:
             self.on_labelled(per_device)
         return len(keys)

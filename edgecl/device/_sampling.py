@@ -87,6 +87,13 @@ class UncertaintyPolicy(_QuantilePolicy):
         Fixed standardisation of the OOD score, e.g. its statistics on calibration data.
     max_similarity : float in [-1, 1], memory : int >= 0
         Diversity filter; ``memory=0`` or ``max_similarity=1`` turns it off.
+    explore : float in [0, 1], seed : int
+        Exploration (epsilon-greedy): each sample is promoted, with probability
+        ``explore * fraction``, ahead of every score, so about ``explore`` of the budget
+        goes to uniformly random samples (same exact budget). The most uncertain samples
+        alone are a biased picture of a domain: an update learned only from them fixes
+        them and breaks the easy ones (measured with ``edgecl eval loop``). Promoted
+        samples keep their true score in the :class:`Selection`; ``seed`` seeds the draws.
     history, fraction, per_window, window_seconds, burst, fill_gain
         See :class:`BudgetedPolicy`; ``history`` is the ring buffer behind the quantile.
         Defaults here: ``history=8192``, ``burst=512``, ``fill_gain=0`` (a long view of
@@ -108,7 +115,10 @@ class UncertaintyPolicy(_QuantilePolicy):
     def __init__(self, *, num_classes: int | None = None, w_entropy: float = 1.0,
                  w_ood: float = 1.0, ood_warmup: int = 1024,
                  ood_reference: tuple[float, float] | None = None, max_similarity: float = 0.98,
-                 memory: int = 64, **budget: Any) -> None:
+                 memory: int = 64, explore: float = 0.0, seed: int = 0,
+                 **budget: Any) -> None:
+        self.explore = _number(explore, "explore", low=0.0, high=1.0)
+        self.seed = _integer(seed, "seed", 0)
         self.num_classes = None if num_classes is None else _integer(num_classes,
                                                                      "num_classes", 2)
         self.w_entropy = _number(w_entropy, "w_entropy", low=0.0)
@@ -133,13 +143,30 @@ class UncertaintyPolicy(_QuantilePolicy):
         return {**super().hyperparameters(), "num_classes": self.num_classes,
                 "w_entropy": self.w_entropy, "w_ood": self.w_ood, "ood_warmup": self.ood_warmup,
                 "ood_reference": self.ood_reference,
-                "max_similarity": self.max_similarity, "memory": self.memory}
+                "max_similarity": self.max_similarity, "memory": self.memory,
+                "explore": self.explore, "seed": self.seed}
 
     def reset(self) -> None:
         super().reset()
         self._ood_n = 0
         self._ood_sum = 0.0
         self._ood_sumsq = 0.0
+        self._rng = np.random.default_rng(self.seed)
+        self._raw: np.ndarray | None = None
+
+    def select(self, *, entropy: np.ndarray, ood_score: np.ndarray | None,
+               features: np.ndarray | None, timestamp: float | None = None) -> Selection:
+        sel = super().select(entropy=entropy, ood_score=ood_score, features=features,
+                             timestamp=timestamp)
+        if self._raw is None:
+            return sel
+        raw, self._raw = self._raw, None
+        raw.setflags(write=False)
+        return Selection(indices=sel.indices, scores=raw, threshold=sel.threshold)
+
+    def _threshold(self, scores: np.ndarray, target: float) -> float:
+        # the running quantile sees the true scores, not the exploration promotions
+        return super()._threshold(scores if self._raw is None else self._raw, target)
 
     def _diversity(self) -> tuple[float, int]:
         return self.max_similarity, self.memory
@@ -148,7 +175,7 @@ class UncertaintyPolicy(_QuantilePolicy):
                 features: np.ndarray | None) -> np.ndarray:
         scores = self.w_entropy * entropy / _entropy_scale(self.num_classes)
         if ood is None or ood.shape[0] == 0:
-            return scores
+            return self._promote(scores)
         if self.ood_reference is None and self._ood_n < self.ood_warmup:
             take = ood[: self.ood_warmup - self._ood_n].astype(np.float64)
             self._ood_n += take.shape[0]
@@ -156,7 +183,19 @@ class UncertaintyPolicy(_QuantilePolicy):
             self._ood_sumsq += float((take * take).sum())
         mean, std = self._ood_stats()
         z = (ood - mean) / std
-        return scores + self.w_ood * z
+        return self._promote(scores + self.w_ood * z)
+
+    def _promote(self, scores: np.ndarray) -> np.ndarray:
+        if self.explore <= 0.0 or scores.shape[0] == 0:
+            return scores
+        rate = self.explore * (self.fraction if self.fraction is not None else 1.0)
+        lucky = self._rng.random(scores.shape[0]) < rate
+        if not lucky.any():
+            return scores
+        self._raw = scores.copy()
+        out = scores.copy()
+        out[lucky] = scores.max() + 1e6 + self._rng.random(int(lucky.sum()))
+        return out
 
     def _ood_stats(self) -> tuple[float, float]:
         if self.ood_reference is not None:

@@ -320,3 +320,22 @@ def test_sampling_modules_import_neither_torch_nor_scipy():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_exploration_spends_the_same_budget_on_a_representative_share():
+    rng = np.random.default_rng(0)
+    ent = [rng.random(50) for _ in range(200)]
+    picks = {}
+    for explore in (0.0, 0.5, 1.0):
+        policy = create_policy("uncertainty", fraction=0.1, burst=4.0, num_classes=4,
+                               explore=explore, seed=3)
+        chosen = []
+        for e in ent:
+            sel = policy.select(entropy=e, ood_score=None, features=None)
+            np.testing.assert_array_equal(sel.scores, e / np.log(4))  # true scores reported
+            chosen.extend(e[sel.indices].tolist())
+        assert policy.selected <= 0.1 * 50 * 200 + 4.0  # the exact budget holds
+        picks[explore] = np.mean(chosen)
+    assert picks[0.0] > 0.85  # pure UGS: the top of U(0, 1)
+    assert picks[1.0] < 0.6  # pure exploration: close to the mean 0.5
+    assert picks[1.0] < picks[0.5] < picks[0.0]

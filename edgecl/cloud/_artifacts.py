@@ -1,0 +1,46 @@
+"""The artifact store: content-addressed files under one directory (update payloads).
+
+A local directory by default; the seam for an S3-compatible store behind several service
+replicas (same two calls: ``put`` returns the sha256 key, ``get`` verifies it).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+from edgecl._exceptions import StorageError
+from edgecl.bundle._files import atomic_write_bytes
+
+
+class ArtifactStore:
+    """Content-addressed files under ``root`` (atomic writes, verified reads)."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = Path(root)
+        self.root.mkdir(parents=True, exist_ok=True)
+
+    def _path(self, key: str) -> Path:
+        if len(key) != 64 or not all(c in "0123456789abcdef" for c in key):
+            raise StorageError(f"artifact key {key[:16]!r} is not a sha256")
+        return self.root / key[:2] / key
+
+    def put(self, data: bytes) -> str:
+        """Store ``data`` (once per content); returns its sha256, the key."""
+        key = hashlib.sha256(data).hexdigest()
+        path = self._path(key)
+        if not path.exists():
+            path.parent.mkdir(exist_ok=True)
+            atomic_write_bytes(path, data)
+        return key
+
+    def get(self, key: str) -> bytes:
+        """The bytes stored under ``key``; :class:`StorageError` if missing or corrupt."""
+        path = self._path(key)
+        try:
+            data = path.read_bytes()
+        except OSError as exc:
+            raise StorageError(f"artifact {key[:12]} missing: {exc}") from exc
+        if hashlib.sha256(data).hexdigest() != key:
+            raise StorageError(f"artifact {key[:12]} is corrupt")
+        return data
