@@ -30,9 +30,10 @@ from edgecl.ood import create_drift_detector
 
 #: Uncertainty-policy settings that spend the upload budget (short score history, shallow
 #: token bucket that pushes the threshold down when budget goes unspent, looser
-#: near-duplicate filter): the cloud learns from ~the whole budget.
+#: near-duplicate filter) and explore with half of it: the cloud learns from ~the whole
+#: budget, and from a representative share of it.
 SPEND_BUDGET: dict[str, Any] = {"history": 512, "burst": 16.0, "fill_gain": 8.0,
-                                "max_similarity": 0.995}
+                                "max_similarity": 0.995, "explore": 0.5}
 
 
 @dataclass
@@ -75,7 +76,7 @@ class SimDevice:
         self.workdir = Path(workdir if workdir is not None else self._tmp.name)  # type: ignore[union-attr]
         self.drift = create_drift_detector(drift) if drift else None
         kwargs: dict[str, Any] = {"fraction": fraction, "seed": seed} if policy == "random" \
-            else {"fraction": fraction, "num_classes": len(self.rt.class_names),
+            else {"fraction": fraction, "num_classes": len(self.rt.class_names), "seed": seed,
                   **SPEND_BUDGET}
         self.policy = create_policy(policy, **{**kwargs, **(policy_options or {})})
         self.manager: UpdateManager | None = None
