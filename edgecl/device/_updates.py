@@ -156,6 +156,7 @@ class UpdateManager:
         """Verify, check, canary and swap in ``update``; :class:`UpdateRejected` otherwise."""
         try:
             payload = self.verifier.verify(update)
+            time.sleep(0)  # let predict threads run between the stages of a swap (GIL)
             with self._lock:
                 state = self._accept(payload)
         except UpdateRejected as exc:
@@ -210,8 +211,10 @@ class UpdateManager:
             raise UpdateRejected(f"replayed or stale: version {v} is not newer than the "
                                  f"applied {self.cloud_version}", version=v)
         candidate = self._build(current, payload)
+        time.sleep(0)
         if canary:
             self._canary(current, candidate, v)
+            time.sleep(0)
         self._history.append(current)
         self.runtime.swap_state(candidate)
         if self._confidence:
