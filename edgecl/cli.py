@@ -193,6 +193,8 @@ def build_parser() -> argparse.ArgumentParser:
     bc.add_argument("--uploads", type=int, default=20, help="Upload RPCs per device")
     bc.add_argument("--batch", type=int, default=8, help="samples per Upload")
     bc.add_argument("--teacher-rounds", type=int, default=5)
+    bc.add_argument("--samples", type=int, default=512,
+                    help="samples labelled per teacher round (service and raw torch)")
     bc.add_argument("--threads", type=int, default=1, help="torch intra-op threads")
     bc.add_argument("--json", action="store_true", help="(output is always JSON)")
     bc.set_defaults(func=cmd_bench_cloud)
@@ -258,7 +260,8 @@ def cmd_bench_cloud(args: argparse.Namespace) -> int:
     result = bench_cloud(variant=args.variant, home=args.home,
                          concurrency=tuple(_ints(args.concurrency)),
                          uploads_per_device=args.uploads, batch=args.batch,
-                         teacher_rounds=args.teacher_rounds, threads=args.threads)
+                         teacher_rounds=args.teacher_rounds, teacher_samples=args.samples,
+                         threads=args.threads)
     print(json.dumps(result, indent=2, sort_keys=True))
     return 0
 

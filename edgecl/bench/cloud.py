@@ -26,8 +26,8 @@ def bench_cloud(*, variant: str = "tiny", home: str | None = None,
     the CPU from the RPC path.
     Teacher: ``teacher_samples`` stored samples labelled by the service's teacher pool
     (read from the registry, forward, labels written back) vs the raw forward of the
-    same teacher on the same batches; rounds alternate (A B A B ...), ``teacher_ratio`` is
-    the ratio of median throughputs.
+    same teacher on the same batches; which path runs first alternates by round (A B, B A,
+    ...), ``teacher_ratio`` is the ratio of median throughputs.
     """
     import grpc
     import torch
@@ -42,7 +42,8 @@ def bench_cloud(*, variant: str = "tiny", home: str | None = None,
     pool = rng.random((256, 1, 28, 28), dtype=np.float32)
     out: dict[str, Any] = {"uploads_per_s": {}, "rpc_p50_ms": {}, "rpc_p99_ms": {},
                            "batch_samples": batch, "uploads_per_device": uploads_per_device,
-                           "torch_threads": threads, "variant": variant}
+                           "torch_threads": threads, "variant": variant,
+                           "machine": _machine(), "torch": torch.__version__}
     with tempfile.TemporaryDirectory() as tmp:
         env = {"EDGECL_CLOUD_AUTH_ENROLLMENT_KEY": "bench", "EDGECL_CLOUD_TEACHER_ZOO": variant,
                "EDGECL_CLOUD_STORAGE_DIR": tmp, "EDGECL_CLOUD_SERVER_ADDRESS": "127.0.0.1:0",
@@ -112,18 +113,26 @@ def _teacher_ratio(server: Any, pool: np.ndarray, rounds: int, samples: int,
     device = "bench-teacher"
     server.registry.register(device, "bench-teacher-token", next(iter(server.bundles)), "", {})
     inputs = np.concatenate([pool] * (-(-samples // len(pool))))[:samples]
-    service, raw = [], []
-    for r in range(rounds + 1):  # round 0 warms both paths up
-        server.registry.add_samples(device, [WireSample(f"t{r}-{i}", input=x)
-                                             for i, x in enumerate(inputs)])
+    def through_service() -> float:
         t0 = time.perf_counter()
         while tp.step():
             pass
-        t_service = time.perf_counter() - t0
+        return time.perf_counter() - t0
+
+    def raw_forward() -> float:
         t0 = time.perf_counter()
         for i in range(0, samples, bs):
             teacher.probabilities(inputs[i:i + bs])
-        t_raw = time.perf_counter() - t0
+        return time.perf_counter() - t0
+
+    service, raw = [], []
+    for r in range(rounds + 1):  # round 0 warms both paths up (and labels older uploads)
+        server.registry.add_samples(device, [WireSample(f"t{r}-{i}", input=x)
+                                             for i, x in enumerate(inputs)])
+        if r % 2:  # alternate which path goes first: A B, B A, ...
+            t_raw, t_service = raw_forward(), through_service()
+        else:
+            t_service, t_raw = through_service(), raw_forward()
         if r:
             service.append(samples / t_service)
             raw.append(samples / t_raw)
@@ -131,3 +140,17 @@ def _teacher_ratio(server: Any, pool: np.ndarray, rounds: int, samples: int,
     return {"teacher_ratio": round(s / w, 3), "teacher_samples_per_s_service": round(s, 1),
             "teacher_samples_per_s_raw": round(w, 1), "teacher_batch": bs,
             "teacher_rounds": rounds}
+
+
+def _machine() -> dict[str, Any]:
+    """Cores and CPU model (from /proc/cpuinfo where there is one)."""
+    import os
+
+    model = ""
+    try:
+        with open("/proc/cpuinfo") as f:
+            model = next((ln.split(":", 1)[1].strip() for ln in f
+                          if ln.startswith("model name")), "")
+    except OSError:
+        pass
+    return {"cores": os.cpu_count(), "cpu": model}

@@ -8,6 +8,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import grpc
@@ -41,6 +42,16 @@ def test_sample_config_loads_and_env_overrides(tmp_path):
         load_config(bad, env={"EDGECL_CLOUD_AUTH_ENROLLMENT_KEY": "k"})
     with pytest.raises(ConfigError, match="section"):
         load_config(None, env={"EDGECL_CLOUD_NOPE_X": "1", "EDGECL_CLOUD_AUTH_ENROLLMENT_KEY": "k"})
+    with pytest.raises(ConfigError, match="max_streams"):
+        load_config(None, env={"EDGECL_CLOUD_AUTH_ENROLLMENT_KEY": "k",
+                               "EDGECL_CLOUD_SERVER_MAX_WORKERS": "8",
+                               "EDGECL_CLOUD_SERVER_MAX_STREAMS": "8"})
+    with pytest.raises(ConfigError, match="max_workers"):
+        load_config(None, env={"EDGECL_CLOUD_AUTH_ENROLLMENT_KEY": "k",
+                               "EDGECL_CLOUD_SERVER_MAX_WORKERS": "1"})
+    auto = load_config(None, env={"EDGECL_CLOUD_AUTH_ENROLLMENT_KEY": "k",
+                                  "EDGECL_CLOUD_SERVER_MAX_WORKERS": "8"})
+    assert auto.stream_slots == 6 and cfg.stream_slots == 2  # 3/4 of the RPC threads
     bad.write_text("not toml [")
     with pytest.raises(ConfigError, match="TOML"):
         load_config(bad, env={"EDGECL_CLOUD_AUTH_ENROLLMENT_KEY": "k"})
@@ -104,32 +115,54 @@ def _spawn(tiny_zoo, data: Path, port: int = 0) -> tuple[subprocess.Popen, str]:
     return proc, json.loads(line)["serving"]
 
 
-def test_sigterm_stops_gracefully_and_nothing_acknowledged_is_lost(tiny_zoo, tmp_path):
-    proc, target = _spawn(tiny_zoo, tmp_path)
-    try:
-        from edgecl.bundle import load_bundle
+def test_sigterm_during_uploads_stops_gracefully_and_loses_nothing_acknowledged(tiny_zoo,
+                                                                              tmp_path):
+    from edgecl.bundle import load_bundle
 
+    proc, target = _spawn(tiny_zoo, tmp_path)
+    acked: set[str] = set()
+    errors: list[grpc.StatusCode] = []
+    busy = threading.Event()
+    try:
         class Remote:  # register() needs .target and .bundles
             bundles = {load_bundle(tiny_zoo.student_bundle).encoder_sha256: None}
 
         Remote.target = target
         c = register(Remote, "term-1")
-        acked = set()
-        for k in range(5):
-            ack = c.upload([batch_to_proto([WireSample(f"t{k}-{i}", input=x)
-                                            for i, x in enumerate(inputs(20, k))])])
-            acked |= set(ack.acked_ids)
-        proc.send_signal(signal.SIGTERM)
+
+        def uploader() -> None:  # uploads back to back until the server refuses
+            for k in range(10_000):
+                batches = [batch_to_proto([WireSample(f"t{k}-{j}-{i}", input=x) for i, x in
+                                           enumerate(inputs(10, 3 * k + j))])
+                           for j in range(3)]
+                try:
+                    acked.update(c.upload(batches, timeout=30).acked_ids)
+                except grpc.RpcError as exc:
+                    errors.append(exc.code())
+                    return
+                if k == 3:
+                    busy.set()
+
+        thread = threading.Thread(target=uploader)
+        thread.start()
+        assert busy.wait(30)
+        proc.send_signal(signal.SIGTERM)  # while uploads are in flight
+        proc.send_signal(signal.SIGTERM)  # a second signal changes nothing
         assert proc.wait(60) == 0
+        thread.join(30)
         logs = [json.loads(line) for line in proc.stderr.read().splitlines() if
                 line.startswith("{")]
         assert any(entry["msg"] == "stopped" for entry in logs)
     finally:
         if proc.poll() is None:
             proc.kill()
+    assert errors and errors[0] in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.CANCELLED)
     from edgecl.cloud import Registry
 
     reg = Registry(tmp_path)
-    assert reg.sample_ids("term-1") == acked and len(acked) == 100
+    stored = reg.sample_ids("term-1")
+    assert len(acked) >= 120 and acked <= stored  # every acknowledged sample is durable
     stats = reg.sample_stats()
     assert stats["unlabelled"] == 0 and stats["max_label_count"] == 1  # drained on stop
+    assert not (tmp_path / "registry.sqlite-wal").exists() or \
+        (tmp_path / "registry.sqlite-wal").stat().st_size == 0  # WAL checkpointed

@@ -80,6 +80,8 @@ def test_a_device_cannot_act_for_another(server):
                                        timeout=5))[0] == denied
     assert _code(lambda: a.stub.FetchUpdate(pb.FetchUpdateRequest(device_id="own-b"),
                                             metadata=a.md, timeout=5))[0] == denied
+    assert _code(lambda: next(a.stub.Subscribe(pb.SubscribeRequest(device_id="own-b"),
+                                               metadata=a.md, timeout=5)))[0] == denied
     batch = batch_to_proto([WireSample("x1", input=inputs(1)[0])])
     batch.device_id = "own-b"
     assert _code(lambda: a.upload([batch]))[0] == denied
@@ -156,6 +158,7 @@ def test_duplicates_are_acknowledged_not_stored_twice_and_labelled_once(server):
     assert server.wait_idle(60)
     stats = server.registry.sample_stats()
     assert stats["unlabelled"] == 0 and stats["max_label_count"] == 1
+    assert server.registry.label_counts("dup-1") == {f"d{i}": 1 for i in range(40)}
     rows = server.registry._conn().execute(
         "SELECT teacher_label, teacher_uncertainty FROM samples WHERE device_id = 'dup-1'"
     ).fetchall()
@@ -213,6 +216,12 @@ def test_metrics_endpoint_counts_rpcs_and_labels(server):
     labelled = [ln for ln in text.splitlines() if ln.startswith("edgecl_samples_labelled_total")]
     assert labelled and float(labelled[0].split()[-1]) >= 1
     assert "edgecl_rpc_seconds_bucket" in text and "edgecl_teacher_queue_depth" in text
+    # a failed stream is counted with its own status, not as OK
+    stream = c.stub.Subscribe(pb.SubscribeRequest(device_id="someone-else"), metadata=c.md,
+                              timeout=5)
+    assert _code(lambda: next(stream))[0] == grpc.StatusCode.PERMISSION_DENIED
+    text = server.metrics.text()
+    assert 'edgecl_rpc_total{code="PERMISSION_DENIED",method="Subscribe"}' in text
 
 
 def test_rate_limit_gives_resource_exhausted(tiny_zoo, tmp_path):

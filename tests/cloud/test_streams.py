@@ -1,0 +1,109 @@
+"""Subscribe streams: capped below the RPC threads, released on cancel, ended cleanly."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import grpc
+import numpy as np
+import pytest
+
+from edgecl._proto import edgecl_pb2 as pb
+from edgecl.wire import UpdatePayload, WireSample, batch_to_proto
+from tests.cloud.conftest import inputs, register, start_server
+
+
+def _until(cond, timeout=10.0):
+    deadline = time.monotonic() + timeout
+    while not cond():
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not reached")
+        time.sleep(0.02)
+
+
+def _publish(server, target, version):
+    sha = next(iter(server.bundles))
+    payload = UpdatePayload(version, version - 1, sha, device_id=target,
+                            parts={"prompt": np.full((1, 28, 28), 0.01 * version)})
+    return server.publish_update(target, server.signer.sign(payload))
+
+
+def test_open_streams_never_starve_register_and_upload(tiny_zoo, tmp_path):
+    # 4 RPC threads: at most 3 streams, so a thread is always left for unary RPCs
+    # (uncapped, 4 idle subscribers would block every Register and Upload).
+    srv = start_server(tiny_zoo, tmp_path, server_max_workers="4")
+    try:
+        assert srv.servicer.streams.limit == 3
+        subs = [register(srv, f"sub-{i}") for i in range(4)]
+        streams = [s.stub.Subscribe(pb.SubscribeRequest(), metadata=s.md, timeout=30)
+                   for s in subs[:3]]
+        _until(lambda: srv.servicer.streams.open == 3)
+        refused = subs[3].stub.Subscribe(pb.SubscribeRequest(), metadata=subs[3].md,
+                                         timeout=10)
+        with pytest.raises(grpc.RpcError) as info:
+            next(refused)
+        assert info.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+        assert "FetchUpdate" in info.value.details()
+        up = register(srv, "uploader")  # unary RPCs still served
+        ack = up.upload([batch_to_proto([WireSample("a", input=inputs(1)[0])])], timeout=5)
+        assert ack.accepted == 1
+        assert "edgecl_subscribe_streams 3.0" in srv.metrics.text()
+        streams[0].cancel()  # a client cancel frees its slot
+        _until(lambda: srv.servicer.streams.open == 2)
+        late = subs[3].stub.Subscribe(pb.SubscribeRequest(), metadata=subs[3].md, timeout=10)
+        _until(lambda: srv.servicer.streams.open == 3)
+        assert _publish(srv, "sub-3", 1) == 1
+        assert pb.UpdatePayload.FromString(next(late).payload).version == 1
+        for s in (*streams[1:], late):
+            s.cancel()
+        _until(lambda: srv.servicer.streams.open == 0)
+        assert 'edgecl_rpc_total{code="RESOURCE_EXHAUSTED",method="Subscribe"}' in \
+            srv.metrics.text()
+    finally:
+        srv.stop(grace=1.0)
+
+
+def test_streams_end_cleanly_after_their_lifetime_and_on_server_stop(tiny_zoo, tmp_path):
+    srv = start_server(tiny_zoo, tmp_path, server_stream_max_s="0.5")
+    stopped = False
+    try:
+        c = register(srv, "life-1")
+        _publish(srv, "life-1", 1)
+        t0 = time.monotonic()
+        got = [pb.UpdatePayload.FromString(m.payload).version for m in
+               c.stub.Subscribe(pb.SubscribeRequest(), metadata=c.md, timeout=10)]
+        assert got == [1] and time.monotonic() - t0 < 5  # ended with OK, no error
+        # resuming from the applied version sends nothing old
+        assert list(c.stub.Subscribe(pb.SubscribeRequest(after_version=1), metadata=c.md,
+                                     timeout=10)) == []
+        srv.servicer.stream_max_s = 60.0
+        stream = c.stub.Subscribe(pb.SubscribeRequest(after_version=1), metadata=c.md,
+                                  timeout=30)
+        ended = threading.Event()
+
+        def read():
+            for _ in stream:
+                pass
+            ended.set()
+
+        reader = threading.Thread(target=read, daemon=True)
+        reader.start()
+        _until(lambda: srv.servicer.streams.open == 1)
+        t0 = time.monotonic()
+        srv.stop(grace=5.0)
+        stopped = True
+        assert ended.wait(5) and time.monotonic() - t0 < 5  # not held for the whole grace
+    finally:
+        if not stopped:
+            srv.stop(grace=1.0)
+
+
+def test_publish_update_needs_a_newer_version(server):
+    from edgecl import InvalidInput
+
+    register(server, "pubver-1")
+    assert _publish(server, "pubver-1", 1) == 1
+    with pytest.raises(InvalidInput, match="not newer"):
+        _publish(server, "pubver-1", 1)
+    assert server.registry.latest_version("pubver-1") == 1
