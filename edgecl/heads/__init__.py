@@ -13,17 +13,25 @@ from __future__ import annotations
 from edgecl.heads._adapter import LowRankAdapter
 from edgecl.heads._base import Head
 from edgecl.heads._cosine import CosineHead, l2_normalise
+from edgecl.heads._grad import loss_and_grads
 from edgecl.heads._linear import LinearHead
+from edgecl.heads._optim import SGD, Adam, create_optimizer
 from edgecl.heads._registry import create_head, head_from_spec, list_heads, register_head
+from edgecl.heads._trainer import HeadTrainer
 
 __all__ = [
+    "Adam",
     "CosineHead",
     "Head",
+    "HeadTrainer",
     "LinearHead",
     "LowRankAdapter",
+    "SGD",
     "create_head",
+    "create_optimizer",
     "head_from_spec",
     "l2_normalise",
     "list_heads",
+    "loss_and_grads",
     "register_head",
 ]
