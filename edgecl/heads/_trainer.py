@@ -117,8 +117,9 @@ class HeadTrainer:
         """Add class ``name`` from a few feature vectors ``(k, D)``; returns its index.
 
         Prototype initialisation: the new row is the mean of the shots (l2-normalised for a
-        cosine head; for a linear head scaled to the mean norm of the existing rows, with
-        the mean bias), so the class is predicted at once and refined by later batches.
+        cosine head; for a linear head scaled to the mean norm of the existing rows, its
+        bias set so that it beats the best old class on the shots by a margin of 1), so the
+        class is predicted at once and refined by later batches.
         """
         f = self._check(shots)
         if name in self.class_names:
@@ -130,11 +131,15 @@ class HeadTrainer:
             proto = l2_normalise(f).mean(axis=0)
             self.params["head.prototypes"] = np.vstack([head["prototypes"], proto])
         else:
-            w = head["weight"]
+            w, b = head["weight"], head["bias"]
             mean = f.mean(axis=0)
-            norm = np.linalg.norm(w, axis=1).mean() / max(np.linalg.norm(mean), 1e-12)
-            self.params["head.weight"] = np.vstack([w, mean * norm])
-            self.params["head.bias"] = np.append(head["bias"], head["bias"].mean())
+            row = mean * np.linalg.norm(w, axis=1).mean() / max(np.linalg.norm(mean), 1e-12)
+            # bias: the new logit beats the best old one on the shots by a margin of 1, and
+            # no more, so samples of the old classes (further from the shots) keep theirs
+            best_old = (f @ w.T + b).max(axis=1).mean()
+            bias = best_old + 1.0 - float((f @ row).mean())
+            self.params["head.weight"] = np.vstack([w, row])
+            self.params["head.bias"] = np.append(b, bias)
         self.class_names.append(name)
         self._reset_optimizer()
         return self.num_classes - 1
