@@ -9,8 +9,8 @@ import pytest
 
 import edgecl
 
-PACKAGES = ["edgecl", "edgecl.bundle", "edgecl.device", "edgecl.heads", "edgecl.ood", "edgecl.wire",
-            "edgecl.zoo"]
+PACKAGES = ["edgecl", "edgecl.adapt", "edgecl.bundle", "edgecl.cloud", "edgecl.device",
+            "edgecl.fleet", "edgecl.heads", "edgecl.ood", "edgecl.wire", "edgecl.zoo"]
 
 
 @pytest.mark.parametrize("name", PACKAGES)

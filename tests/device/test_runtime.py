@@ -120,7 +120,7 @@ def test_state_is_immutable(small_bundle):
 
 
 def test_device_imports_no_torch():
-    code = ("import sys, edgecl.device, edgecl.bundle, edgecl.heads, edgecl.wire, "
+    code = ("import sys, edgecl.device, edgecl.bundle, edgecl.heads, edgecl.wire, edgecl.adapt, "
             "edgecl._proto.edgecl_pb2_grpc; "
             "bad = [m for m in ('torch', 'onnxscript', 'torchvision') if m in sys.modules]; "
             "print(','.join(bad) or 'clean')")
