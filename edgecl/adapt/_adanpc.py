@@ -67,7 +67,8 @@ class AdaNPC(TestTimeAdapter):
             return None
         return np.stack(rows), np.asarray(labels)
 
-    def adapt(self, features: np.ndarray, logits: np.ndarray) -> np.ndarray:
+    def adapt(self, features: np.ndarray, logits: np.ndarray, *,
+              images: np.ndarray | None = None) -> np.ndarray:
         f, z = self.check(features, logits)
         unit = f / np.maximum(np.linalg.norm(f, axis=1, keepdims=True), 1e-12)
         probs = _softmax(z)

@@ -19,10 +19,17 @@ class TestTimeAdapter(ABC):
     """
 
     name: ClassVar[str]
+    #: True for methods that also need the batch's raw inputs (``images=``), e.g. CoTTA's
+    #: augmented views; the others ignore them.
+    uses_images: ClassVar[bool] = False
 
     @abstractmethod
-    def adapt(self, features: np.ndarray, logits: np.ndarray) -> np.ndarray:
-        """Adapted probabilities ``(N, K)`` for a batch; updates the state."""
+    def adapt(self, features: np.ndarray, logits: np.ndarray, *,
+              images: np.ndarray | None = None) -> np.ndarray:
+        """Adapted probabilities ``(N, K)`` for a batch; updates the state.
+
+        ``features`` are the raw encoder features, ``logits`` what the current model state
+        gives for them; ``images`` the raw inputs (only methods with ``uses_images``)."""
 
     @abstractmethod
     def reset(self) -> None:
@@ -44,3 +51,14 @@ class TestTimeAdapter(ABC):
         if not (np.isfinite(f).all() and np.isfinite(z).all()):
             raise InvalidInput("features or logits contain NaN or inf")
         return f, z
+
+
+class ParametricAdapter(TestTimeAdapter):
+    """A method that adapts parameters of the model state (feature norm, adapter, head), so
+    its result can be published as a new :class:`~edgecl.device.ModelState` and run by
+    ``predict`` itself (see :class:`edgecl.device.AdaptationWorker`)."""
+
+    @abstractmethod
+    def state_changes(self) -> dict[str, Any]:
+        """Keyword arguments for ``ModelState.evolve`` that install the adapted parameters
+        (any of ``feature_norm``, ``adapter``, ``head``)."""

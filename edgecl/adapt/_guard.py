@@ -35,6 +35,9 @@ class CollapseGuard(TestTimeAdapter):
             raise ConfigError("window must be >= 1 and max_share in (0, 1)")
         self.inner, self.window, self.max_share = inner, window, max_share
         self.name = f"guarded-{inner.name}"  # type: ignore[misc]
+        self.uses_images = inner.uses_images  # type: ignore[misc]
+        if callable(getattr(inner, "state_changes", None)):  # a parametric method stays one
+            self.state_changes = inner.state_changes
         self.events: list[CollapseEvent] = []
         self.reset()
 
@@ -47,9 +50,10 @@ class CollapseGuard(TestTimeAdapter):
         self._source: deque[int] = deque(maxlen=self.window)
         self._seen = 0
 
-    def adapt(self, features: np.ndarray, logits: np.ndarray) -> np.ndarray:
+    def adapt(self, features: np.ndarray, logits: np.ndarray, *,
+              images: np.ndarray | None = None) -> np.ndarray:
         f, z = self.check(features, logits)
-        out = self.inner.adapt(f, z)
+        out = self.inner.adapt(f, z, images=images)
         self._adapted.extend(out.argmax(axis=1).tolist())
         self._source.extend(z.argmax(axis=1).tolist())
         self._seen += len(f)

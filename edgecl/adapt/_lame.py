@@ -89,7 +89,8 @@ class LAME(TestTimeAdapter):
         self._feats: deque[np.ndarray] = deque(maxlen=self.window)
         self._probs: deque[np.ndarray] = deque(maxlen=self.window)
 
-    def adapt(self, features: np.ndarray, logits: np.ndarray) -> np.ndarray:
+    def adapt(self, features: np.ndarray, logits: np.ndarray, *,
+              images: np.ndarray | None = None) -> np.ndarray:
         f, z = self.check(features, logits)
         self._feats.extend(f)
         self._probs.extend(_softmax(z))

@@ -13,16 +13,20 @@ from typing import Any
 from edgecl.bundle._bundle import ModelBundle, add_bundle_files, load_bundle, write_bundle
 from edgecl.bundle._files import atomic_write_bytes, sha256_file
 from edgecl.bundle._manifest import SCHEMA_VERSION, InputSpec, Manifest
+from edgecl.bundle._stats import STATS_FILE, FeatureStats, read_feature_stats
 
 __all__ = [
+    "FeatureStats",
     "InputSpec",
     "Manifest",
     "ModelBundle",
     "SCHEMA_VERSION",
+    "STATS_FILE",
     "add_bundle_files",
     "atomic_write_bytes",
     "export_bundle",
     "load_bundle",
+    "read_feature_stats",
     "sha256_file",
     "write_bundle",
 ]

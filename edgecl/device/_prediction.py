@@ -24,11 +24,15 @@ class Prediction:
     state_version : int
         Version of the ModelState that produced every row of this prediction.
     features : ndarray (N, D) or None
-        Encoder features after the adapter, when requested.
+        The features the head saw (after the state's feature norm and adapter), when
+        requested.
     ood_score : ndarray (N,) or None
         Score of the state's OOD detector (higher = more out-of-distribution), if any.
     is_ood : ndarray (N,) bool or None
         ``ood_score`` above the detector's calibrated threshold (95% of ID accepted).
+    encoder_features : ndarray (N, D) or None
+        The raw encoder output (before feature norm and adapter), when requested; what
+        test-time adaptation learns from.
     """
 
     labels: np.ndarray
@@ -39,6 +43,7 @@ class Prediction:
     features: np.ndarray | None = None
     ood_score: np.ndarray | None = None
     is_ood: np.ndarray | None = None
+    encoder_features: np.ndarray | None = None
 
     def __len__(self) -> int:
         return int(self.labels.shape[0])

@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 
 from edgecl._exceptions import BundleError, ConfigError, EdgeclError, require
-from edgecl.bundle import ModelBundle, load_bundle
+from edgecl.bundle import STATS_FILE, FeatureStats, ModelBundle, load_bundle, read_feature_stats
 from edgecl.device._filter import depthwise_conv2d
 from edgecl.device._prediction import Prediction
 from edgecl.device._state import ModelState
@@ -121,6 +121,15 @@ class DeviceRuntime:
         return self.swap_state(state.evolve(ood=self._detector(name)))
 
     @property
+    def source_stats(self) -> FeatureStats | None:
+        """The bundle's source feature statistics (``feature_stats.npz``), or None when the
+        bundle was not calibrated; what :class:`edgecl.adapt.FeatureAlign` aligns to."""
+        if STATS_FILE not in self.bundle.manifest.files:
+            return None
+        return read_feature_stats(self.bundle.path / STATS_FILE,
+                                  encoder_sha256=self.bundle.encoder_sha256)
+
+    @property
     def state(self) -> ModelState:
         """The current model state (one atomic read)."""
         return self._state
@@ -152,7 +161,9 @@ class DeviceRuntime:
             x = depthwise_conv2d(x, state.input_filter)
         if state.prompt is not None:
             x = x + state.prompt
-        feats = self.encode_checked(x)
+        feats = raw = self.encode_checked(x)
+        if state.feature_norm is not None:
+            feats = state.feature_norm.apply(feats)
         if state.adapter is not None:
             feats = state.adapter.apply(feats)
         logits = state.head.logits(feats)
@@ -168,9 +179,13 @@ class DeviceRuntime:
         ood_score = is_ood = None
         if state.ood is not None:
             trusted = getattr(state.ood, "score_trusted", None)
-            ood_score = (trusted(feats, logits, probs, confidence=confidence,
-                                 logit_max=top.ravel())
-                         if trusted is not None else state.ood.score(feats, logits))
+            if state.feature_norm is None:
+                ood_score = (trusted(feats, logits, probs, confidence=confidence,
+                                     logit_max=top.ravel())
+                             if trusted is not None else state.ood.score(feats, logits))
+            else:  # score as if unaligned: alignment must not hide the shift it corrects
+                plain = raw if state.adapter is None else state.adapter.apply(raw)
+                ood_score = state.ood.score(plain, state.head.logits(plain))
             is_ood = ood_score > state.ood.threshold
         return Prediction(
             labels=labels,
@@ -179,6 +194,7 @@ class DeviceRuntime:
             logits=logits,
             state_version=state.version,
             features=feats if return_features else None,
+            encoder_features=raw if return_features else None,
             ood_score=ood_score,
             is_ood=is_ood,
         )

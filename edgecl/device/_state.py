@@ -9,7 +9,7 @@ from typing import Any, Protocol, runtime_checkable
 import numpy as np
 
 from edgecl._exceptions import ConfigError
-from edgecl.heads import Head, LowRankAdapter
+from edgecl.heads import FeatureNorm, Head, LowRankAdapter
 
 
 @runtime_checkable
@@ -50,6 +50,10 @@ class ModelState:
         blur, noise or a contrast change, which an additive prompt cannot).
     ood : OODScorer or None
         Optional fitted OOD detector whose score and decision every prediction carries.
+    feature_norm : FeatureNorm or None
+        Optional per-dimension affine map of encoder features applied before the adapter
+        (test-time feature alignment, see :class:`edgecl.adapt.FeatureAlign`). OOD
+        detectors score the features before it, so alignment does not hide a shift.
     """
 
     version: int
@@ -60,8 +64,13 @@ class ModelState:
     ood: OODScorer | None = None
     metadata: dict[str, Any] = dataclasses.field(default_factory=dict)
     input_filter: np.ndarray | None = None
+    feature_norm: FeatureNorm | None = None
 
     def __post_init__(self) -> None:
+        if self.feature_norm is not None and \
+                self.feature_norm.feature_dim != self.head.feature_dim:
+            raise ConfigError(f"feature_norm works on {self.feature_norm.feature_dim} "
+                              f"features, head takes {self.head.feature_dim}")
         if self.adapter is not None and self.adapter.feature_dim != self.head.feature_dim:
             raise ConfigError(f"adapter works on {self.adapter.feature_dim} features, head "
                               f"takes {self.head.feature_dim}")

@@ -9,6 +9,8 @@ import pytest
 
 from edgecl import ConfigError, InvalidInput
 from edgecl.adapt import create_adapter, lame, list_adapters
+from edgecl.bundle import FeatureStats
+from edgecl.heads import LinearHead
 
 
 def reference_lame(probs, feats, kind, knn):
@@ -65,17 +67,30 @@ def test_lame_matches_the_reference_algorithm(kind, seed):
     np.testing.assert_allclose(got.sum(axis=1), 1.0, atol=1e-9)
 
 
+def _context(name):
+    """Constructor arguments a method needs besides its hyperparameters (5 features,
+    3 classes)."""
+    rng = np.random.default_rng(7)
+    if name in ("lame", "adanpc"):
+        return {}
+    head = LinearHead(rng.normal(size=(3, 5)), rng.normal(size=3))
+    if name == "align":
+        return {"head": head, "source": FeatureStats(np.zeros(5), np.ones(5), 100),
+                "min_samples": 4}
+    return {"head": head}
+
+
 @pytest.mark.parametrize("name", list_adapters())
 def test_adapter_contract(name):
     rng = np.random.default_rng(0)
-    a, b = create_adapter(name), create_adapter(name)
+    a, b = create_adapter(name, **_context(name)), create_adapter(name, **_context(name))
     for _ in range(5):
         f, z = rng.normal(size=(8, 5)), rng.normal(size=(8, 3))
         pa, pb = a.adapt(f, z), b.adapt(f, z)
         assert pa.shape == (8, 3) and np.allclose(pa.sum(axis=1), 1.0)
         np.testing.assert_array_equal(pa, pb)  # deterministic
     a.reset()
-    fresh = create_adapter(name, **a.hyperparameters())
+    fresh = create_adapter(name, **{**_context(name), **a.hyperparameters()})
     f, z = rng.normal(size=(4, 5)), rng.normal(size=(4, 3))
     np.testing.assert_allclose(a.adapt(f, z), fresh.adapt(f, z))
     for bad in ((np.zeros((0, 5)), np.zeros((0, 3))), (np.zeros((3, 5)), np.zeros((2, 3))),

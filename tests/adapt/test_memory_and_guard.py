@@ -37,7 +37,7 @@ def test_collapse_guard_resets_an_adapter_that_predicts_one_class():
     class Collapsing(AdaNPC):
         name = "collapsing"
 
-        def adapt(self, features, logits):
+        def adapt(self, features, logits, *, images=None):
             out = np.zeros((len(features), logits.shape[1]))
             out[:, 0] = 1.0
             return out

@@ -1,0 +1,102 @@
+"""Test-time feature alignment: re-standardise encoder features to the source statistics.
+
+Batch-norm adaptation (Schneider et al., NeurIPS 2020: recompute normalisation statistics on
+test data) is the strongest cheap fix for covariate shift, but a device's encoder is a
+frozen ONNX graph. We apply the same idea at its output: per feature dimension, the mean
+and variance over a sliding window of recent samples are mapped to the source statistics
+(``feature_stats.npz`` in the bundle), ``f' = (f - mu_w) / sd_w * sd_s + mu_s``, a
+:class:`~edgecl.heads.FeatureNorm` that a :class:`~edgecl.device.ModelState` carries.
+
+Prequential: a batch is predicted with the statistics of the samples before it, then joins
+the window. Window statistics confuse a label shift with a covariate shift, so alignment is
+gated by an OOD detector: it is active only while more than ``gate_share`` of the window is
+flagged out-of-distribution (a clean stream with skewed classes stays untouched).
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from typing import Any
+
+import numpy as np
+
+from edgecl._exceptions import ConfigError, InvalidInput
+from edgecl.adapt._base import ParametricAdapter
+from edgecl.adapt._lame import _softmax
+from edgecl.bundle import FeatureStats
+from edgecl.heads import FeatureNorm, Head, LowRankAdapter
+
+
+class FeatureAlign(ParametricAdapter):
+    """Sliding-window feature alignment to the source statistics, gated by OOD share."""
+
+    name = "align"
+
+    def __init__(self, head: Head, source: FeatureStats, *,
+                 adapter: LowRankAdapter | None = None, detector: Any = None,
+                 window: int = 128, min_samples: int = 16, gate_share: float = 0.35,
+                 eps: float = 1e-6) -> None:
+        if window < 2 or not 2 <= min_samples <= window:
+            raise ConfigError("need window >= 2 and 2 <= min_samples <= window")
+        if not 0 <= gate_share < 1:
+            raise ConfigError("gate_share must be in [0, 1)")
+        if source.mean.shape != (head.feature_dim,):
+            raise ConfigError(f"source statistics have {source.mean.shape[0]} dimensions, the "
+                              f"head takes {head.feature_dim}")
+        if detector is not None and getattr(detector, "threshold", None) is None:
+            raise ConfigError("the gate detector is not fitted")
+        self.head, self.adapter, self.source, self.detector = head, adapter, source, detector
+        self.window, self.min_samples, self.gate_share, self.eps = (
+            window, min_samples, gate_share, eps)
+        self.reset()
+
+    def hyperparameters(self) -> dict[str, Any]:
+        return {"window": self.window, "min_samples": self.min_samples,
+                "gate_share": self.gate_share, "eps": self.eps}
+
+    def reset(self) -> None:
+        self._feats: deque[np.ndarray] = deque(maxlen=self.window)
+        self._flags: deque[bool] = deque(maxlen=self.window)
+        self._norm: FeatureNorm | None = None
+
+    @property
+    def active(self) -> bool:
+        """Whether the current state aligns (enough samples, gate open)."""
+        return self._norm is not None
+
+    def state_changes(self) -> dict[str, Any]:
+        return {"feature_norm": self._norm}
+
+    def transform(self, features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Features and logits under the current state (aligned when active)."""
+        f = features if self._norm is None else self._norm.apply(features)
+        if self.adapter is not None:
+            f = self.adapter.apply(f)
+        return f, self.head.logits(f)
+
+    def observe(self, features: np.ndarray) -> None:
+        """Add a batch of raw features to the window and recompute the state."""
+        if features.ndim != 2 or features.shape[1] != self.head.feature_dim:
+            raise InvalidInput(f"features must be (N, {self.head.feature_dim}), "
+                               f"got {features.shape}")
+        if self.detector is not None:
+            plain = features if self.adapter is None else self.adapter.apply(features)
+            flags = self.detector.score(plain, self.head.logits(plain)) > self.detector.threshold
+        else:
+            flags = np.ones(len(features), dtype=bool)
+        self._feats.extend(features)
+        self._flags.extend(flags.tolist())
+        if len(self._feats) < self.min_samples or np.mean(self._flags) <= self.gate_share:
+            self._norm = None
+            return
+        window = np.stack(self._feats)
+        self._norm = FeatureNorm.align(mean=window.mean(axis=0), var=window.var(axis=0),
+                                       source_mean=self.source.mean,
+                                       source_var=self.source.var, eps=self.eps)
+
+    def adapt(self, features: np.ndarray, logits: np.ndarray, *,
+              images: np.ndarray | None = None) -> np.ndarray:
+        f, _ = self.check(features, logits)
+        _, z = self.transform(f)
+        self.observe(f)
+        return _softmax(z)
