@@ -15,7 +15,6 @@ flagged out-of-distribution (a clean stream with skewed classes stays untouched)
 
 from __future__ import annotations
 
-from collections import deque
 from typing import Any
 
 import numpy as np
@@ -55,44 +54,59 @@ class FeatureAlign(ParametricAdapter):
                 "gate_share": self.gate_share, "eps": self.eps}
 
     def reset(self) -> None:
-        self._feats: deque[np.ndarray] = deque(maxlen=self.window)
-        self._flags: deque[bool] = deque(maxlen=self.window)
+        d = self.head.feature_dim
+        self._ring = np.zeros((self.window, d))  # the window, as a ring buffer of rows
+        self._flags = np.zeros(self.window, dtype=bool)
+        self._count = self._next = 0
         self._norm: FeatureNorm | None = None
+        self._dirty = False
 
     @property
     def active(self) -> bool:
         """Whether the current state aligns (enough samples, gate open)."""
-        return self._norm is not None
+        return self._current() is not None
 
     def state_changes(self) -> dict[str, Any]:
-        return {"feature_norm": self._norm}
+        return {"feature_norm": self._current()}
 
     def transform(self, features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Features and logits under the current state (aligned when active)."""
-        f = features if self._norm is None else self._norm.apply(features)
+        norm = self._current()
+        f = features if norm is None else norm.apply(features)
         if self.adapter is not None:
             f = self.adapter.apply(f)
         return f, self.head.logits(f)
 
     def observe(self, features: np.ndarray) -> None:
-        """Add a batch of raw features to the window and recompute the state."""
+        """Add a batch of raw features to the window (the state follows lazily)."""
         if features.ndim != 2 or features.shape[1] != self.head.feature_dim:
             raise InvalidInput(f"features must be (N, {self.head.feature_dim}), "
                                f"got {features.shape}")
+        f = np.asarray(features, dtype=np.float64)[-self.window:]
         if self.detector is not None:
-            plain = features if self.adapter is None else self.adapter.apply(features)
+            plain = f if self.adapter is None else self.adapter.apply(f)
             flags = self.detector.score(plain, self.head.logits(plain)) > self.detector.threshold
         else:
-            flags = np.ones(len(features), dtype=bool)
-        self._feats.extend(features)
-        self._flags.extend(flags.tolist())
-        if len(self._feats) < self.min_samples or np.mean(self._flags) <= self.gate_share:
+            flags = np.ones(len(f), dtype=bool)
+        idx = (self._next + np.arange(len(f))) % self.window
+        self._ring[idx], self._flags[idx] = f, flags
+        self._next = int((self._next + len(f)) % self.window)
+        self._count = min(self._count + len(f), self.window)
+        self._dirty = True
+
+    def _current(self) -> FeatureNorm | None:
+        if not self._dirty:
+            return self._norm
+        self._dirty = False
+        n = self._count
+        if n < self.min_samples or self._flags[:n].mean() <= self.gate_share:
             self._norm = None
-            return
-        window = np.stack(self._feats)
-        self._norm = FeatureNorm.align(mean=window.mean(axis=0), var=window.var(axis=0),
-                                       source_mean=self.source.mean,
+            return None
+        rows = self._ring[:n]
+        mean, var = rows.mean(axis=0), rows.var(axis=0)
+        self._norm = FeatureNorm.align(mean=mean, var=var, source_mean=self.source.mean,
                                        source_var=self.source.var, eps=self.eps)
+        return self._norm
 
     def adapt(self, features: np.ndarray, logits: np.ndarray, *,
               images: np.ndarray | None = None) -> np.ndarray:

@@ -52,8 +52,8 @@ class CoTTA(HeadTTA):
                  ap: float = 0.92, views: int = 32, restore: float = 0.01,
                  encoder: Callable[[np.ndarray], np.ndarray] | None = None,
                  value_range: tuple[float, float] = (0.0, 1.0), seed: int = 0) -> None:
-        if not 0 <= momentum < 1 or not 0 < ap <= 1 or views < 1 or not 0 <= restore <= 1:
-            raise ConfigError("need momentum in [0, 1), ap in (0, 1], views >= 1, "
+        if not 0 <= momentum < 1 or not 0 <= ap <= 1 or views < 1 or not 0 <= restore <= 1:
+            raise ConfigError("need momentum in [0, 1), ap in [0, 1], views >= 1, "
                               "restore in [0, 1]")
         self.momentum, self.ap, self.views, self.restore = momentum, ap, views, restore
         self.encoder, self.value_range, self.seed_value = encoder, value_range, seed
