@@ -116,6 +116,15 @@ def cmd_eval_sampling(args: argparse.Namespace) -> int:
     return _emit(result, args.json)
 
 
+def cmd_eval_adapt(args: argparse.Namespace) -> int:
+    from edgecl.adapt.evaluate import evaluate_adapt
+
+    result = evaluate_adapt(_zoo_for(args), scenario=args.scenario,
+                            methods=tuple(args.methods.split(",")), batch=args.batch,
+                            samples=args.samples, seed=args.seed, progress=not args.json)
+    return _emit(result, args.json)
+
+
 def cmd_eval_loop(args: argparse.Namespace) -> int:
     from edgecl.fleet import evaluate_loop
 
@@ -205,6 +214,16 @@ def build_parser() -> argparse.ArgumentParser:
     bs.add_argument("--threads", type=int, default=1)
     bs.set_defaults(func=cmd_bench_swap)
 
+    bad = bench.add_parser("adapt", help="predict p50/p99 with the adaptation worker on vs off")
+    common(bad, with_json=True)
+    bad.add_argument("--method", default="align")
+    bad.add_argument("--calls", type=int, default=4000)
+    bad.add_argument("--batch", type=int, default=1)
+    bad.add_argument("--threads", type=int, default=1)
+    bad.add_argument("--edge", action="store_true", help="the 224x224 edge encoder (random "
+                     "inputs) instead of the zoo student (corrupted digits)")
+    bad.set_defaults(func=cmd_bench_adapt)
+
     ev = sub.add_parser("eval", help="evaluations on the reference zoo").add_subparsers(
         dest="eval_command", required=True)
     ed = ev.add_parser("drift", help="drift detection delay and false alarms on zoo streams")
@@ -228,6 +247,19 @@ def build_parser() -> argparse.ArgumentParser:
     es.add_argument("--budget", type=float, default=0.05, help="fraction of samples to send")
     es.add_argument("--seed", type=int, default=0)
     es.set_defaults(func=cmd_eval_sampling)
+
+    ea = ev.add_parser("adapt", help="prequential test-time adaptation (device only, no "
+                       "labels) vs source on a zoo stream")
+    common(ea, with_json=True)
+    ea.add_argument("--scenario", default="continual",
+                    choices=["continual", "gradual", "recurring", "label-shift"])
+    ea.add_argument("--methods", default="source,lame,adanpc,tent,eata,cotta,align,"
+                    "align+lame,align+tent,align+eata,align+cotta")
+    ea.add_argument("--batch", type=int, default=64)
+    ea.add_argument("--samples", type=int, default=None,
+                    help="samples per domain (default: the scenario's)")
+    ea.add_argument("--seed", type=int, default=0)
+    ea.set_defaults(func=cmd_eval_adapt)
 
     el = ev.add_parser("loop", help="the cloud-device loop on the continual stream vs "
                        "source and teacher (one device, real service on loopback)")
@@ -271,6 +303,27 @@ def cmd_bench_swap(args: argparse.Namespace) -> int:
 
     result = bench_swap(_zoo_for(args).student_bundle, calls=args.calls,
                         swaps_per_s=args.swaps_per_s, threads=args.threads)
+    return _emit(result, args.json)
+
+
+def cmd_bench_adapt(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from edgecl.bench.adapt import bench_adapt
+    from edgecl.zoo.streams import continual_stream
+
+    zoo = _zoo_for(args)
+    if args.edge:
+        from edgecl.zoo.edge import edge_bundle
+
+        bundle = edge_bundle(args.home)
+        frames = np.random.default_rng(0).random((256, 3, 224, 224), dtype=np.float32)
+    else:
+        bundle = zoo.student_bundle
+        frames = continual_stream(["gaussian_noise", "fog"], samples_per_domain=500).arrays()[0]
+    result = bench_adapt(bundle, frames, method=args.method, calls=args.calls,
+                         batch=args.batch, threads=args.threads)
+    result["bundle"] = "edge" if args.edge else "zoo student"
     return _emit(result, args.json)
 
 

@@ -6,10 +6,11 @@ process). See :class:`DeviceRuntime` for an example.
 
 from __future__ import annotations
 
+from edgecl.device._adaptation import AdaptationStats, AdaptationWorker
 from edgecl.device._collector import CollectorStats, SampleCollector
 from edgecl.device._outbox import Outbox, OutboxItem, OutboxStats
 from edgecl.device._prediction import Prediction
-from edgecl.device._runtime import DeviceRuntime, softmax
+from edgecl.device._runtime import DeviceRuntime, StateConflict, softmax
 from edgecl.device._sampling import (
     SamplingPolicy,
     Selection,
@@ -25,6 +26,8 @@ from edgecl.device._validate import InputValidator
 from edgecl.device._verify import UpdateVerifier
 
 __all__ = [
+    "AdaptationStats",
+    "AdaptationWorker",
     "CanaryPolicy",
     "CollectorStats",
     "DeviceRuntime",
@@ -37,6 +40,7 @@ __all__ = [
     "OutboxStats",
     "Prediction",
     "SampleCollector",
+    "StateConflict",
     "SamplingPolicy",
     "Selection",
     "SyncClient",

@@ -28,6 +28,10 @@ def _load_detectors(bundle: ModelBundle, names: tuple[str, ...] | None = None
                           names=names)
 
 
+class StateConflict(ConfigError):
+    """A compare-and-swap found another state than expected (someone swapped first)."""
+
+
 def softmax(logits: np.ndarray) -> np.ndarray:
     """Row-wise softmax, computed in place on a copy of ``logits``."""
     z = logits - logits.max(axis=1, keepdims=True)
@@ -210,17 +214,23 @@ class DeviceRuntime:
         except Exception as exc:
             raise EdgeclError(f"encoder inference failed: {exc}") from exc
 
-    def swap_state(self, new_state: ModelState) -> ModelState:
+    def swap_state(self, new_state: ModelState, *,
+                   if_version: int | None = None) -> ModelState:
         """Atomically make ``new_state`` current and return the previous one.
 
         The new state must fit this encoder and have a higher version. In-flight
-        predictions finish with the state they started with.
+        predictions finish with the state they started with. With ``if_version`` the swap
+        happens only if the current state still has that version (compare-and-swap);
+        otherwise :class:`StateConflict` is raised and nothing changes.
         """
         spec = self.bundle.input_spec
         new_state.check_compatible(spec.shape, self.bundle.manifest.feature_dim,
                                    self.bundle.encoder_sha256)
         with self._swap_lock:
             old = self._state
+            if if_version is not None and old.version != if_version:
+                raise StateConflict(f"the state changed meanwhile (version {old.version}, "
+                                    f"expected {if_version})")
             if new_state.version <= old.version:
                 raise ConfigError(f"state version {new_state.version} is not newer than "
                                   f"the current {old.version}")

@@ -190,7 +190,8 @@ class UpdateManager:
         with self._lock:
             current, base = self.runtime.state, self._base
             state = current.evolve(head=base.head, adapter=base.adapter, prompt=base.prompt,
-                                   input_filter=base.input_filter)
+                                   input_filter=base.input_filter,
+                                   feature_norm=base.feature_norm)
             self._history.append(current)
             self.runtime.swap_state(state)
             self._monitor = None
@@ -237,9 +238,10 @@ class UpdateManager:
                 adapter = LowRankAdapter(parts["adapter.down"], parts["adapter.up"])
             prompt = parts.get("prompt", current.prompt)
             input_filter = parts.get("filter", current.input_filter)
+            # the cloud learned against un-normalised features: a local alignment goes
             candidate = current.evolve(
                 head=head, adapter=adapter, prompt=prompt, input_filter=input_filter,
-                metadata={**current.metadata, CLOUD_VERSION: v})
+                feature_norm=None, metadata={**current.metadata, CLOUD_VERSION: v})
             spec = self.runtime.bundle.input_spec
             candidate.check_compatible(spec.shape, self.runtime.bundle.manifest.feature_dim,
                                        self.runtime.bundle.encoder_sha256)
