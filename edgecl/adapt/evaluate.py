@@ -19,7 +19,7 @@ from edgecl._exceptions import ConfigError
 SCENARIOS = ("continual", "gradual", "recurring", "label-shift")
 DEFAULT_METHODS = ("source", "lame", "adanpc", "tent", "eata", "cotta", "align",
                    "align+lame", "align+tent", "align+eata", "align+cotta")
-COLLAPSE_WINDOW, COLLAPSE_SHARE = 500, 0.9
+COLLAPSE_WINDOW, COLLAPSE_SHARE, COLLAPSE_MARGIN = 500, 0.9, 0.05
 
 
 def scenario_stream(scenario: str, *, seed: int = 0, samples: int | None = None) -> Any:
@@ -56,10 +56,12 @@ def window_shares(labels: np.ndarray, window: int = COLLAPSE_WINDOW) -> np.ndarr
 
 
 def collapsed_windows(pred: np.ndarray, source_pred: np.ndarray,
-                      share: float = COLLAPSE_SHARE) -> int:
-    """Windows where one class takes more than ``share`` of the predictions while the
-    source model's predictions in the same window do not (the guard's definition)."""
-    return int(((window_shares(pred) > share) & (window_shares(source_pred) <= share)).sum())
+                      share: float = COLLAPSE_SHARE, margin: float = COLLAPSE_MARGIN) -> int:
+    """Windows where one class takes more than ``share`` of the predictions and the source
+    model's predictions of the same samples are less concentrated by more than ``margin``
+    (the source is itself degenerate on some corruptions: only making it worse counts)."""
+    ours, theirs = window_shares(pred), window_shares(source_pred)
+    return int(((ours > share) & (ours > theirs + margin)).sum())
 
 
 def _per_domain(correct: np.ndarray, domains: np.ndarray, names: list[str]) -> dict[str, float]:
@@ -77,8 +79,8 @@ def evaluate_adapt(zoo: Any, *, scenario: str = "continual",
     "max_class_share", "collapsed_windows", "collapsed", "guard_resets",
     "worst_domain_delta"}}, "best_device", "floors", ...}``. ``source`` is the unadapted
     baseline. Each method runs inside a :class:`~edgecl.adapt.CollapseGuard` (as a device
-    would run it); a collapsed window: one class took > 90% of 500 consecutive predictions
-    while the source's predictions of the same samples did not.
+    would run it); a collapsed window: one class took > 90% of 500 consecutive predictions,
+    more than 5 points above the source's top share on the same samples.
     """
     from tqdm import tqdm
 

@@ -18,6 +18,7 @@ import numpy as np
 
 from edgecl._retry import Backoff
 from edgecl.device import (
+    AdaptationWorker,
     CanaryPolicy,
     DeviceRuntime,
     Outbox,
@@ -26,6 +27,7 @@ from edgecl.device import (
     UpdateVerifier,
     create_policy,
 )
+from edgecl.device._updates import CLOUD_VERSION
 from edgecl.ood import create_drift_detector
 
 #: Uncertainty-policy settings that spend the upload budget (short score history, shallow
@@ -53,7 +55,9 @@ class SimDevice:
     ``policy`` / ``fraction``: the sampling policy and upload budget; ``drift``: the drift
     detector on OOD scores (None: no segments); ``revert_on_shift``: serve the bundle
     state at a detected shift until the cloud's update for the new domain arrives;
-    ``cloud=False`` runs the device alone (no uploads, no updates).
+    ``target=None`` runs the device alone (no uploads, no updates); ``adapt`` names a
+    test-time adaptation method (e.g. ``"align"``) that an :class:`AdaptationWorker` runs
+    beside predict (drained after every step, so a simulation is reproducible).
     """
 
     def __init__(self, bundle_dir: str | Path, target: str | None, *, device_id: str,
@@ -62,7 +66,8 @@ class SimDevice:
                  revert_on_shift: bool = True, threads: int = 1, seed: int = 0,
                  workdir: str | Path | None = None, group: str = "",
                  collapse_ratio: float = 0.35,
-                 policy_options: dict[str, Any] | None = None) -> None:
+                 policy_options: dict[str, Any] | None = None, adapt: str | None = None,
+                 adapt_every: int = 32) -> None:
         self.device_id = device_id
         self.rt = DeviceRuntime.open(bundle_dir, threads=threads)
         self.log = DeviceLog()
@@ -83,6 +88,8 @@ class SimDevice:
         self.client: SyncClient | None = None
         self.outbox: Outbox | None = None
         self._acked_at: list[tuple[float, int]] = []
+        self.worker = (AdaptationWorker(self.rt, adapt, publish_every=adapt_every,
+                                        batch_samples=adapt_every) if adapt else None)
         if self.cloud:
             assert public_key is not None
             self.manager = UpdateManager(
@@ -117,11 +124,16 @@ class SimDevice:
         self.log.correct.extend(correct.tolist())
         if self.manager is not None:
             self.manager.observe(images, pred)
+        if self.worker is not None:
+            self.worker.offer(pred, images)
+            self.worker.wait_idle()
         if self.drift is not None and pred.ood_score is not None:
-            if pred.state_version != self._scored_version:
-                # a new state scores differently: re-baseline rather than call it drift
+            scoring = int(self.rt.state.metadata.get(CLOUD_VERSION, 0))
+            if scoring != self._scored_version:
+                # a cloud state scores differently: re-baseline rather than call it drift
+                # (a local feature norm does not change OOD scores)
                 self.drift.reset()
-                self._scored_version = pred.state_version
+                self._scored_version = scoring
                 self._drift_start = len(self.log.correct) - len(images)
             shifts = self.drift.update_many(pred.ood_score)
             if shifts:
@@ -160,7 +172,9 @@ class SimDevice:
             time.sleep(0.005)
 
     def close(self) -> None:
-        """Stop the sync client and close the outbox."""
+        """Stop the adaptation worker and the sync client, close the outbox."""
+        if self.worker is not None:
+            self.worker.close()
         if self.client is not None:
             self.client.stop()
         if self.outbox is not None:

@@ -35,7 +35,7 @@ def _server(variant: str, home: str | None, storage: str, learning: dict[str, st
 def run_cloud(zoo: Any, images: np.ndarray, labels: np.ndarray, *, policy: str,
               fraction: float, batch: int, sync_every: int, variant: str,
               home: str | None, learning: dict[str, str], seed: int,
-              drift: str | None = None) -> dict[str, Any]:
+              drift: str | None = None, adapt: str | None = None) -> dict[str, Any]:
     """One device with the cloud loop over the stream (lockstep: every ``sync_every``
     samples the device uploads, the service labels and learns, the update is applied)."""
     from edgecl.fleet._device import SimDevice
@@ -45,7 +45,7 @@ def run_cloud(zoo: Any, images: np.ndarray, labels: np.ndarray, *, policy: str,
         device = SimDevice(zoo.student_bundle, server.target, device_id="loop-0",
                            enrollment_key=ENROLL, public_key=server.signer.public_key,
                            policy=policy, fraction=fraction, seed=seed, workdir=tmp,
-                           drift=drift, revert_on_shift=drift is not None)
+                           drift=drift, revert_on_shift=drift is not None, adapt=adapt)
         started = time.perf_counter()
         try:
             for i in range(0, len(images), batch):
@@ -74,13 +74,14 @@ def evaluate_loop(zoo: Any, *, corruptions: tuple[str, ...] = LOOP_CORRUPTIONS,
                   batch: int = 10, sync_every: int = 50, seed: int = 0,
                   variant: str = "full", home: str | None = None,
                   strategies: tuple[str, ...] = ("source", "cloud", "cloud_random", "teacher"),
-                  learning: dict[str, str] | None = None,
+                  learning: dict[str, str] | None = None, adapt: str = "align",
                   progress: bool = False) -> dict[str, Any]:
     """Mean online accuracy (prequential) of each strategy on the continual stream.
 
     Returns ``{"strategies": {name: {"mean_online_acc", "per_domain", ...}},
     "upload_fraction", "update_bytes", "update_latency_s", ...}``; ``update_*`` are
-    medians over the updates the ``cloud`` strategy applied.
+    medians over the updates the ``cloud`` strategy applied. ``device`` runs the test-time
+    adaptation method ``adapt`` alone; ``cloud+device`` runs it beside the cloud loop.
     """
     import torch
 
@@ -111,12 +112,24 @@ def evaluate_loop(zoo: Any, *, corruptions: tuple[str, ...] = LOOP_CORRUPTIONS,
             pred = np.concatenate([teacher(torch.from_numpy(images[i:i + 512])).argmax(1)
                                    .numpy() for i in range(0, len(images), 512)])
         record("teacher", pred == labels)
-    for name in ("device", "cloud+device"):
-        if name in strategies:  # device-side adaptation is the on-device learning issue
-            out["strategies"][name] = None
-            out.setdefault("unavailable", {})[name] = (
-                "needs on-device test-time adaptation (edgecl.adapt), not built yet")
-    for name, policy in (("cloud", "uncertainty"), ("cloud_random", "random")):
+    if "device" in strategies:  # the device alone: test-time adaptation, no cloud
+        from edgecl.fleet._device import SimDevice
+
+        device = SimDevice(zoo.student_bundle, None, device_id="loop-device", adapt=adapt,
+                           drift=None, seed=seed)
+        started = time.perf_counter()
+        try:
+            for i in range(0, len(images), batch):
+                device.step(images[i:i + batch], labels[i:i + batch])
+        finally:
+            device.close()
+        assert device.worker is not None
+        record("device", np.array(device.log.correct), method=adapt,
+               states_published=device.worker.stats.published,
+               seconds=round(time.perf_counter() - started, 1))
+    for name, policy, method in (("cloud", "uncertainty", None),
+                                 ("cloud_random", "random", None),
+                                 ("cloud+device", "uncertainty", adapt)):
         if name not in strategies:
             continue
         if progress:
@@ -125,7 +138,7 @@ def evaluate_loop(zoo: Any, *, corruptions: tuple[str, ...] = LOOP_CORRUPTIONS,
             print(f"running {name} over {len(labels)} samples ...", file=sys.stderr, flush=True)
         res = run_cloud(zoo, images, labels, policy=policy, fraction=fraction, batch=batch,
                         sync_every=sync_every, variant=variant, home=home, learning=learning,
-                        seed=seed)
+                        seed=seed, adapt=method)
         record(name, res["correct"], upload_fraction=round(res["uploads"] / len(labels), 4),
                updates_applied=res["updates_applied"],
                updates_rejected_cloud=res["updates_rejected_cloud"],

@@ -53,3 +53,32 @@ def test_collapse_guard_resets_an_adapter_that_predicts_one_class():
     for _ in range(12):
         honest.adapt(rng.normal(size=(20, 5)), rng.normal(size=(20, 4)) * 3)
     assert not honest.events
+
+
+def test_guard_serves_the_source_during_a_growing_cooldown():
+    class Collapsing(AdaNPC):
+        name = "collapsing"
+
+        def adapt(self, features, logits, *, images=None):
+            out = np.zeros((len(features), logits.shape[1]))
+            out[:, 0] = 1.0
+            return out
+
+    rng = np.random.default_rng(1)
+    guard = CollapseGuard(Collapsing(), window=200, min_samples=40, cooldown=100)
+    outputs = []
+    for _ in range(60):
+        logits = rng.normal(size=(20, 4)) * 3
+        outputs.append(guard.adapt(rng.normal(size=(20, 5)), logits).argmax(1))
+    preds = np.concatenate(outputs)
+    assert [e.cooldown for e in guard.events[:3]] == [100, 200, 400]
+    # detected after 40 samples, then switched off: no 200-window is one class
+    shares = [np.bincount(preds[s:s + 200]).max() / 200 for s in range(0, 1000, 20)]
+    assert max(shares) < 0.6
+    # a degenerate source is not the method's fault: no event when the source agrees
+    agree = CollapseGuard(Collapsing(), window=100, min_samples=40)
+    for _ in range(10):
+        logits = np.zeros((20, 4))
+        logits[:, 0] = 5.0
+        agree.adapt(rng.normal(size=(20, 5)), logits)
+    assert not agree.events
