@@ -139,6 +139,32 @@ def cmd_eval_loop(args: argparse.Namespace) -> int:
     return _emit(result, args.json)
 
 
+def cmd_simulate(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from edgecl.fleet import Impairments, simulate, summary_table
+
+    impairments = Impairments(latency_ms=args.latency_ms, bandwidth_kbps=args.bandwidth_kbps,
+                              offline_fraction=args.offline_fraction, offline_s=args.offline_s,
+                              slow_fraction=args.slow_fraction)
+    public_key = Path(args.public_key).read_bytes() if args.public_key else None
+    result = simulate(devices=args.devices, scenario=args.scenario,
+                      strategies=tuple(args.strategies.split(",")), steps=args.steps,
+                      batch=args.batch, seed=args.seed, pace=args.pace, fraction=args.budget,
+                      variant=args.variant, home=args.home, cloud=args.cloud,
+                      public_key=public_key, enrollment_key=args.enrollment_key,
+                      impairments=impairments,
+                      backend="processes" if args.light else "threads",
+                      processes=args.processes, report_dir=args.report_dir,
+                      progress=not args.quiet)
+    if args.json:
+        Path(args.json).write_text(json.dumps(result, indent=2, sort_keys=True))
+    print(summary_table(result))
+    if "report" in result:
+        print(f"report: {result['report']['html']}")
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from edgecl.demo import run_demo
 
@@ -271,6 +297,40 @@ def build_parser() -> argparse.ArgumentParser:
                     "teacher")
     el.add_argument("--seed", type=int, default=0)
     el.set_defaults(func=cmd_eval_loop)
+
+    sm = sub.add_parser("simulate", help="a fleet of real devices against the real cloud "
+                        "service, per strategy, with a JSON result and an HTML report")
+    common(sm)
+    sm.add_argument("--devices", type=int, default=4)
+    sm.add_argument("--scenario", default="continual",
+                    choices=["continual", "gradual", "recurring", "label-shift", "open-set",
+                             "mixed"])
+    sm.add_argument("--strategies", default="source,device,cloud,cloud+device")
+    sm.add_argument("--steps", type=int, default=100, help="predict batches per device")
+    sm.add_argument("--batch", type=int, default=10, help="samples per predict batch")
+    sm.add_argument("--pace", type=float, default=20.0,
+                    help="samples per second per device (cloud strategies run in real time)")
+    sm.add_argument("--budget", type=float, default=0.1, help="upload fraction")
+    sm.add_argument("--seed", type=int, default=0)
+    sm.add_argument("--report-dir", default=None, help="write plots and index.html here")
+    sm.add_argument("--json", default=None, help="write the result JSON to this file")
+    sm.add_argument("--cloud", default=None, help="host:port of a running service "
+                    "(default: start edgecl serve in a subprocess per cloud strategy)")
+    sm.add_argument("--public-key", default=None, help="the external service's update "
+                    "public key (signing_key.pem.pub)")
+    sm.add_argument("--enrollment-key", default=None)
+    sm.add_argument("--latency-ms", type=float, default=0.0)
+    sm.add_argument("--bandwidth-kbps", type=float, default=0.0, help="0 = unlimited")
+    sm.add_argument("--offline-fraction", type=float, default=0.0,
+                    help="share of devices that drop off once, mid-run")
+    sm.add_argument("--offline-s", type=float, default=10.0)
+    sm.add_argument("--slow-fraction", type=float, default=0.0,
+                    help="share of devices at half pace")
+    sm.add_argument("--light", action="store_true", help="light mode: devices batched into "
+                    "worker processes (for 100 devices on 2 cores)")
+    sm.add_argument("--processes", type=int, default=None)
+    sm.add_argument("--quiet", action="store_true", help="no progress bar")
+    sm.set_defaults(func=cmd_simulate)
 
     sv = sub.add_parser("serve", help="run the cloud teacher service (gRPC)")
     sv.add_argument("--config", default=None,

@@ -6,6 +6,9 @@
     python tools/readme_tables.py ood ood.json              # edgecl eval ood --json
     python tools/readme_tables.py drift drift.json          # edgecl eval drift --json
     python tools/readme_tables.py sampling sampling.json    # edgecl eval sampling --json
+    python tools/readme_tables.py loop loop.json            # edgecl eval loop --json
+    python tools/readme_tables.py adapt cont.json grad.json rec.json ls.json
+                                  # edgecl eval adapt --json, one file per scenario
 """
 
 from __future__ import annotations
@@ -111,10 +114,26 @@ def eval_loop_table(d: dict) -> str:
     return "\n".join(rows)
 
 
+def eval_adapt_table(*runs: dict) -> str:
+    scen = [r["scenario"] for r in runs]
+    first = runs[0]
+    rows = ["| method | " + " | ".join(f"{s} ({r['samples']:,})" for s, r in zip(scen, runs))
+            + f" | worst domain vs source ({scen[0]}) | guard resets ({scen[0]}) "
+            f"| collapsed windows (all) | ms/sample ({scen[0]}) |",
+            "|---|" + "---:|" * (len(runs) + 4)]
+    for name in sorted(first["methods"], key=lambda k: (k != "source", k)):
+        accs = " | ".join(f"{r['methods'][name]['mean_online_acc']:.3f}" for r in runs)
+        m = first["methods"][name]
+        collapsed = sum(r["methods"][name]["collapsed_windows"] for r in runs)
+        rows.append(f"| {name} | {accs} | {100 * m['worst_domain_delta']:+.1f} pts | "
+                    f"{m['guard_resets']} | {collapsed} | {m['ms_per_sample']:.3f} |")
+    return "\n".join(rows)
+
+
 TABLES = {"zoo": zoo_table, "bench": bench_table, "ood-bench": ood_bench_table,
           "ood": eval_ood_table, "drift": eval_drift_table, "sampling": eval_sampling_table,
-          "loop": eval_loop_table}
+          "loop": eval_loop_table, "adapt": eval_adapt_table}
 
 if __name__ == "__main__":
-    kind, path = sys.argv[1], sys.argv[2]
-    print(TABLES[kind](json.load(open(path))))
+    kind, paths = sys.argv[1], sys.argv[2:]
+    print(TABLES[kind](*(json.load(open(p)) for p in paths)))

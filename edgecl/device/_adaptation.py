@@ -7,7 +7,10 @@ thread, and every ``publish_every`` samples swaps in a new :class:`ModelState` w
 adapted parts (compare-and-swap: a cloud update that landed meanwhile wins, and the worker
 starts over from it). Published states are kept (``rollback``), the latest is persisted
 atomically (``state_dir``) and restored on restart when it still fits. A collapse guard
-resets the method and publishes the reset state.
+resets the method and publishes the reset state. While the runtime serves a cloud update
+(``defer_to_cloud``, the default) the worker stands down: the cloud learned that update
+for the current domain against un-normalised features; local adaptation resumes when the
+device reverts to the bundle's parts (e.g. at a detected domain shift).
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ from edgecl.bundle import atomic_write_bytes
 from edgecl.device._prediction import Prediction
 from edgecl.device._runtime import DeviceRuntime, StateConflict
 from edgecl.device._state import ModelState
+from edgecl.device._updates import SERVING_CLOUD
 from edgecl.heads import FeatureNorm, LinearHead, LowRankAdapter
 
 STATE_FILE = "adapted_state.npz"
@@ -47,6 +51,7 @@ class AdaptationStats:
     rebases: int = 0
     collapse_resets: int = 0
     rollbacks: int = 0
+    deferred_batches: int = 0
     errors: int = 0
     last_error: str = ""
     restored: str = ""
@@ -94,7 +99,8 @@ class AdaptationWorker:
                  publish_every: int = 64, batch_samples: int = 64,
                  queue_batches: int = 64, keep: int = 5,
                  state_dir: str | os.PathLike[str] | None = None, guard: bool = True,
-                 start: bool = True, **hyperparameters: Any) -> None:
+                 start: bool = True, defer_to_cloud: bool = True,
+                 **hyperparameters: Any) -> None:
         from edgecl.adapt import ParametricAdapter, adapter_for
 
         if min(publish_every, batch_samples, queue_batches, keep) < 1:
@@ -116,6 +122,7 @@ class AdaptationWorker:
                 raise ConfigError(f"{method!r} adapts outputs only; the worker publishes "
                                   "model states (use align, tent, eata, cotta, align+...)")
         self.publish_every, self.batch_samples, self.keep = publish_every, batch_samples, keep
+        self.defer_to_cloud = defer_to_cloud
         self.state_dir = None if state_dir is None else Path(state_dir)
         self.stats = AdaptationStats()
         self._queue: queue.Queue[tuple[np.ndarray, np.ndarray, np.ndarray | None] | None] = \
@@ -257,6 +264,9 @@ class AdaptationWorker:
             expected = self._base.version if self._published is None else self._published
             if current.version != expected:
                 self._rebase(current)
+            if self.defer_to_cloud and current.metadata.get(SERVING_CLOUD):
+                self.stats.deferred_batches += 1  # the cloud's update for this domain
+                return                            # serves; local adaptation stands down
             events = len(getattr(self.method, "events", ()))
             self.method.adapt(feats, logits, images=images)
             self.stats.batches += 1

@@ -35,6 +35,9 @@ from edgecl.heads import LinearHead, LowRankAdapter
 from edgecl.wire import SignedUpdate, UpdatePayload
 
 CLOUD_VERSION = "cloud_version"
+#: ``ModelState.metadata`` key: True while the state serves a cloud update's parts (False
+#: after ``revert`` to the bundle's parts).
+SERVING_CLOUD = "serving_cloud"
 _ACTIVE = "active.json"
 
 
@@ -191,7 +194,8 @@ class UpdateManager:
             current, base = self.runtime.state, self._base
             state = current.evolve(head=base.head, adapter=base.adapter, prompt=base.prompt,
                                    input_filter=base.input_filter,
-                                   feature_norm=base.feature_norm)
+                                   feature_norm=base.feature_norm,
+                                   metadata={**current.metadata, SERVING_CLOUD: False})
             self._history.append(current)
             self.runtime.swap_state(state)
             self._monitor = None
@@ -241,7 +245,8 @@ class UpdateManager:
             # the cloud learned against un-normalised features: a local alignment goes
             candidate = current.evolve(
                 head=head, adapter=adapter, prompt=prompt, input_filter=input_filter,
-                feature_norm=None, metadata={**current.metadata, CLOUD_VERSION: v})
+                feature_norm=None, metadata={**current.metadata, CLOUD_VERSION: v,
+                                             SERVING_CLOUD: True})
             spec = self.runtime.bundle.input_spec
             candidate.check_compatible(spec.shape, self.runtime.bundle.manifest.feature_dim,
                                        self.runtime.bundle.encoder_sha256)

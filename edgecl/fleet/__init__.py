@@ -1,13 +1,46 @@
-"""Simulated devices against the real cloud service (needs ``edgecl[sim]``).
+"""Fleet simulation: real device runtimes against the real cloud service (``edgecl[sim]``).
 
-:class:`SimDevice` wires the real device components (runtime, sampler, drift detector,
-outbox, sync client, update manager) to a labelled stream; :func:`evaluate_loop` runs
-``edgecl eval loop``.
+:func:`simulate` runs ``edgecl simulate``: N devices, each with its own drifting stream,
+pace and (impaired) network, per strategy (source, device, cloud, cloud+device), with a
+JSON result, plots and an HTML report. :class:`SimDevice` wires the real device components
+(runtime, sampler, drift detector, outbox, sync client, update manager, adaptation worker)
+to a labelled stream; :func:`evaluate_loop` runs ``edgecl eval loop``. Devices execute on a
+pluggable :class:`Backend` (threads, or worker processes in light mode).
 """
 
 from __future__ import annotations
 
+from edgecl.fleet._backend import Backend, ProcessBackend, ThreadBackend, create_backend
+from edgecl.fleet._cloud import CloudProcess
 from edgecl.fleet._device import DeviceLog, SimDevice
+from edgecl.fleet._metrics import forgetting, summarise
+from edgecl.fleet._network import ImpairedTransport, NetworkProfile
+from edgecl.fleet._plans import FLEET_SCENARIOS, DevicePlan, Impairments, fleet_plans
+from edgecl.fleet._run import STRATEGIES, DeviceTask, run_device
 from edgecl.fleet.loop_eval import evaluate_loop
+from edgecl.fleet.simulate import simulate, summary_table, write_report
 
-__all__ = ["DeviceLog", "SimDevice", "evaluate_loop"]
+__all__ = [
+    "Backend",
+    "CloudProcess",
+    "DeviceLog",
+    "DevicePlan",
+    "DeviceTask",
+    "FLEET_SCENARIOS",
+    "ImpairedTransport",
+    "Impairments",
+    "NetworkProfile",
+    "ProcessBackend",
+    "STRATEGIES",
+    "SimDevice",
+    "ThreadBackend",
+    "create_backend",
+    "evaluate_loop",
+    "fleet_plans",
+    "forgetting",
+    "run_device",
+    "simulate",
+    "summarise",
+    "summary_table",
+    "write_report",
+]

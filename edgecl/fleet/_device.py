@@ -47,6 +47,8 @@ class DeviceLog:
     shifts: list[int] = field(default_factory=list)
     update_latency_s: list[float] = field(default_factory=list)
     update_bytes: list[int] = field(default_factory=list)
+    update_times: list[float] = field(default_factory=list)  # wall clock, when applied
+    ood_scores: list[float] = field(default_factory=list)
 
 
 class SimDevice:
@@ -57,7 +59,8 @@ class SimDevice:
     state at a detected shift until the cloud's update for the new domain arrives;
     ``target=None`` runs the device alone (no uploads, no updates); ``adapt`` names a
     test-time adaptation method (e.g. ``"align"``) that an :class:`AdaptationWorker` runs
-    beside predict (drained after every step, so a simulation is reproducible).
+    beside predict (drained after every step, so a simulation is reproducible);
+    ``network`` (a :class:`~edgecl.fleet.NetworkProfile`) impairs its connection.
     """
 
     def __init__(self, bundle_dir: str | Path, target: str | None, *, device_id: str,
@@ -67,7 +70,7 @@ class SimDevice:
                  workdir: str | Path | None = None, group: str = "",
                  collapse_ratio: float = 0.35,
                  policy_options: dict[str, Any] | None = None, adapt: str | None = None,
-                 adapt_every: int = 32) -> None:
+                 adapt_every: int = 32, network: Any = None) -> None:
         self.device_id = device_id
         self.rt = DeviceRuntime.open(bundle_dir, threads=threads)
         self.log = DeviceLog()
@@ -96,8 +99,14 @@ class SimDevice:
                 self.rt, UpdateVerifier(public_key), collapse_ratio=collapse_ratio,
                 canary=CanaryPolicy(max_disagreement=1.0))
             self.outbox = Outbox(self.workdir / f"{device_id}-outbox.db")
+            self.transport: Any = target
+            if network is not None:  # a NetworkProfile: impair the real gRPC transport
+                from edgecl.device import GrpcTransport
+                from edgecl.fleet._network import ImpairedTransport
+
+                self.transport = ImpairedTransport(GrpcTransport(target), network)
             self.client = SyncClient(
-                self.outbox, target, device_id=device_id, enrollment_key=enrollment_key,
+                self.outbox, self.transport, device_id=device_id, enrollment_key=enrollment_key,
                 encoder_sha256=self.rt.bundle.encoder_sha256, group=group,
                 on_update=self._on_update, backoff=Backoff(0.05, 2.0, 2.0, seed=seed),
                 poll_s=0.01).start()
@@ -113,6 +122,7 @@ class SimDevice:
             # latency: from the last upload acknowledged before the update was made
             acked = [t for t, _ in self._acked_at if t <= created]
             self.log.update_latency_s.append(now - (acked[-1] if acked else created))
+            self.log.update_times.append(now)
             self.log.update_bytes.append(len(update.payload) + len(update.signature)
                                          + len(update.key_id))
         return applied
@@ -122,6 +132,8 @@ class SimDevice:
         pred = self.rt.predict(images, return_features=True)
         correct = pred.labels == labels
         self.log.correct.extend(correct.tolist())
+        if pred.ood_score is not None:
+            self.log.ood_scores.extend(pred.ood_score.tolist())
         if self.manager is not None:
             self.manager.observe(images, pred)
         if self.worker is not None:

@@ -169,3 +169,19 @@ def test_a_cloud_update_clears_the_local_feature_norm(rt):
     m = UpdateManager(rt, UpdateVerifier(signer.public_key),
                       canary=CanaryPolicy(min_samples=10**9))
     assert m.apply(update).feature_norm is None
+
+
+def test_worker_stands_down_while_a_cloud_update_serves(rt, shifted):
+    from edgecl.device._updates import SERVING_CLOUD
+
+    x, _ = shifted
+    worker = AdaptationWorker(rt, "align", publish_every=32)
+    cloud = rt.state.evolve(metadata={"cloud_version": 3, SERVING_CLOUD: True})
+    rt.swap_state(cloud)
+    _feed(worker, x[:128])
+    assert rt.state is cloud and worker.stats.deferred_batches > 0
+    reverted = cloud.evolve(metadata={"cloud_version": 3, SERVING_CLOUD: False})
+    rt.swap_state(reverted)  # the device went back to the bundle's parts: adapt again
+    _feed(worker, x[128:256])
+    worker.close()
+    assert rt.state.feature_norm is not None and rt.state.metadata["cloud_version"] == 3

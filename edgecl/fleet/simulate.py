@@ -1,0 +1,125 @@
+"""``edgecl simulate``: a fleet of real device runtimes against the real cloud service.
+
+Each strategy runs the whole fleet once: ``source`` (the bundle as shipped), ``device``
+(on-device test-time adaptation only), ``cloud`` (uploads, teacher labels, signed updates)
+and ``cloud+device`` (both). Cloud strategies get a fresh ``edgecl serve`` subprocess each
+(or share the service at ``cloud=host:port``), and their devices run at their pace in real
+time over real gRPC, through their impaired network; the others need no clock and run as
+fast as the machine allows.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import tempfile
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from edgecl._exceptions import ConfigError
+from edgecl.fleet._backend import create_backend
+from edgecl.fleet._cloud import ENROLLMENT_KEY, CloudProcess
+from edgecl.fleet._metrics import summarise
+from edgecl.fleet._plans import FLEET_SCENARIOS, Impairments, fleet_plans
+from edgecl.fleet._run import STRATEGIES, DeviceTask, uses_cloud
+
+#: Learning settings of the simulated service: learn after 16 new labelled uploads (or
+#: 10 s), from the target's last 100, with 100 Adam steps.
+SIM_LEARNING = {"learning_trigger_samples": 16, "learning_trigger_seconds": 10.0,
+                "learning_window": 100, "learning_steps": 100,
+                "limits_requests_per_s": 100000, "limits_burst": 100000}
+
+
+def simulate(*, devices: int = 4, scenario: str = "continual",
+             strategies: Sequence[str] = STRATEGIES, steps: int = 100, batch: int = 10,
+             seed: int = 0, pace: float = 20.0, fraction: float = 0.1,
+             variant: str = "full", home: str | None = None, cloud: str | None = None,
+             public_key: bytes | None = None, enrollment_key: str | None = None,
+             impairments: Impairments | None = None, backend: str = "threads",
+             processes: int | None = None, report_dir: str | Path | None = None,
+             adapt: str = "align", progress: bool = True) -> dict[str, Any]:
+    """Simulate ``devices`` devices for ``steps`` predict batches of ``batch`` samples each.
+
+    Returns the result dict (schema: :mod:`edgecl.fleet._metrics`); with ``report_dir``
+    also writes plots and ``index.html`` there (``result["report"]``).
+    """
+    from tqdm.auto import tqdm
+
+    from edgecl.zoo import build_zoo
+
+    unknown = [s for s in strategies if s not in STRATEGIES]
+    if unknown or not strategies:
+        raise ConfigError(f"strategies must be from {STRATEGIES}, got {list(strategies)}")
+    if scenario not in FLEET_SCENARIOS:
+        raise ConfigError(f"unknown scenario {scenario!r}; use one of {FLEET_SCENARIOS}")
+    if steps < 1 or batch < 1 or not 0 < fraction <= 1:
+        raise ConfigError("steps and batch must be >= 1, fraction in (0, 1]")
+    if cloud is not None and public_key is None:
+        raise ConfigError("an external cloud needs its update public key (public_key)")
+    started = time.perf_counter()
+    zoo = build_zoo(variant, home=home, progress=progress)
+    plans = fleet_plans(scenario, devices, samples=steps * batch, seed=seed, pace=pace,
+                        impairments=impairments)
+    runner = create_backend(backend, **({"processes": processes}
+                                        if backend == "processes" else {}))
+    out: dict[str, Any] = {
+        "scenario": scenario, "devices": devices, "samples_per_device": steps * batch,
+        "steps": steps, "batch": batch, "seed": seed, "pace": pace, "budget": fraction,
+        "backend": runner.name, "cloud_mode": "external" if cloud else "subprocess",
+        "groups": ("declared: device i registers with group-<i % 2>; the cloud learns one "
+                   "update per group" if scenario == "mixed" else "none: one update "
+                   "stream per device"),
+        "impairments": dataclasses.asdict(impairments or Impairments()),
+        "strategies": {}}
+    raw: dict[str, list[dict[str, Any]]] = {}
+    settings = {**SIM_LEARNING, "learning_group_by": "group" if scenario == "mixed"
+                else "device", "server_max_workers": max(64, 4 * devices + 16),
+                "server_max_streams": 2 * devices + 8}
+    with tqdm(total=devices * len(strategies), desc="simulate", unit="device",
+              disable=not progress) as bar, tempfile.TemporaryDirectory() as tmp:
+        for name in strategies:
+            bar.set_postfix_str(name)
+            service = None
+            target, key, pk = None, enrollment_key or ENROLLMENT_KEY, public_key
+            if uses_cloud(name) and cloud is None:
+                service = CloudProcess(Path(tmp) / name.replace("+", "-"), variant=variant,
+                                       home=home, settings=settings)
+                target, pk = service.target, service.public_key
+            elif uses_cloud(name):
+                target = cloud
+            tag = f"{name.replace('+', '-')}-s{seed}-" if cloud else ""
+            tasks = [DeviceTask(p, name, str(zoo.student_bundle), target, pk, key, fraction,
+                                batch, adapt, tag) for p in plans]
+            try:
+                raw[name] = runner.run(tasks, on_done=lambda: bar.update(1))
+            finally:
+                if service is not None:
+                    service.close()
+            out["strategies"][name] = summarise(raw[name])
+    out["seconds"] = round(time.perf_counter() - started, 1)
+    if report_dir is not None:
+        out["report"] = write_report(out, raw, report_dir)
+    return out
+
+
+def write_report(result: dict[str, Any], raw: dict[str, list[dict[str, Any]]],
+                 out: str | Path) -> dict[str, Any]:
+    """Plots and ``index.html`` for a simulation (see :mod:`edgecl.fleet._report`)."""
+    from edgecl.fleet._report import write_report as _write
+
+    return _write(result, raw, out)
+
+
+def summary_table(result: dict[str, Any]) -> str:
+    """A plain-text table of the strategies (what ``edgecl simulate`` prints)."""
+    rows = [f"{'strategy':<14}{'online acc':>11}{'kB up/dev':>11}{'kB down/dev':>12}"
+            f"{'uploads':>9}{'updates':>9}{'latency s':>10}{'OOD AUROC':>10}"]
+    for name, s in result["strategies"].items():
+        lat = "n/a" if s["update_latency_s"] is None else f"{s['update_latency_s']:.2f}"
+        auc = "n/a" if s["ood_auroc"] is None else f"{s['ood_auroc']:.3f}"
+        rows.append(f"{name:<14}{s['mean_online_acc']:>11.3f}"
+                    f"{s['bytes_up_per_device'] / 1e3:>11.1f}"
+                    f"{s['bytes_down_per_device'] / 1e3:>12.1f}{s['upload_fraction']:>9.3f}"
+                    f"{s['updates']['applied']:>9}{lat:>10}{auc:>10}")
+    return "\n".join(rows)
