@@ -156,7 +156,7 @@ def cmd_simulate(args: argparse.Namespace) -> int:
                       impairments=impairments,
                       backend="processes" if args.light else "threads",
                       processes=args.processes, report_dir=args.report_dir,
-                      progress=not args.quiet)
+                      domains=args.domains, progress=not args.quiet)
     if args.json:
         Path(args.json).write_text(json.dumps(result, indent=2, sort_keys=True))
     print(summary_table(result))
@@ -168,8 +168,10 @@ def cmd_simulate(args: argparse.Namespace) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     from edgecl.demo import run_demo
 
-    return run_demo(variant=args.variant, home=args.home, samples=args.samples,
-                    severity=args.severity)
+    overrides = {k: v for k, v in (("devices", args.devices), ("steps", args.steps))
+                 if v is not None}
+    return run_demo(variant=args.variant, home=args.home, report_dir=args.report_dir,
+                    **overrides)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -308,6 +310,8 @@ def build_parser() -> argparse.ArgumentParser:
     sm.add_argument("--strategies", default="source,device,cloud,cloud+device")
     sm.add_argument("--steps", type=int, default=100, help="predict batches per device")
     sm.add_argument("--batch", type=int, default=10, help="samples per predict batch")
+    sm.add_argument("--domains", type=int, default=4,
+                    help="shifted domains per device (after a clean start, where it applies)")
     sm.add_argument("--pace", type=float, default=20.0,
                     help="samples per second per device (cloud strategies run in real time)")
     sm.add_argument("--budget", type=float, default=0.1, help="upload fraction")
@@ -338,10 +342,14 @@ def build_parser() -> argparse.ArgumentParser:
     sv.add_argument("--home", default=None, help="EDGECL_HOME for the zoo teacher/bundle")
     sv.set_defaults(func=cmd_serve)
 
-    dm = sub.add_parser("demo", help="build the zoo and run the device over a drifting stream")
+    dm = sub.add_parser("demo", help="a small fleet under drift against the real cloud "
+                        "service: every strategy, a summary and an HTML report (~3 min)")
     common(dm)
-    dm.add_argument("--samples", type=int, default=300, help="samples per domain")
-    dm.add_argument("--severity", type=int, default=5)
+    dm.add_argument("--devices", type=int, default=None, help="default 6")
+    dm.add_argument("--steps", type=int, default=None, help="predict batches per device "
+                    "(default 80)")
+    dm.add_argument("--report-dir", default=None,
+                    help="default: <cache home>/demo-report")
     dm.set_defaults(func=cmd_demo)
     return p
 

@@ -59,16 +59,16 @@ def test_zoo_build_json_uses_cache(tiny_zoo):
     assert report["student"]["clean_acc"] == tiny_zoo.report["student"]["clean_acc"]
 
 
-def test_demo_prints_every_domain(tiny_zoo):
+def test_demo_runs_a_fleet_and_writes_the_report(tiny_zoo, tmp_path):
     lines: list[str] = []
     home = tiny_zoo.path.parent.parent
-    assert run_demo(variant="tiny", home=str(home), samples=16, out=lines.append) == 0
+    assert run_demo(variant="tiny", home=str(home), report_dir=str(tmp_path), out=lines.append,
+                    devices=2, steps=12, pace=60.0) == 0
     text = "\n".join(lines)
-    for domain in ("clean", "gaussian_noise@5", "inverse@5", "mean"):
-        assert domain in text
-    mean_line = next(line for line in lines if line.startswith("mean"))
-    device_acc, teacher_acc = (float(v) for v in mean_line.split()[1:3])
-    assert 0.0 <= device_acc <= 1.0 and 0.0 <= teacher_acc <= 1.0
+    for strategy in ("source", "device", "cloud", "cloud+device"):
+        assert f"\n{strategy} " in text
+    assert "clean" in text and "cloud vs source:" in text
+    assert (tmp_path / "index.html").exists() and (tmp_path / "accuracy_over_time.png").exists()
 
 
 def test_bench_device_reports_every_key(tiny_zoo):

@@ -38,9 +38,13 @@ def simulate(*, devices: int = 4, scenario: str = "continual",
              public_key: bytes | None = None, enrollment_key: str | None = None,
              impairments: Impairments | None = None, backend: str = "threads",
              processes: int | None = None, report_dir: str | Path | None = None,
-             adapt: str = "align", progress: bool = True) -> dict[str, Any]:
+             adapt: str = "align", domains: int = 4,
+             service_settings: dict[str, Any] | None = None,
+             progress: bool = True) -> dict[str, Any]:
     """Simulate ``devices`` devices for ``steps`` predict batches of ``batch`` samples each.
 
+    ``service_settings`` override the subprocess service's configuration
+    (``EDGECL_CLOUD_<SECTION>_<KEY>`` names in lower case, e.g. ``learning_window``).
     Returns the result dict (schema: :mod:`edgecl.fleet._metrics`); with ``report_dir``
     also writes plots and ``index.html`` there (``result["report"]``).
     """
@@ -60,12 +64,13 @@ def simulate(*, devices: int = 4, scenario: str = "continual",
     started = time.perf_counter()
     zoo = build_zoo(variant, home=home, progress=progress)
     plans = fleet_plans(scenario, devices, samples=steps * batch, seed=seed, pace=pace,
-                        impairments=impairments)
+                        domains=domains, impairments=impairments)
     runner = create_backend(backend, **({"processes": processes}
                                         if backend == "processes" else {}))
     out: dict[str, Any] = {
         "scenario": scenario, "devices": devices, "samples_per_device": steps * batch,
         "steps": steps, "batch": batch, "seed": seed, "pace": pace, "budget": fraction,
+        "domains_per_device": domains,
         "backend": runner.name, "cloud_mode": "external" if cloud else "subprocess",
         "groups": ("declared: device i registers with group-<i % 2>; the cloud learns one "
                    "update per group" if scenario == "mixed" else "none: one update "
@@ -75,7 +80,7 @@ def simulate(*, devices: int = 4, scenario: str = "continual",
     raw: dict[str, list[dict[str, Any]]] = {}
     settings = {**SIM_LEARNING, "learning_group_by": "group" if scenario == "mixed"
                 else "device", "server_max_workers": max(64, 4 * devices + 16),
-                "server_max_streams": 2 * devices + 8}
+                "server_max_streams": 2 * devices + 8, **(service_settings or {})}
     with tqdm(total=devices * len(strategies), desc="simulate", unit="device",
               disable=not progress) as bar, tempfile.TemporaryDirectory() as tmp:
         for name in strategies:

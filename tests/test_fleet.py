@@ -1,0 +1,121 @@
+"""The fleet simulator: plans, impaired networks, metrics, backends and a real run."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from edgecl import ConfigError
+from edgecl.cli import main
+from edgecl.fleet import (
+    DeviceTask,
+    Impairments,
+    NetworkProfile,
+    ProcessBackend,
+    ThreadBackend,
+    fleet_plans,
+    forgetting,
+    simulate,
+    summarise,
+)
+
+
+def test_plans_give_each_device_its_own_stream_and_groups_share_theirs():
+    plans = fleet_plans("continual", 4, samples=500, seed=1)
+    orders = {tuple(p.stream["corruptions"]) for p in plans}
+    assert len(orders) == 4 and all(p.group == "" for p in plans)
+    assert fleet_plans("continual", 4, samples=500, seed=1) == plans  # reproducible
+    mixed = fleet_plans("mixed", 4, samples=500, seed=1, groups=2)
+    assert [p.group for p in mixed] == ["group-0", "group-1", "group-0", "group-1"]
+    assert mixed[0].stream["corruptions"] == mixed[2].stream["corruptions"]
+    assert mixed[0].stream["corruptions"] != mixed[1].stream["corruptions"]
+    assert mixed[0].stream["seed"] != mixed[2].stream["seed"]  # own samples
+    imp = Impairments(latency_ms=20, bandwidth_kbps=80, offline_fraction=0.5, offline_s=4,
+                      slow_fraction=0.25)
+    plans = fleet_plans("label-shift", 4, samples=400, seed=0, pace=20, impairments=imp)
+    assert sum(p.network.offline_s == 4 for p in plans) == 2
+    assert sum(p.slow for p in plans) == 1 and min(p.pace for p in plans) == 10
+    assert all(p.network.latency_s == 0.02 and p.network.bandwidth_bps == 10_000
+               for p in plans)
+    for scenario in ("gradual", "recurring", "label-shift", "open-set"):
+        stream = fleet_plans(scenario, 1, samples=300, seed=0)[0].build_stream()
+        assert 0 < len(stream) <= 300 + 60
+    with pytest.raises(ConfigError):
+        fleet_plans("nope", 2, samples=10)
+    with pytest.raises(ConfigError):
+        NetworkProfile(offline=((5.0, 1.0),))
+
+
+def test_forgetting_and_summary_keys():
+    domains = np.array([0] * 4 + [1] * 4 + [0] * 4)
+    correct = np.array([1, 1, 1, 1, 0, 0, 1, 1, 1, 0, 0, 0], dtype=bool)
+    assert forgetting(correct, domains) == pytest.approx(0.75)
+    assert forgetting(correct[:8], domains[:8]) is None
+    result = {"device_id": "d0", "group": "", "correct": correct, "domains": domains,
+              "domain_names": ["clean", "fog@5"], "domain_shifted": [False, True],
+              "novel": np.zeros(12, bool), "ood_scores": np.r_[np.zeros(4), np.ones(4),
+                                                               np.zeros(4)],
+              "uploads": 3, "bytes_up": 300, "bytes_down": 40, "failed_calls": 0,
+              "updates_applied": 1, "updates_rejected": 0, "rolled_back": 0,
+              "update_latency_s": [0.5], "update_times": [1.0], "states_adapted": 0,
+              "offline_s": 0.0, "pace": 10.0, "slow": False, "seconds": 1.0}
+    s = summarise([result], bins=4)
+    assert s["mean_online_acc"] == pytest.approx(7 / 12, abs=1e-4)
+    assert s["per_domain"] == {"clean": pytest.approx(5 / 8), "fog@5": 0.5}
+    assert s["ood_auroc"] == 1.0 and s["forgetting"] == pytest.approx(0.75)
+    assert s["upload_fraction"] == 0.25 and s["bytes_up_per_device"] == 300
+    assert [b for b, _ in s["accuracy_over_time"]] == [0.0, 0.25, 0.5, 0.75]
+
+
+def test_process_backend_matches_threads(tiny_zoo):
+    plans = fleet_plans("continual", 3, samples=120, seed=2)
+    tasks = [DeviceTask(p, s, str(tiny_zoo.student_bundle)) for p in plans
+             for s in ("source", "device")]
+    threads = ThreadBackend().run(tasks)
+    procs = ProcessBackend(processes=2).run(tasks)
+    assert [r["device_id"] for r in procs] == [r["device_id"] for r in threads]
+    for a, b in zip(threads, procs):
+        np.testing.assert_array_equal(a["correct"], b["correct"])
+        assert a["strategy"] == b["strategy"]
+    assert any(r["states_adapted"] > 0 for r in threads if r["strategy"] == "device")
+
+
+def test_simulate_a_fleet_with_an_offline_device(tiny_zoo, tmp_path):
+    home = str(tiny_zoo.path.parent.parent)
+    imp = Impairments(latency_ms=5, offline_fraction=0.5, offline_s=3.0)
+    result = simulate(devices=2, scenario="mixed", strategies=("source", "cloud"), steps=30,
+                      batch=10, pace=50.0, fraction=0.3, variant="tiny", home=home,
+                      impairments=imp, report_dir=tmp_path / "report", progress=False,
+                      service_settings={"learning_trigger_samples": 8})
+    assert set(result["strategies"]) == {"source", "cloud"} and result["devices"] == 2
+    cloud = result["strategies"]["cloud"]
+    for key in ("mean_online_acc", "per_domain", "accuracy_over_time",
+                "bytes_up_per_device", "bytes_down_per_device", "upload_fraction",
+                "update_latency_s", "updates", "ood_auroc", "forgetting", "per_device"):
+        assert key in cloud
+    offline = [d for d in cloud["per_device"] if d["offline_s"] > 0]
+    online = [d for d in cloud["per_device"] if d["offline_s"] == 0]
+    assert len(offline) == 1 and offline[0]["failed_calls"] > 0
+    assert online[0]["failed_calls"] == 0
+    # every device predicted its whole stream, offline or not
+    assert all(d["samples"] == 300 for d in cloud["per_device"])
+    assert cloud["bytes_up_per_device"] > 0 and cloud["upload_fraction"] > 0
+    assert result["strategies"]["source"]["bytes_up_per_device"] == 0
+    assert cloud["updates"]["applied"] > 0
+    assert (tmp_path / "report" / "index.html").read_text().count("<img") == 3
+
+
+def test_simulate_cli_writes_the_json(tiny_zoo, tmp_path, capsys):
+    home = str(tiny_zoo.path.parent.parent)
+    out = tmp_path / "sim.json"
+    assert main(["simulate", "--variant", "tiny", "--home", home, "--devices", "2",
+                 "--steps", "8", "--strategies", "source,device", "--quiet",
+                 "--json", str(out)]) == 0
+    result = json.loads(out.read_text())
+    assert set(result["strategies"]) == {"source", "device"}
+    assert result["scenario"] == "continual" and result["devices"] == 2
+    assert "device" in capsys.readouterr().out
+    with pytest.raises(ConfigError):
+        simulate(strategies=("teacher",), progress=False)
