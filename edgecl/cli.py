@@ -156,7 +156,7 @@ def cmd_simulate(args: argparse.Namespace) -> int:
                       impairments=impairments,
                       backend="processes" if args.light else "threads",
                       processes=args.processes, report_dir=args.report_dir,
-                      domains=args.domains, progress=not args.quiet)
+                      domains=args.domains, groups=args.groups, progress=not args.quiet)
     if args.json:
         Path(args.json).write_text(json.dumps(result, indent=2, sort_keys=True))
     print(summary_table(result))
@@ -309,6 +309,7 @@ def build_parser() -> argparse.ArgumentParser:
                              "mixed"])
     sm.add_argument("--strategies", default="source,device,cloud,cloud+device")
     sm.add_argument("--steps", type=int, default=100, help="predict batches per device")
+    sm.add_argument("--groups", type=int, default=2, help="device groups (mixed scenario)")
     sm.add_argument("--batch", type=int, default=10, help="samples per predict batch")
     sm.add_argument("--domains", type=int, default=4,
                     help="shifted domains per device (after a clean start, where it applies)")

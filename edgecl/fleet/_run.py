@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import tempfile
+import threading
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -12,6 +13,9 @@ import numpy as np
 from edgecl.fleet._plans import DevicePlan
 
 STRATEGIES = ("source", "device", "cloud", "cloud+device")
+# Streams are built one at a time per process: the first build loads and caches the data
+# set, and concurrent first builds would each hold a copy (hundreds of MB per device).
+_BUILD_LOCK = threading.Lock()
 
 
 @dataclass(frozen=True)
@@ -43,8 +47,9 @@ def run_device(task: DeviceTask) -> dict[str, Any]:
     from edgecl.fleet._device import SimDevice
 
     plan = task.plan
-    stream = plan.build_stream()
-    images, labels, domains = stream.arrays()
+    with _BUILD_LOCK:
+        stream = plan.build_stream()
+        images, labels, domains = stream.arrays()
     cloud = uses_cloud(task.strategy)
     adapt = task.adapt if task.strategy in ("device", "cloud+device") else None
     with tempfile.TemporaryDirectory() as tmp:

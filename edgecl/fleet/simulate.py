@@ -38,7 +38,7 @@ def simulate(*, devices: int = 4, scenario: str = "continual",
              public_key: bytes | None = None, enrollment_key: str | None = None,
              impairments: Impairments | None = None, backend: str = "threads",
              processes: int | None = None, report_dir: str | Path | None = None,
-             adapt: str = "align", domains: int = 4,
+             adapt: str = "align", domains: int = 4, groups: int = 2,
              service_settings: dict[str, Any] | None = None,
              progress: bool = True) -> dict[str, Any]:
     """Simulate ``devices`` devices for ``steps`` predict batches of ``batch`` samples each.
@@ -64,7 +64,7 @@ def simulate(*, devices: int = 4, scenario: str = "continual",
     started = time.perf_counter()
     zoo = build_zoo(variant, home=home, progress=progress)
     plans = fleet_plans(scenario, devices, samples=steps * batch, seed=seed, pace=pace,
-                        domains=domains, impairments=impairments)
+                        domains=domains, groups=groups, impairments=impairments)
     runner = create_backend(backend, **({"processes": processes}
                                         if backend == "processes" else {}))
     out: dict[str, Any] = {
@@ -72,9 +72,9 @@ def simulate(*, devices: int = 4, scenario: str = "continual",
         "steps": steps, "batch": batch, "seed": seed, "pace": pace, "budget": fraction,
         "domains_per_device": domains,
         "backend": runner.name, "cloud_mode": "external" if cloud else "subprocess",
-        "groups": ("declared: device i registers with group-<i % 2>; the cloud learns one "
-                   "update per group" if scenario == "mixed" else "none: one update "
-                   "stream per device"),
+        "groups": (f"declared: device i registers with group-<i % {groups}> (its site); the "
+                   "cloud learns one update per group" if scenario == "mixed" else "none: one "
+                   "update stream per device"),
         "impairments": dataclasses.asdict(impairments or Impairments()),
         "strategies": {}}
     raw: dict[str, list[dict[str, Any]]] = {}
