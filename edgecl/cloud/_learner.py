@@ -24,10 +24,11 @@ from typing import Any
 import numpy as np
 
 from edgecl._exceptions import ConfigError, InvalidInput
-from edgecl.bundle import load_bundle
+from edgecl.bundle import STATS_FILE, load_bundle, read_feature_stats
 from edgecl.cloud._validation import Verdict, validate_candidate
 
-PARTS = ("prompt", "filter", "adapter", "head")
+PARTS = ("prompt", "filter", "adapter", "head", "norm")
+DEFAULT_PARTS = ("prompt", "filter", "adapter", "head")
 PROMPT_KINDS = ("full", "padding")
 
 
@@ -37,7 +38,10 @@ class LearnerConfig:
 
     Attributes
     ----------
-    parts : which parts to learn, from ``("prompt", "filter", "adapter", "head")``.
+    parts : which parts to learn, from ``("prompt", "filter", "adapter", "head", "norm")``;
+        ``norm`` is not trained but estimated: the feature alignment of
+        :class:`edgecl.adapt.FeatureAlign`, from the uploads' encoder features to the
+        bundle's source statistics, fixed while the other parts learn on top of it.
     prompt : ``"full"`` (an additive input-shaped tensor) or ``"padding"`` (only a border
         of ``padding_width`` pixels is learned).
     filter_size : odd size ``k`` of the depthwise input filter (the convolutional part of
@@ -54,7 +58,7 @@ class LearnerConfig:
     threads : torch intra-op threads.
     """
 
-    parts: tuple[str, ...] = PARTS
+    parts: tuple[str, ...] = DEFAULT_PARTS
     prompt: str = "full"
     padding_width: int = 3
     filter_size: int = 5
@@ -102,7 +106,8 @@ class BaseState:
 
     ``prompt`` ``(C, H, W)`` or None; ``input_filter`` ``(C, k, k)`` or None;
     ``adapter_down`` ``(r, D)`` / ``adapter_up`` ``(D, r)`` or None; ``head_weight``
-    ``(K, D)``, ``head_bias`` ``(K,)``.
+    ``(K, D)``, ``head_bias`` ``(K,)``; ``norm_scale`` / ``norm_shift`` ``(D,)`` or None
+    (the feature norm applied before the adapter).
     """
 
     version: int
@@ -112,6 +117,8 @@ class BaseState:
     input_filter: np.ndarray | None = None
     adapter_down: np.ndarray | None = None
     adapter_up: np.ndarray | None = None
+    norm_scale: np.ndarray | None = None
+    norm_shift: np.ndarray | None = None
 
     @classmethod
     def from_bundle(cls, bundle_dir: str | Path) -> BaseState:
@@ -127,7 +134,8 @@ class BaseState:
         """The state after applying an update's ``parts`` (names as on the wire)."""
         keys = {"prompt": "prompt", "filter": "input_filter", "adapter.down": "adapter_down",
                 "adapter.up": "adapter_up", "head.weight": "head_weight",
-                "head.bias": "head_bias"}
+                "head.bias": "head_bias", "norm.scale": "norm_scale",
+                "norm.shift": "norm_shift"}
         changes = {keys[k]: np.asarray(v, np.float32) for k, v in parts.items()}
         return dataclasses.replace(self, version=version, **changes)
 
@@ -173,6 +181,13 @@ class UpdateLearner:
         self._encoder = torch.export.load(str(self.bundle.path / "encoder.pt2")).module()
         self.input_shape = tuple(self.bundle.input_spec.shape)
         self.num_classes = len(self.bundle.class_names)
+        self.source_stats = None
+        if STATS_FILE in self.bundle.manifest.files:
+            self.source_stats = read_feature_stats(self.bundle.path / STATS_FILE,
+                                                   encoder_sha256=self.bundle.encoder_sha256)
+        if "norm" in self.config.parts and self.source_stats is None:
+            raise ConfigError("learning the norm part needs the bundle's feature statistics "
+                              "(feature_stats.npz; run edgecl.ood.calibrate_bundle)")
 
     # -- the mirror of the device's predict path ------------------------------------------
     def _features(self, x: Any, prompt: Any, kernel: Any = None) -> Any:
@@ -182,7 +197,10 @@ class UpdateLearner:
                                                  groups=x.shape[1])
         return self._encoder(x if prompt is None else x + prompt)
 
-    def _logits(self, feats: Any, down: Any, up: Any, weight: Any, bias: Any) -> Any:
+    def _logits(self, feats: Any, down: Any, up: Any, weight: Any, bias: Any,
+                norm: tuple[Any, Any] | None = None) -> Any:
+        if norm is not None and norm[0] is not None:
+            feats = feats * norm[0] + norm[1]
         if down is not None and up is not None:
             feats = feats + (feats @ down.T) @ up.T
         return feats @ weight.T + bias
@@ -197,7 +215,8 @@ class UpdateLearner:
                 x = t(inputs[i:i + 512])
                 feats = self._features(x, t(state.prompt), t(state.input_filter))
                 logits = self._logits(feats, t(state.adapter_down), t(state.adapter_up),
-                                      t(state.head_weight), t(state.head_bias))
+                                      t(state.head_weight), t(state.head_bias),
+                                      (t(state.norm_scale), t(state.norm_shift)))
                 out.append(logits.argmax(dim=1).numpy())
         return np.concatenate(out) if out else np.zeros(0, np.int64)
 
@@ -223,6 +242,8 @@ class UpdateLearner:
             return LearnResult({}, verdict, {"train_samples": float(len(train))})
         started = time.perf_counter()
         params = self._init_params(base, cfg, rng)
+        if "norm" in cfg.parts:
+            params["norm_scale"], params["norm_shift"] = self._estimate_norm(x[order[n_hold:]])
         learned = [p for p in params.values() if p is not None and p.requires_grad]
         opt = torch.optim.Adam(learned, lr=cfg.lr)
         xt = torch.from_numpy(x[train])
@@ -236,7 +257,7 @@ class UpdateLearner:
             batch = _shift(torch, xt[idx], cfg.shift_px, gen) if cfg.shift_px else xt[idx]
             feats = self._features(batch, prompt, params["filter"])
             logits = self._logits(feats, params["down"], params["up"], params["weight"],
-                                  params["bias"])
+                                  params["bias"], (params["norm_scale"], params["norm_shift"]))
             logp = torch.log_softmax(logits, dim=1)
             kl = (pt[idx] * (torch.log(pt[idx].clamp_min(1e-12)) - logp)).sum(dim=1)
             loss = (wt[idx] * kl).sum() / wt[idx].sum().clamp_min(1e-6)
@@ -255,6 +276,21 @@ class UpdateLearner:
                    "holdout_samples": float(len(hold)),
                    "learn_seconds": time.perf_counter() - started}
         return LearnResult(parts, verdict, metrics)
+
+    def _estimate_norm(self, inputs: np.ndarray) -> tuple[Any, Any]:
+        """The feature norm mapping these inputs' raw encoder features to the source
+        statistics (per dimension mean and variance), as fixed tensors."""
+        from edgecl.heads import FeatureNorm
+
+        torch = self._torch
+        assert self.source_stats is not None
+        with torch.no_grad():
+            feats = torch.cat([self._encoder(torch.from_numpy(inputs[i:i + 512]))
+                               for i in range(0, len(inputs), 512)]).double().numpy()
+        norm = FeatureNorm.align(mean=feats.mean(axis=0), var=feats.var(axis=0),
+                                 source_mean=self.source_stats.mean,
+                                 source_var=self.source_stats.var)
+        return torch.from_numpy(norm.scale.copy()), torch.from_numpy(norm.shift.copy())
 
     def _check(self, inputs: np.ndarray, teacher_probs: np.ndarray
                ) -> tuple[np.ndarray, np.ndarray]:
@@ -297,7 +333,9 @@ class UpdateLearner:
                 "down": param(down, "adapter" in cfg.parts),
                 "up": param(up, "adapter" in cfg.parts),
                 "weight": param(base.head_weight, "head" in cfg.parts),
-                "bias": param(base.head_bias, "head" in cfg.parts)}
+                "bias": param(base.head_bias, "head" in cfg.parts),
+                "norm_scale": param(base.norm_scale, False),
+                "norm_shift": param(base.norm_shift, False)}
 
     def _prompt_mask(self, cfg: LearnerConfig) -> Any:
         mask = np.ones(self.input_shape, np.float32)
@@ -319,6 +357,9 @@ class UpdateLearner:
         if "head" in cfg.parts:
             out["head.weight"] = params["weight"].detach().numpy().copy()
             out["head.bias"] = params["bias"].detach().numpy().copy()
+        if "norm" in cfg.parts:
+            out["norm.scale"] = params["norm_scale"].detach().numpy().copy()
+            out["norm.shift"] = params["norm_shift"].detach().numpy().copy()
         return out
 
 

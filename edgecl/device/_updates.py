@@ -31,7 +31,7 @@ from edgecl.bundle._files import atomic_write_bytes
 from edgecl.device._runtime import DeviceRuntime
 from edgecl.device._state import ModelState
 from edgecl.device._verify import UpdateVerifier
-from edgecl.heads import LinearHead, LowRankAdapter
+from edgecl.heads import FeatureNorm, LinearHead, LowRankAdapter
 from edgecl.wire import SignedUpdate, UpdatePayload
 
 CLOUD_VERSION = "cloud_version"
@@ -242,10 +242,16 @@ class UpdateManager:
                 adapter = LowRankAdapter(parts["adapter.down"], parts["adapter.up"])
             prompt = parts.get("prompt", current.prompt)
             input_filter = parts.get("filter", current.input_filter)
-            # the cloud learned against un-normalised features: a local alignment goes
+            if ("norm.scale" in parts) != ("norm.shift" in parts):
+                raise UpdateRejected("norm.scale and norm.shift must come together",
+                                     version=v)
+            # the cloud's own feature norm, if it sent one; a local alignment never stays
+            # (the cloud learned the other parts without it)
+            norm = (FeatureNorm(parts["norm.scale"], parts["norm.shift"])
+                    if "norm.scale" in parts else None)
             candidate = current.evolve(
                 head=head, adapter=adapter, prompt=prompt, input_filter=input_filter,
-                feature_norm=None, metadata={**current.metadata, CLOUD_VERSION: v,
+                feature_norm=norm, metadata={**current.metadata, CLOUD_VERSION: v,
                                              SERVING_CLOUD: True})
             spec = self.runtime.bundle.input_spec
             candidate.check_compatible(spec.shape, self.runtime.bundle.manifest.feature_dim,

@@ -8,7 +8,8 @@ from dataclasses import dataclass, field
 import numpy as np
 
 #: Names of update parts, after the ModelState fields they replace.
-UPDATE_PARTS = ("prompt", "filter", "adapter.down", "adapter.up", "head.weight", "head.bias")
+UPDATE_PARTS = ("prompt", "filter", "adapter.down", "adapter.up", "head.weight", "head.bias",
+                "norm.scale", "norm.shift")
 
 
 @dataclass(frozen=True)

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from edgecl import ConfigError, InvalidInput
+from edgecl import ConfigError, InvalidInput, UpdateRejected
 from edgecl.cloud._learner import BaseState, LearnerConfig, UpdateLearner, teacher_weights
 from edgecl.cloud._learning import LearningCoordinator, LearningPolicy
 from edgecl.cloud._signing import UpdateSigner
@@ -102,6 +102,36 @@ def test_learned_update_helps_the_device_and_the_mirror_matches_onnx(tiny_zoo, d
                                             parts=result.parts), fp16=False))
     agree = (rt.predict(x[rest]).labels == learner.predict(x[rest], cand)).mean()
     assert agree >= 0.99
+
+
+def test_norm_part_is_estimated_shipped_and_applied_like_the_mirror(tiny_zoo, domain):
+    x, _, probs = domain
+    learner = UpdateLearner(tiny_zoo.student_bundle, FAST.replace(
+        parts=("norm", "adapter", "head")))
+    base = BaseState.from_bundle(tiny_zoo.student_bundle)
+    p = _student_probs(probs, learner.bundle.class_names)
+    up = np.arange(0, 400, 4)
+    result = learner.learn(x[up], p[up], base)
+    d = base.head_weight.shape[1]
+    assert result.parts["norm.scale"].shape == (d,) and result.parts["norm.shift"].shape == (d,)
+    # the norm maps the uploads' features to the bundle's source statistics
+    rt = DeviceRuntime.open(tiny_zoo.student_bundle, ood=None)
+    feats = rt.encode(x[up]) * result.parts["norm.scale"] + result.parts["norm.shift"]
+    np.testing.assert_allclose(feats.mean(0), rt.source_stats.mean, atol=0.05)
+    signer = UpdateSigner.generate()
+    from edgecl.wire import UpdatePayload
+
+    manager = UpdateManager(rt, UpdateVerifier(signer.public_key),
+                            canary=CanaryPolicy(min_samples=10**9))
+    state = manager.apply(signer.sign(UpdatePayload(1, 0, rt.bundle.encoder_sha256,
+                                                    parts=result.parts), fp16=False))
+    assert state.feature_norm is not None
+    cand = base.with_parts(1, result.parts)
+    rest = np.setdiff1d(np.arange(400), up)
+    assert (rt.predict(x[rest]).labels == learner.predict(x[rest], cand)).mean() >= 0.99
+    half = {"norm.scale": result.parts["norm.scale"]}
+    with pytest.raises(UpdateRejected, match="together"):
+        manager.apply(signer.sign(UpdatePayload(2, 1, rt.bundle.encoder_sha256, parts=half)))
 
 
 def test_learning_refuses_bad_input_and_too_little_data(tiny_zoo, domain):
