@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from edgecl import InvalidInput
-from edgecl.device import DeviceRuntime
+from edgecl.device import AdaptationWorker, DeviceRuntime
 
 
 def camera_frames(shape: tuple[int, ...], n: int, seed: int = 0):
@@ -42,12 +42,23 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     rt = DeviceRuntime.open(Path(bundle).expanduser(), threads=runtime_cfg.get("threads", 1),
                             max_batch=runtime_cfg.get("max_batch", 1024))
+    adapt_cfg = config.get("adaptation", {})
+    worker = None
+    if adapt_cfg.get("method") and rt.source_stats is not None:
+        # adapts beside predict and swaps in new states; predict never waits for it
+        worker = AdaptationWorker(rt, adapt_cfg["method"],
+                                  state_dir=adapt_cfg.get("state_dir") or None)
+    predict = worker.predict if worker is not None else rt.predict
     counts = np.zeros(len(rt.class_names), dtype=int)
     start = time.perf_counter()
     for frame in camera_frames(rt.bundle.input_spec.shape, args.frames):
-        pred = rt.predict(frame)
+        pred = predict(frame)
         counts[pred.labels[0]] += 1
     elapsed = time.perf_counter() - start
+    if worker is not None:
+        worker.close()
+        print(f"adaptation ({adapt_cfg['method']}): {worker.stats.published} states published, "
+              f"{worker.stats.skipped_batches} batches skipped")
     try:  # a broken frame is refused with a typed error; the runtime keeps serving
         rt.predict(np.full(rt.bundle.input_spec.shape, np.nan, np.float32))
     except InvalidInput as exc:
