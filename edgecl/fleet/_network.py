@@ -70,35 +70,33 @@ class ImpairedTransport:
             with self._lock:
                 self.failed_calls += 1
             raise TransportError("UNAVAILABLE", "simulated: device offline")
-        delay = self.profile.latency_s
-        if self.profile.bandwidth_bps and up:
-            delay += up / self.profile.bandwidth_bps
-        if delay:
-            time.sleep(delay)
-        with self._lock:
-            self.bytes_up += up
+        self._transfer(up, upward=True)
 
-    def _down(self, n: int) -> None:
+    def _transfer(self, n: int, upward: bool = False) -> None:
+        """Pay latency and ``n / bandwidth`` seconds, count ``n`` bytes."""
         delay = self.profile.latency_s
         if self.profile.bandwidth_bps and n:
             delay += n / self.profile.bandwidth_bps
         if delay:
             time.sleep(delay)
         with self._lock:
-            self.bytes_down += n
+            if upward:
+                self.bytes_up += n
+            else:
+                self.bytes_down += n
 
     def register(self, device_id: str, enrollment_key: str, encoder_sha256: str,
                  group: str) -> Any:
         self._gate(len(device_id) + len(enrollment_key) + len(encoder_sha256) + len(group))
         out = self.inner.register(device_id, enrollment_key, encoder_sha256, group)
-        self._down(len(getattr(out, "token", "")))
+        self._transfer(len(getattr(out, "token", "")))
         return out
 
     def upload(self, token: str, batches: list[list[Any]]) -> Any:
         size = sum(_sample_bytes(s) for batch in batches for s in batch)
         self._gate(size)
         out = self.inner.upload(token, batches)
-        self._down(8 * len(out.acked_ids))
+        self._transfer(8 * len(out.acked_ids))
         return out
 
     def subscribe(self, token: str, after_version: int) -> Iterator[Any]:
@@ -108,14 +106,14 @@ class ImpairedTransport:
                 with self._lock:
                     self.failed_calls += 1
                 raise TransportError("UNAVAILABLE", "simulated: device went offline")
-            self._down(_update_bytes(update))
+            self._transfer(_update_bytes(update))
             yield update
 
     def fetch(self, token: str, after_version: int) -> Any:
         self._gate(len(token))
         out = self.inner.fetch(token, after_version)
         if out is not None:
-            self._down(_update_bytes(out))
+            self._transfer(_update_bytes(out))
         return out
 
     def report(self, token: str, state_version: int, stats: dict[str, float]) -> int:

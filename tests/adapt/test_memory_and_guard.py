@@ -33,15 +33,18 @@ def test_adanpc_votes_with_its_seeded_memory_and_stays_bounded():
         npc.adapt(xq, np.zeros((len(xq), 2)))  # memory has class 2, logits only 2 classes
 
 
+class Collapsing(AdaNPC):
+    """An adapter that predicts class 0 for everything."""
+
+    name = "collapsing"
+
+    def adapt(self, features, logits, *, images=None):
+        out = np.zeros((len(features), logits.shape[1]))
+        out[:, 0] = 1.0
+        return out
+
+
 def test_collapse_guard_resets_an_adapter_that_predicts_one_class():
-    class Collapsing(AdaNPC):
-        name = "collapsing"
-
-        def adapt(self, features, logits, *, images=None):
-            out = np.zeros((len(features), logits.shape[1]))
-            out[:, 0] = 1.0
-            return out
-
     rng = np.random.default_rng(0)
     guard = CollapseGuard(Collapsing(), window=100, max_share=0.9)
     for _ in range(12):
@@ -56,14 +59,6 @@ def test_collapse_guard_resets_an_adapter_that_predicts_one_class():
 
 
 def test_guard_serves_the_source_during_a_growing_cooldown():
-    class Collapsing(AdaNPC):
-        name = "collapsing"
-
-        def adapt(self, features, logits, *, images=None):
-            out = np.zeros((len(features), logits.shape[1]))
-            out[:, 0] = 1.0
-            return out
-
     rng = np.random.default_rng(1)
     guard = CollapseGuard(Collapsing(), window=200, min_samples=40, cooldown=100)
     outputs = []
