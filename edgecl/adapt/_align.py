@@ -10,7 +10,10 @@ and variance over a sliding window of recent samples are mapped to the source st
 Prequential: a batch is predicted with the statistics of the samples before it, then joins
 the window. Window statistics confuse a label shift with a covariate shift, so alignment is
 gated by an OOD detector: it is active only while more than ``gate_share`` of the window is
-flagged out-of-distribution (a clean stream with skewed classes stays untouched).
+flagged out-of-distribution (a clean stream with skewed classes stays untouched). When a
+batch (of at least 16) lies far from the window (its mean feature is more than ``reset_z``
+window standard deviations away, averaged over dimensions) the domain changed: the window
+restarts from that batch instead of mixing two domains' statistics.
 """
 
 from __future__ import annotations
@@ -25,6 +28,8 @@ from edgecl.adapt._lame import _softmax
 from edgecl.bundle import FeatureStats
 from edgecl.heads import FeatureNorm, Head, LowRankAdapter
 
+_RESET_MIN_BATCH = 16  # smaller batches are too noisy to call a domain change
+
 
 class FeatureAlign(ParametricAdapter):
     """Sliding-window feature alignment to the source statistics, gated by OOD share."""
@@ -34,11 +39,13 @@ class FeatureAlign(ParametricAdapter):
     def __init__(self, head: Head, source: FeatureStats, *,
                  adapter: LowRankAdapter | None = None, detector: Any = None,
                  window: int = 128, min_samples: int = 16, gate_share: float = 0.35,
-                 eps: float = 1e-6) -> None:
+                 reset_z: float | None = 0.5, eps: float = 1e-6) -> None:
         if window < 2 or not 2 <= min_samples <= window:
             raise ConfigError("need window >= 2 and 2 <= min_samples <= window")
         if not 0 <= gate_share < 1:
             raise ConfigError("gate_share must be in [0, 1)")
+        if reset_z is not None and not reset_z > 0:
+            raise ConfigError("reset_z must be > 0 (or None: never restart the window)")
         if source.mean.shape != (head.feature_dim,):
             raise ConfigError(f"source statistics have {source.mean.shape[0]} dimensions, the "
                               f"head takes {head.feature_dim}")
@@ -47,11 +54,13 @@ class FeatureAlign(ParametricAdapter):
         self.head, self.adapter, self.source, self.detector = head, adapter, source, detector
         self.window, self.min_samples, self.gate_share, self.eps = (
             window, min_samples, gate_share, eps)
+        self.reset_z = reset_z
+        self.restarts = 0
         self.reset()
 
     def hyperparameters(self) -> dict[str, Any]:
         return {"window": self.window, "min_samples": self.min_samples,
-                "gate_share": self.gate_share, "eps": self.eps}
+                "gate_share": self.gate_share, "reset_z": self.reset_z, "eps": self.eps}
 
     def reset(self) -> None:
         d = self.head.feature_dim
@@ -88,6 +97,13 @@ class FeatureAlign(ParametricAdapter):
             flags = self.detector.score(plain, self.head.logits(plain)) > self.detector.threshold
         else:
             flags = np.ones(len(f), dtype=bool)
+        if self.reset_z is not None and len(f) >= _RESET_MIN_BATCH and \
+                self._count >= 2 * _RESET_MIN_BATCH:
+            rows = self._ring[:self._count]
+            z = np.abs(f.mean(axis=0) - rows.mean(axis=0)) / np.sqrt(rows.var(axis=0) + self.eps)
+            if float(z.mean()) > self.reset_z:  # a new domain: forget the old one's rows
+                self._count = self._next = 0
+                self.restarts += 1
         idx = (self._next + np.arange(len(f))) % self.window
         self._ring[idx], self._flags[idx] = f, flags
         self._next = int((self._next + len(f)) % self.window)

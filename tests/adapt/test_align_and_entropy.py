@@ -198,3 +198,22 @@ def test_eval_adapt_on_the_tiny_zoo(tiny_zoo):
     assert m["align"]["worst_domain_delta"] >= -0.02
     assert not any(v["collapsed"] for v in m.values())
     assert r["best_device"] in ("align", "eata")
+
+
+def test_align_restarts_its_window_when_the_domain_changes():
+    src, tgt_a, y, head = _problem(shift=12.0)
+    rng = np.random.default_rng(5)
+    y_b = rng.integers(0, 3, len(y))
+    tgt_b = (np.eye(3, 6)[y_b] * 4.0 + rng.normal(0, 0.5, (len(y), 6))) * 0.5 \
+        - 8.0 * np.eye(6)[1]  # another corruption: shrunk and pushed away from class 1
+    acc = {}
+    for reset_z in (None, 0.5):
+        align = FeatureAlign(head, FeatureStats.of(src), detector=AlwaysOOD(), window=256,
+                             reset_z=reset_z)
+        for i in range(0, len(y), 32):
+            align.adapt(tgt_a[i:i + 32], head.logits(tgt_a[i:i + 32]))
+        hits = [(align.adapt(tgt_b[i:i + 32], head.logits(tgt_b[i:i + 32])).argmax(1)
+                 == y_b[i:i + 32]) for i in range(0, 256, 32)]
+        acc[reset_z] = float(np.concatenate(hits[1:]).mean())  # after the first batch
+        assert align.restarts == (0 if reset_z is None else 1)
+    assert acc[0.5] > 0.95 and acc[0.5] > acc[None] + 0.1
