@@ -56,6 +56,7 @@ class DeviceRuntime:
     def __init__(self, bundle: ModelBundle, session: Any, *, max_batch: int = 1024,
                  ood: str | None = None) -> None:
         self.bundle = bundle
+        self._source_stats: FeatureStats | None = None
         self._detectors: dict[str, Any] = {}
         self._all_loaded = False
         self._session = session
@@ -130,8 +131,10 @@ class DeviceRuntime:
         bundle was not calibrated; what :class:`edgecl.adapt.FeatureAlign` aligns to."""
         if STATS_FILE not in self.bundle.manifest.files:
             return None
-        return read_feature_stats(self.bundle.path / STATS_FILE,
-                                  encoder_sha256=self.bundle.encoder_sha256)
+        if self._source_stats is None:  # read once: adapters ask again at every rebase
+            self._source_stats = read_feature_stats(self.bundle.path / STATS_FILE,
+                                                    encoder_sha256=self.bundle.encoder_sha256)
+        return self._source_stats
 
     @property
     def state(self) -> ModelState:
