@@ -72,7 +72,9 @@ class LearningSection:
     trigger_seconds: float = 60.0
     window: int = 256
     workers: int = 1
-    warm_start: bool = False
+    warm_start: bool = True
+    segments: bool = True
+    segment_threshold: float = 12.0
     parts: list[str] = field(default_factory=lambda: ["prompt", "filter", "adapter", "head"])
     steps: int = 150
     max_nfr: float = 0.2

@@ -205,6 +205,16 @@ class UpdateLearner:
             feats = feats + (feats @ down.T) @ up.T
         return feats @ weight.T + bias
 
+    def encoder_features(self, inputs: np.ndarray) -> np.ndarray:
+        """The frozen encoder's features of raw ``inputs`` (no prompt, no filter):
+        ``(N, D)`` float32, a signal no update changes."""
+        x, _ = self._check(inputs, np.zeros((len(inputs), self.num_classes)))
+        torch = self._torch
+        with torch.no_grad():
+            out = [self._encoder(torch.from_numpy(x[i:i + 512])).numpy()
+                   for i in range(0, len(x), 512)]
+        return np.concatenate(out) if out else np.zeros((0, 0), np.float32)
+
     def predict(self, inputs: np.ndarray, state: BaseState) -> np.ndarray:
         """Labels the device would predict for ``inputs`` in ``state`` (torch mirror)."""
         torch = self._torch
@@ -222,9 +232,14 @@ class UpdateLearner:
 
     # -- learning ---------------------------------------------------------------------------
     def learn(self, inputs: np.ndarray, teacher_probs: np.ndarray, base: BaseState,
-              *, config: LearnerConfig | None = None) -> LearnResult:
+              *, start: BaseState | None = None,
+              config: LearnerConfig | None = None) -> LearnResult:
         """Learn a candidate from ``inputs`` ``(N, C, H, W)`` and the teacher's class
-        probabilities ``(N, K)`` over the device's classes, starting from ``base``."""
+        probabilities ``(N, K)`` over the device's classes.
+
+        ``base`` is the state the device runs (the candidate replaces it and is validated
+        against it); learning starts from ``start`` (default ``base``), e.g. an earlier
+        candidate that was not published."""
         cfg = config or self.config
         x, p_t = self._check(inputs, teacher_probs)
         torch = self._torch
@@ -241,7 +256,7 @@ class UpdateLearner:
                               f"{cfg.min_holdout})")
             return LearnResult({}, verdict, {"train_samples": float(len(train))})
         started = time.perf_counter()
-        params = self._init_params(base, cfg, rng)
+        params = self._init_params(start or base, cfg, rng)
         if "norm" in cfg.parts:
             params["norm_scale"], params["norm_shift"] = self._estimate_norm(x[order[n_hold:]])
         learned = [p for p in params.values() if p is not None and p.requires_grad]

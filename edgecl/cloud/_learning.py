@@ -15,6 +15,7 @@ implements.
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -26,6 +27,7 @@ import numpy as np
 
 from edgecl._exceptions import ConfigError
 from edgecl.cloud._learner import BaseState, LearnerConfig, LearnResult, UpdateLearner
+from edgecl.cloud._segments import newest_segment_start
 from edgecl.cloud._signing import UpdateSigner
 from edgecl.wire import SignedUpdate, UpdatePayload
 
@@ -54,23 +56,32 @@ class UpdateStore(Protocol):
 
 @dataclass(frozen=True)
 class LearningPolicy:
-    """When to learn and from how many uploads (see :class:`LearningCoordinator`).
+    """When to learn and from which uploads (see :class:`LearningCoordinator`).
 
-    ``warm_start``: continue from the target's published parts (within one drift
-    segment) instead of learning each candidate from the bundle state on the recent
-    window; from scratch follows a changed domain as soon as the window holds it.
+    ``window``: a job looks at the target's newest ``window`` uploads. ``segments``: of
+    those, it learns only from the newest domain, which the cloud finds itself on the
+    frozen encoder's features of the raw uploads (:func:`newest_segment_start` with
+    ``segment_threshold``), so the window grows while a domain lasts and restarts when it
+    changes. ``warm_start``: continue from the target's newest candidate (published or
+    not; kept in memory, the published update after a restart) instead of learning each
+    candidate from the bundle state; candidates are validated against the state the
+    devices run either way.
     """
 
     trigger_samples: int = 32
     trigger_seconds: float = 60.0
     window: int = 256
     workers: int = 1
-    warm_start: bool = False
+    warm_start: bool = True
+    segments: bool = True
+    segment_threshold: float = 12.0
 
     def __post_init__(self) -> None:
         if min(self.trigger_samples, self.window, self.workers) < 1 or self.trigger_seconds <= 0:
             raise ConfigError("trigger_samples, window and workers must be >= 1 and "
                               "trigger_seconds > 0")
+        if self.segment_threshold <= 0:
+            raise ConfigError("segment_threshold must be > 0")
 
 
 TeacherFn = Callable[[np.ndarray], np.ndarray]
@@ -102,6 +113,7 @@ class LearningCoordinator:
         self._pending: dict[str, int] = {}
         self._first_pending: dict[str, float] = {}
         self._running: dict[str, Future[None]] = {}
+        self._working: dict[str, BaseState] = {}  # newest candidate per target
         self._closed = False
         self.counts = {"jobs": 0, "published": 0, "rejected": 0, "failed": 0}
 
@@ -170,29 +182,45 @@ class LearningCoordinator:
         inputs, segment = self.store.recent_inputs(target, self.policy.window)
         if len(inputs) == 0:
             return None
+        start_index = 0
+        if self.policy.segments:
+            start_index = newest_segment_start(self.learner.encoder_features(inputs),
+                                               threshold=self.policy.segment_threshold)
+            inputs = inputs[start_index:]
         probs = np.asarray(self.teacher(inputs), dtype=np.float64)
         keep = np.isin(probs.argmax(axis=1), self._columns)
         sub = probs[keep][:, self._columns]
         sub /= sub.sum(axis=1, keepdims=True)
         version, parts, published_metrics = self.store.published(target)
-        base = BaseState.from_bundle(self.learner.bundle.path)
-        if self.policy.warm_start and published_metrics.get("segment", 0) == segment:
-            base = base.with_parts(version, parts)  # refine the update of this segment
-        else:  # a new domain: the device fell back to its bundle state at the shift
-            base = base.with_parts(version, {})
-        result = self.learner.learn(inputs[keep], sub, base)
+        bundle_state = BaseState.from_bundle(self.learner.bundle.path)
+        if version and published_metrics.get("segment", 0) == segment:
+            base = bundle_state.with_parts(version, parts)  # what the devices run
+        else:  # a device-reported shift: the device fell back to its bundle state
+            base = bundle_state.with_parts(version, {})
+        start = bundle_state.with_parts(version, {})
+        if self.policy.warm_start:
+            with self._lock:
+                working = self._working.get(target)
+            start = working if working is not None and working.version == base.version \
+                else base
+        result = self.learner.learn(inputs[keep], sub, base, start=start)
+        if result.parts:
+            with self._lock:
+                self._working[target] = start.with_parts(version, result.parts)
+        metrics = {**result.metrics, "segment": float(segment),
+                   "window_start": float(start_index), "window_samples": float(len(inputs))}
+        result = dataclasses.replace(result, metrics=metrics)
         if result.publish:
             payload = UpdatePayload(
                 version=version + 1, base_version=version,
                 encoder_sha256=self.learner.bundle.encoder_sha256, parts=result.parts,
-                metrics={**result.metrics, "segment": float(segment)},
-                created_ms=int(time.time() * 1000), device_id=target)
+                metrics=metrics, created_ms=int(time.time() * 1000), device_id=target)
             self.store.publish(target, self.signer.sign(payload), payload)
             with self._lock:
+                self._working[target] = base.with_parts(version + 1, result.parts)
                 self.counts["published"] += 1
         else:
-            self.store.record_rejection(target, version + 1, result.verdict.reason,
-                                        result.metrics)
+            self.store.record_rejection(target, version + 1, result.verdict.reason, metrics)
             with self._lock:
                 self.counts["rejected"] += 1
         if self.on_result is not None:

@@ -179,7 +179,9 @@ class CloudServer:
                             margin=lc.margin, threads=self.config.teacher.threads)
         policy = LearningPolicy(trigger_samples=lc.trigger_samples,
                                 trigger_seconds=lc.trigger_seconds, window=lc.window,
-                                workers=lc.workers, warm_start=lc.warm_start)
+                                workers=lc.workers, warm_start=lc.warm_start,
+                                segments=lc.segments,
+                                segment_threshold=lc.segment_threshold)
         return {sha: LearningCoordinator(
                     b.path, self.teacher.probabilities, self.teacher.classes, self.signer,
                     _RegistryStore(self.registry, b, lc.group_by == "group", self.metrics),

@@ -92,7 +92,7 @@ def evaluate_loop(zoo: Any, *, corruptions: tuple[str, ...] = LOOP_CORRUPTIONS,
                               samples_per_domain=samples_per_domain, seed=seed)
     images, labels, domains = stream.arrays()
     names = [d.name for d in stream.domains]
-    learning = {"trigger_samples": "24", "window": "100", "steps": "100", **(learning or {})}
+    learning = {"trigger_samples": "24", "steps": "100", **(learning or {})}
     out: dict[str, Any] = {"strategies": {}, "samples": len(labels),
                            "domains": names, "severity": severity, "budget": fraction,
                            "sync_every": sync_every, "seed": seed}

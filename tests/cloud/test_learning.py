@@ -184,3 +184,65 @@ def test_coordinator_learns_publishes_signed_updates_and_records_rejections(tiny
     with pytest.raises(ConfigError, match="classes"):
         LearningCoordinator(tiny_zoo.student_bundle, teacher_fn, ["a", "b"], signer, store)
     coord.close()
+
+
+def _teacher_fn(zoo):
+    teacher = zoo.load_teacher()
+
+    def fn(inputs):
+        with torch.no_grad():
+            return torch.softmax(teacher(torch.from_numpy(inputs)), 1).numpy()
+    return fn
+
+
+def test_coordinator_learns_from_the_newest_domain_only(tiny_zoo):
+    old, _, _ = continual_stream(["gaussian_noise"], severity=5, samples_per_domain=120,
+                                 seed=3).arrays()
+    new, _, _ = continual_stream(["fog"], severity=5, samples_per_domain=80, seed=4).arrays()
+    store = MemoryStore(np.concatenate([old, new]))
+    signer = UpdateSigner.generate()
+    seen = []
+    coord = LearningCoordinator(tiny_zoo.student_bundle, _teacher_fn(tiny_zoo), CLASS_NAMES,
+                                signer, store, config=FAST, policy=LearningPolicy(window=256),
+                                on_result=lambda t, r: seen.append(r))
+    result = coord.run_once("dev-1")
+    assert result is not None and seen == [result]
+    assert abs(result.metrics["window_start"] - 120) <= 3
+    assert abs(result.metrics["window_samples"] - 80) <= 3
+    whole = LearningCoordinator(tiny_zoo.student_bundle, _teacher_fn(tiny_zoo), CLASS_NAMES,
+                                signer, store, config=FAST,
+                                policy=LearningPolicy(window=256, segments=False))
+    assert whole.run_once("dev-1").metrics["window_samples"] == 200
+    coord.close()
+    whole.close()
+
+
+def test_warm_start_continues_from_the_newest_candidate_and_validates_against_the_device(
+        tiny_zoo, domain):
+    x, _, _ = domain
+    store = MemoryStore(x[:120])
+    coord = LearningCoordinator(tiny_zoo.student_bundle, _teacher_fn(tiny_zoo), CLASS_NAMES,
+                                UpdateSigner.generate(), store, config=FAST,
+                                policy=LearningPolicy(window=256))
+    calls = []
+    learn = coord.learner.learn
+
+    def spy(inputs, probs, base, *, start=None, config=None):
+        calls.append((base, start))
+        return learn(inputs, probs, base, start=start, config=config)
+
+    coord.learner.learn = spy  # the real learner runs; only its arguments are recorded
+    first = coord.run_once("dev-1")
+    store.inputs = x[:240]
+    second = coord.run_once("dev-1")
+    (base1, start1), (base2, start2) = calls
+    assert base1.version == start1.version == 0 and base1.prompt is None
+    # the second job starts from the first candidate, published or not
+    assert np.array_equal(start2.head_weight, first.parts["head.weight"])
+    if first.publish:  # ...and is validated against what the device now runs
+        assert base2.version == 1
+        assert np.array_equal(base2.head_weight, first.parts["head.weight"])
+    else:
+        assert base2.version == 0 and base2.prompt is None
+    assert second.metrics["window_samples"] == 240
+    coord.close()
