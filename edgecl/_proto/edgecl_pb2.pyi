@@ -46,7 +46,7 @@ class RegisterResponse(_message.Message):
     def __init__(self, token: _Optional[str] = ..., input_shape: _Optional[_Iterable[int]] = ..., feature_dim: _Optional[int] = ..., latest_version: _Optional[int] = ..., max_message_bytes: _Optional[int] = ..., max_batch_samples: _Optional[int] = ...) -> None: ...
 
 class Sample(_message.Message):
-    __slots__ = ("sample_id", "timestamp_ms", "priority", "input", "features", "device_label", "device_entropy", "ood_score", "state_version", "segment")
+    __slots__ = ("sample_id", "timestamp_ms", "priority", "input", "features", "device_label", "device_entropy", "ood_score", "state_version", "segment", "explored")
     SAMPLE_ID_FIELD_NUMBER: _ClassVar[int]
     TIMESTAMP_MS_FIELD_NUMBER: _ClassVar[int]
     PRIORITY_FIELD_NUMBER: _ClassVar[int]
@@ -57,6 +57,7 @@ class Sample(_message.Message):
     OOD_SCORE_FIELD_NUMBER: _ClassVar[int]
     STATE_VERSION_FIELD_NUMBER: _ClassVar[int]
     SEGMENT_FIELD_NUMBER: _ClassVar[int]
+    EXPLORED_FIELD_NUMBER: _ClassVar[int]
     sample_id: str
     timestamp_ms: int
     priority: float
@@ -67,7 +68,8 @@ class Sample(_message.Message):
     ood_score: float
     state_version: int
     segment: int
-    def __init__(self, sample_id: _Optional[str] = ..., timestamp_ms: _Optional[int] = ..., priority: _Optional[float] = ..., input: _Optional[_Union[_tensor_pb2.Tensor, _Mapping]] = ..., features: _Optional[_Union[_tensor_pb2.Tensor, _Mapping]] = ..., device_label: _Optional[int] = ..., device_entropy: _Optional[float] = ..., ood_score: _Optional[float] = ..., state_version: _Optional[int] = ..., segment: _Optional[int] = ...) -> None: ...
+    explored: bool
+    def __init__(self, sample_id: _Optional[str] = ..., timestamp_ms: _Optional[int] = ..., priority: _Optional[float] = ..., input: _Optional[_Union[_tensor_pb2.Tensor, _Mapping]] = ..., features: _Optional[_Union[_tensor_pb2.Tensor, _Mapping]] = ..., device_label: _Optional[int] = ..., device_entropy: _Optional[float] = ..., ood_score: _Optional[float] = ..., state_version: _Optional[int] = ..., segment: _Optional[int] = ..., explored: _Optional[bool] = ...) -> None: ...
 
 class SampleBatch(_message.Message):
     __slots__ = ("samples", "device_id")

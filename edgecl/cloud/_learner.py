@@ -232,22 +232,24 @@ class UpdateLearner:
 
     # -- learning ---------------------------------------------------------------------------
     def learn(self, inputs: np.ndarray, teacher_probs: np.ndarray, base: BaseState,
-              *, start: BaseState | None = None,
+              *, start: BaseState | None = None, audit: np.ndarray | None = None,
               config: LearnerConfig | None = None) -> LearnResult:
         """Learn a candidate from ``inputs`` ``(N, C, H, W)`` and the teacher's class
         probabilities ``(N, K)`` over the device's classes.
 
         ``base`` is the state the device runs (the candidate replaces it and is validated
         against it); learning starts from ``start`` (default ``base``), e.g. an earlier
-        candidate that was not published."""
+        candidate that was not published. ``audit`` marks the uploads the device drew at
+        random (not by its uncertainty score): the held-out uploads come from them when
+        there are at least ``min_holdout``, so validation sees what the device sees,
+        not only what it found hard."""
         cfg = config or self.config
         x, p_t = self._check(inputs, teacher_probs)
         torch = self._torch
         torch.set_num_threads(cfg.threads)
         rng = np.random.default_rng(cfg.seed)
-        order = rng.permutation(len(x))
         n_hold = max(cfg.min_holdout, round(cfg.holdout_fraction * len(x)))
-        hold, train = order[:n_hold], order[n_hold:]
+        hold, train = _split(rng, len(x), n_hold, audit)
         w_all = teacher_weights(p_t, cfg.max_teacher_entropy)
         train = train[w_all[train] > 0]
         if len(train) < cfg.min_train or len(hold) < cfg.min_holdout:
@@ -258,7 +260,7 @@ class UpdateLearner:
         started = time.perf_counter()
         params = self._init_params(start or base, cfg, rng)
         if "norm" in cfg.parts:
-            params["norm_scale"], params["norm_shift"] = self._estimate_norm(x[order[n_hold:]])
+            params["norm_scale"], params["norm_shift"] = self._estimate_norm(x[train])
         learned = [p for p in params.values() if p is not None and p.requires_grad]
         opt = torch.optim.Adam(learned, lr=cfg.lr)
         xt = torch.from_numpy(x[train])
@@ -376,6 +378,19 @@ class UpdateLearner:
             out["norm.scale"] = params["norm_scale"].detach().numpy().copy()
             out["norm.shift"] = params["norm_shift"].detach().numpy().copy()
         return out
+
+
+def _split(rng: np.random.Generator, n: int, n_hold: int, audit: np.ndarray | None
+           ) -> tuple[np.ndarray, np.ndarray]:
+    """Held-out and training indices: ``n_hold`` drawn at random, from the ``audit``
+    samples first (topped up from the others when there are fewer)."""
+    order = rng.permutation(n)
+    if audit is not None:
+        mask = np.asarray(audit, bool)
+        if mask.shape != (n,):
+            raise InvalidInput(f"audit must be a boolean mask of length {n}, got {mask.shape}")
+        order = np.concatenate([order[mask[order]], order[~mask[order]]])
+    return order[:n_hold], order[n_hold:]
 
 
 def _shift(torch: Any, x: Any, px: int, gen: Any) -> Any:

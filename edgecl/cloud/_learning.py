@@ -35,9 +35,11 @@ from edgecl.wire import SignedUpdate, UpdatePayload
 class UpdateStore(Protocol):
     """What learning needs from the registry (implemented by the service's registry)."""
 
-    def recent_inputs(self, target: str, limit: int) -> tuple[np.ndarray, int]:
+    def recent_inputs(self, target: str, limit: int) -> tuple[Any, ...]:
         """The target's newest ``limit`` labelled inputs ``(N, C, H, W)`` of its current
-        drift segment, oldest first, and that segment."""
+        drift segment, oldest first, that segment, and optionally a third item: an
+        ``(N,)`` bool mask of the uploads the devices drew at random (validation prefers
+        them; without it the held-out uploads are a random share of all)."""
         ...
 
     def published(self, target: str) -> tuple[int, dict[str, np.ndarray], dict[str, float]]:
@@ -179,14 +181,16 @@ class LearningCoordinator:
 
     def run_once(self, target: str) -> LearnResult | None:
         """Learn for ``target`` now, publish if validated; the result (None: no data)."""
-        inputs, segment = self.store.recent_inputs(target, self.policy.window)
+        got = self.store.recent_inputs(target, self.policy.window)
+        inputs, segment = got[0], got[1]
+        explored = np.asarray(got[2], bool) if len(got) > 2 else np.zeros(len(inputs), bool)
         if len(inputs) == 0:
             return None
         start_index = 0
         if self.policy.segments:
             start_index = newest_segment_start(self.learner.encoder_features(inputs),
                                                threshold=self.policy.segment_threshold)
-            inputs = inputs[start_index:]
+            inputs, explored = inputs[start_index:], explored[start_index:]
         probs = np.asarray(self.teacher(inputs), dtype=np.float64)
         keep = np.isin(probs.argmax(axis=1), self._columns)
         sub = probs[keep][:, self._columns]
@@ -203,12 +207,14 @@ class LearningCoordinator:
                 working = self._working.get(target)
             start = working if working is not None and working.version == base.version \
                 else base
-        result = self.learner.learn(inputs[keep], sub, base, start=start)
+        result = self.learner.learn(inputs[keep], sub, base, start=start,
+                                    audit=explored[keep] if explored.any() else None)
         if result.parts:
             with self._lock:
                 self._working[target] = start.with_parts(version, result.parts)
         metrics = {**result.metrics, "segment": float(segment),
-                   "window_start": float(start_index), "window_samples": float(len(inputs))}
+                   "window_start": float(start_index), "window_samples": float(len(inputs)),
+                   "explored_samples": float(explored.sum())}
         result = dataclasses.replace(result, metrics=metrics)
         if result.publish:
             payload = UpdatePayload(

@@ -16,7 +16,7 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -24,7 +24,7 @@ from edgecl._exceptions import InvalidInput, StorageError
 from edgecl.cloud._artifacts import ArtifactStore
 from edgecl.wire import SignedUpdate, UpdatePayload, WireSample
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS devices (
@@ -49,6 +49,7 @@ CREATE TABLE IF NOT EXISTS samples (
     ood_score REAL,
     state_version BIGINT,
     segment BIGINT NOT NULL DEFAULT 0,
+    explored INTEGER NOT NULL DEFAULT 0,
     teacher_label INTEGER,
     teacher_uncertainty REAL,
     labelled_ms BIGINT,
@@ -85,6 +86,13 @@ CREATE TABLE IF NOT EXISTS reports (
 """
 
 
+def _migrate(conn: sqlite3.Connection, version: int) -> None:
+    """Bring a registry of an older schema ``version`` up to :data:`SCHEMA_VERSION`."""
+    if version < 2:  # 2: samples.explored (the device drew the sample at random)
+        conn.execute("ALTER TABLE samples ADD COLUMN explored INTEGER NOT NULL DEFAULT 0")
+    conn.execute("UPDATE meta SET value = ? WHERE key = 'schema'", (str(SCHEMA_VERSION),))
+
+
 def _now_ms() -> int:
     return int(time.time() * 1000)
 
@@ -101,6 +109,15 @@ class Device:
     device_id: str
     encoder_sha256: str
     group: str
+
+
+class RecentUploads(NamedTuple):
+    """A target's recent labelled uploads, oldest first (see
+    :meth:`Registry.recent_inputs_of`)."""
+
+    inputs: np.ndarray
+    segment: int
+    explored: np.ndarray
 
 
 @dataclass(frozen=True)
@@ -132,6 +149,8 @@ class Registry:
             elif int(row[0]) > SCHEMA_VERSION:
                 raise StorageError(f"{self.path} has schema {row[0]}, newer than this "
                                    f"edgecl ({SCHEMA_VERSION})")
+            elif int(row[0]) < SCHEMA_VERSION:
+                _migrate(conn, int(row[0]))
             conn.commit()
             self._seq = int(conn.execute("SELECT COALESCE(MAX(seq), 0) FROM samples")
                             .fetchone()[0])
@@ -207,14 +226,16 @@ class Registry:
                     cur = conn.execute(
                         "INSERT INTO samples (device_id, sample_id, seq, received_ms, input, "
                         "features, priority, device_label, device_entropy, ood_score, "
-                        "state_version, segment) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
+                        "state_version, segment, explored) "
+                        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
                         "ON CONFLICT (device_id, sample_id) DO NOTHING",
                         (device_id, s.sample_id, self._seq, now,
                          np.ascontiguousarray(s.input, np.float32).tobytes(),
                          None if s.features is None else
                          np.ascontiguousarray(s.features, np.float32).tobytes(),
                          s.priority, s.device_label, _finite(s.device_entropy),
-                         _finite(s.ood_score), s.state_version, s.segment))
+                         _finite(s.ood_score), s.state_version, s.segment,
+                         int(s.explored)))
                     new += cur.rowcount
                 conn.commit()
             except sqlite3.Error as exc:
@@ -306,10 +327,10 @@ class Registry:
         return {r[0] for r in rows}
 
     def recent_inputs_of(self, device_ids: list[str], limit: int, shape: tuple[int, ...],
-                         *, latest_segment: bool = False) -> tuple[np.ndarray, int]:
-        """The newest ``limit`` labelled inputs of these devices, oldest first, and their
-        segment; with ``latest_segment`` only those of the newest drift segment (of the
-        newest upload's device)."""
+                         *, latest_segment: bool = False) -> RecentUploads:
+        """The newest ``limit`` labelled inputs of these devices, oldest first, their
+        segment and which were explored; with ``latest_segment`` only those of the newest
+        drift segment (of the newest upload's device)."""
         marks = ",".join("?" * len(device_ids))
         where = f"device_id IN ({marks}) AND labelled_ms IS NOT NULL"
         args: list[Any] = list(device_ids)
@@ -321,12 +342,14 @@ class Registry:
                 segment = int(row[1])
                 where += " AND device_id = ? AND segment = ?"
                 args += [row[0], segment]
-        rows = self._conn().execute(f"SELECT input FROM samples WHERE {where} ORDER BY seq "
-                                    "DESC LIMIT ?", (*args, limit)).fetchall()
+        rows = self._conn().execute(f"SELECT input, explored FROM samples WHERE {where} "
+                                    "ORDER BY seq DESC LIMIT ?", (*args, limit)).fetchall()
         if not rows:
-            return np.zeros((0, *shape), np.float32), segment
-        data = bytearray(b"".join(r[0] for r in rows[::-1]))
-        return np.frombuffer(data, np.float32).reshape(len(rows), *shape), segment
+            return RecentUploads(np.zeros((0, *shape), np.float32), segment, np.zeros(0, bool))
+        rows = rows[::-1]
+        data = bytearray(b"".join(r[0] for r in rows))
+        return RecentUploads(np.frombuffer(data, np.float32).reshape(len(rows), *shape),
+                             segment, np.array([bool(r[1]) for r in rows], bool))
 
     def devices_in(self, target: str, by_group: bool) -> list[str]:
         """Device ids whose uploads feed ``target``."""

@@ -60,7 +60,7 @@ class _RegistryStore:
         self.registry, self.bundle, self.by_group, self.metrics = (registry, bundle, by_group,
                                                                    metrics)
 
-    def recent_inputs(self, target: str, limit: int) -> tuple[np.ndarray, int]:
+    def recent_inputs(self, target: str, limit: int) -> tuple[Any, ...]:
         return self.registry.recent_inputs_of(self.registry.devices_in(target, self.by_group),
                                               limit, tuple(self.bundle.input_spec.shape),
                                               latest_segment=not self.by_group)

@@ -37,14 +37,24 @@ class Selection:
         The policy's uncertainty score of every sample in the batch (higher = send).
     threshold : float
         The admission threshold in force for this batch (a score must exceed it).
+    explored : ndarray (K,) bool or None
+        Aligned with ``indices``: which selected samples were drawn at random rather than
+        for their score (exploration, or a random policy); None when none were.
     """
 
     indices: np.ndarray
     scores: np.ndarray
     threshold: float
+    explored: np.ndarray | None = None
 
     def __len__(self) -> int:
         return int(self.indices.shape[0])
+
+    def explored_mask(self) -> np.ndarray:
+        """``explored`` as a (K,) bool array (all False when None)."""
+        if self.explored is None:
+            return np.zeros(self.indices.shape[0], bool)
+        return np.asarray(self.explored, bool)
 
 
 class SamplingPolicy(ABC):

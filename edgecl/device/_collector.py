@@ -147,7 +147,8 @@ class SampleCollector:
                                  features=pred.features, timestamp=now)
         stored = 0
         versions = np.broadcast_to(pred.state_version, (len(pred),))
-        for i in sel.indices:
+        explored = sel.explored_mask()
+        for k, i in enumerate(sel.indices):
             arrays = {}
             if "image" in self.store:
                 arrays["image"] = images[i]
@@ -159,7 +160,7 @@ class SampleCollector:
             meta: dict[str, str | int | float] = {
                 "device": self.device_id, "seq": seq, "label": int(pred.labels[i]),
                 "confidence": float(pred.confidence[i]),
-                "state_version": int(versions[i])}
+                "state_version": int(versions[i]), "explored": int(explored[k])}
             if pred.ood_score is not None:
                 meta["ood_score"] = float(pred.ood_score[i])
             sample_id = f"{self.device_id}-{uuid.uuid4().hex}"

@@ -153,6 +153,7 @@ class UncertaintyPolicy(_QuantilePolicy):
         self._ood_sumsq = 0.0
         self._rng = np.random.default_rng(self.seed)
         self._raw: np.ndarray | None = None
+        self._lucky: np.ndarray | None = None
 
     def select(self, *, entropy: np.ndarray, ood_score: np.ndarray | None,
                features: np.ndarray | None, timestamp: float | None = None) -> Selection:
@@ -161,8 +162,11 @@ class UncertaintyPolicy(_QuantilePolicy):
         if self._raw is None:
             return sel
         raw, self._raw = self._raw, None
+        lucky, self._lucky = self._lucky, None
+        assert lucky is not None
         raw.setflags(write=False)
-        return Selection(indices=sel.indices, scores=raw, threshold=sel.threshold)
+        return Selection(indices=sel.indices, scores=raw, threshold=sel.threshold,
+                         explored=lucky[sel.indices])
 
     def _threshold(self, scores: np.ndarray, target: float) -> float:
         # the running quantile sees the true scores, not the exploration promotions
@@ -193,6 +197,7 @@ class UncertaintyPolicy(_QuantilePolicy):
         if not lucky.any():
             return scores
         self._raw = scores.copy()
+        self._lucky = lucky
         out = scores.copy()
         out[lucky] = scores.max() + 1e6 + self._rng.random(int(lucky.sum()))
         return out
@@ -249,6 +254,13 @@ class RandomPolicy(BudgetedPolicy):
     def reset(self) -> None:
         super().reset()
         self._rng = np.random.default_rng(self.seed)
+
+    def select(self, *, entropy: np.ndarray, ood_score: np.ndarray | None,
+               features: np.ndarray | None, timestamp: float | None = None) -> Selection:
+        sel = super().select(entropy=entropy, ood_score=ood_score, features=features,
+                             timestamp=timestamp)
+        return Selection(indices=sel.indices, scores=sel.scores, threshold=sel.threshold,
+                         explored=np.ones(len(sel), bool))  # every pick is a random draw
 
     def _scores(self, entropy: np.ndarray, ood: np.ndarray | None,
                 features: np.ndarray | None) -> np.ndarray:

@@ -61,7 +61,8 @@ def item_to_sample(item: OutboxItem) -> WireSample:
         input=item.arrays.get("image"), features=item.arrays.get("features"),
         priority=float(item.priority), device_label=int(num("label", -1)),
         device_entropy=num("entropy", math.nan), ood_score=num("ood_score", math.nan),
-        state_version=int(num("state_version", 0)), segment=int(num("segment", 0)))
+        state_version=int(num("state_version", 0)), segment=int(num("segment", 0)),
+        explored=bool(meta.get("explored", False)))
 
 
 class SyncClient:

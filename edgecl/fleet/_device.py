@@ -156,11 +156,12 @@ class SimDevice:
         if self.outbox is not None:
             sel = self.policy.select(entropy=pred.entropy(), ood_score=pred.ood_score,
                                      features=pred.features)
-            for i in sel.indices:
+            explored = sel.explored_mask()
+            for k, i in enumerate(sel.indices):
                 self._seq += 1
                 meta = {"label": int(pred.labels[i]), "segment": self.segment,
                         "state_version": int(pred.state_version),
-                        "entropy": float(pred.entropy()[i])}
+                        "entropy": float(pred.entropy()[i]), "explored": int(explored[k])}
                 if pred.ood_score is not None:
                     meta["ood_score"] = float(pred.ood_score[i])
                 self.outbox.put_sync(f"{self.device_id}-{self._seq}", {"image": images[i]},

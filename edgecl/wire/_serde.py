@@ -41,7 +41,7 @@ def sample_to_proto(sample: WireSample, *, compress: bool = False) -> Any:
                     priority=float(sample.priority), device_label=int(sample.device_label),
                     device_entropy=float(sample.device_entropy),
                     ood_score=float(sample.ood_score), state_version=int(sample.state_version),
-                    segment=int(sample.segment))
+                    segment=int(sample.segment), explored=bool(sample.explored))
     if sample.input is not None:
         tensor_to_proto(sample.input, compress=compress, out=msg.input)
     if sample.features is not None:
@@ -66,7 +66,8 @@ def sample_from_proto(msg: Any, *, max_bytes: int = MAX_TENSOR_BYTES) -> WireSam
                       input=arrays["input"], features=arrays["features"],
                       priority=float(msg.priority), device_label=int(msg.device_label),
                       device_entropy=float(msg.device_entropy), ood_score=float(msg.ood_score),
-                      state_version=int(msg.state_version), segment=int(msg.segment))
+                      state_version=int(msg.state_version), segment=int(msg.segment),
+                      explored=bool(msg.explored))
 
 
 def batch_to_proto(samples: list[WireSample], *, compress: bool = False) -> Any:

@@ -29,6 +29,8 @@ class WireSample:
     priority, device_label, device_entropy, ood_score, state_version, segment
         The device's view of the sample (``device_label`` -1 and ``ood_score`` NaN when
         unknown; ``segment``: index of the device's drift segment).
+    explored : bool
+        The device drew the sample at random, not for its uncertainty (an unbiased draw).
     """
 
     sample_id: str
@@ -41,6 +43,7 @@ class WireSample:
     ood_score: float = float("nan")
     state_version: int = 0
     segment: int = 0
+    explored: bool = False
 
 
 @dataclass(frozen=True)

@@ -246,3 +246,20 @@ def test_warm_start_continues_from_the_newest_candidate_and_validates_against_th
         assert base2.version == 0 and base2.prompt is None
     assert second.metrics["window_samples"] == 240
     coord.close()
+
+
+def test_holdout_comes_from_the_random_draws_first():
+    from edgecl.cloud._learner import _split
+
+    rng = np.random.default_rng(0)
+    audit = np.zeros(100, bool)
+    audit[::4] = True  # 25 random draws
+    hold, train = _split(rng, 100, 20, audit)
+    assert audit[hold].all() and len(hold) == 20
+    assert sorted(np.concatenate([hold, train]).tolist()) == list(range(100))
+    hold, train = _split(rng, 100, 40, audit)  # fewer draws than needed: topped up
+    assert audit[hold].sum() == 25 and len(hold) == 40 and not audit[train].any()
+    hold, _ = _split(rng, 100, 20, None)
+    assert audit[hold].sum() < 20  # without the mask: a random share of all
+    with pytest.raises(InvalidInput, match="audit"):
+        _split(rng, 100, 20, np.ones(99, bool))

@@ -339,3 +339,26 @@ def test_exploration_spends_the_same_budget_on_a_representative_share():
     assert picks[0.0] > 0.85  # pure UGS: the top of U(0, 1)
     assert picks[1.0] < 0.6  # pure exploration: close to the mean 0.5
     assert picks[1.0] < picks[0.5] < picks[0.0]
+
+
+def test_selection_marks_the_random_draws():
+    rng = np.random.default_rng(1)
+    policy = create_policy("uncertainty", fraction=0.2, burst=4.0, num_classes=4,
+                           explore=0.5, seed=5)
+    explored = picked = 0
+    for _ in range(100):
+        e = rng.random(40)
+        sel = policy.select(entropy=e, ood_score=None, features=None)
+        mask = sel.explored_mask()
+        assert mask.shape == sel.indices.shape and mask.dtype == bool
+        # explored picks need not be uncertain; scored picks pass the threshold
+        assert (sel.scores[sel.indices[~mask]] > sel.threshold).all()
+        explored += int(mask.sum())
+        picked += len(sel)
+    assert 0.3 < explored / picked < 0.7  # about half of the budget explores
+    plain = create_policy("uncertainty", fraction=0.2, num_classes=4)
+    assert not plain.select(entropy=rng.random(40), ood_score=None,
+                            features=None).explored_mask().any()
+    rand = create_policy("random", fraction=0.5)
+    sel = rand.select(entropy=rng.random(40), ood_score=None, features=None)
+    assert len(sel) > 0 and sel.explored_mask().all()  # every random pick is a random draw

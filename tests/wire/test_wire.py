@@ -101,10 +101,12 @@ def test_unsupported_dtype_is_refused_on_encode():
 def test_sample_round_trip_and_checks():
     x = np.random.default_rng(0).random((1, 28, 28), dtype=np.float32)
     s = WireSample("dev-1.a:b", 123, input=x, features=np.ones(8, np.float32), priority=0.5,
-                   device_label=3, device_entropy=0.7, ood_score=2.0, state_version=4)
+                   device_label=3, device_entropy=0.7, ood_score=2.0, state_version=4,
+                   explored=True)
     back = sample_from_proto(edgecl_pb2.Sample.FromString(
         sample_to_proto(s, compress=True).SerializeToString()))
     assert np.array_equal(back.input, x) and back.device_label == 3 and back.state_version == 4
+    assert back.explored and not sample_from_proto(sample_to_proto(WireSample("y"))).explored
     bad = sample_to_proto(WireSample("x", input=np.full((1, 2, 2), np.nan, np.float32)))
     with pytest.raises(InvalidInput, match="NaN"):
         sample_from_proto(bad)
