@@ -250,6 +250,7 @@ class UpdateLearner:
         rng = np.random.default_rng(cfg.seed)
         n_hold = max(cfg.min_holdout, round(cfg.holdout_fraction * len(x)))
         hold, train = _split(rng, len(x), n_hold, audit)
+        unheld = train
         w_all = teacher_weights(p_t, cfg.max_teacher_entropy)
         train = train[w_all[train] > 0]
         if len(train) < cfg.min_train or len(hold) < cfg.min_holdout:
@@ -260,7 +261,7 @@ class UpdateLearner:
         started = time.perf_counter()
         params = self._init_params(start or base, cfg, rng)
         if "norm" in cfg.parts:
-            params["norm_scale"], params["norm_shift"] = self._estimate_norm(x[train])
+            params["norm_scale"], params["norm_shift"] = self._estimate_norm(x[unheld])
         learned = [p for p in params.values() if p is not None and p.requires_grad]
         opt = torch.optim.Adam(learned, lr=cfg.lr)
         xt = torch.from_numpy(x[train])

@@ -67,7 +67,8 @@ class LearningPolicy:
     changes. ``warm_start``: continue from the target's newest candidate (published or
     not; kept in memory, the published update after a restart) instead of learning each
     candidate from the bundle state; candidates are validated against the state the
-    devices run either way.
+    devices run either way. A job that finds the newest domain still too short to learn
+    from lowers the target's trigger to the uploads that are missing.
     """
 
     trigger_samples: int = 32
@@ -116,6 +117,7 @@ class LearningCoordinator:
         self._first_pending: dict[str, float] = {}
         self._running: dict[str, Future[None]] = {}
         self._working: dict[str, BaseState] = {}  # newest candidate per target
+        self._short: dict[str, int] = {}  # a lower trigger while a new domain is too short
         self._closed = False
         self.counts = {"jobs": 0, "published": 0, "rejected": 0, "failed": 0}
 
@@ -158,7 +160,8 @@ class LearningCoordinator:
         if n <= 0:
             return False
         waited = time.monotonic() - self._first_pending.get(target, time.monotonic())
-        return n >= self.policy.trigger_samples or waited >= self.policy.trigger_seconds
+        trigger = self._short.get(target, self.policy.trigger_samples)
+        return n >= trigger or waited >= self.policy.trigger_seconds
 
     def _maybe_start(self, target: str) -> None:
         running = self._running.get(target)
@@ -166,6 +169,7 @@ class LearningCoordinator:
             return
         self._pending.pop(target, None)
         self._first_pending.pop(target, None)
+        self._short.pop(target, None)
         self.counts["jobs"] += 1
         self._running[target] = self._pool.submit(self._job, target)
 
@@ -212,6 +216,12 @@ class LearningCoordinator:
         if result.parts:
             with self._lock:
                 self._working[target] = start.with_parts(version, result.parts)
+        else:  # too little of the newest domain yet: learn again as soon as there is enough
+            cfg = self.learner.config
+            missing = cfg.min_train + cfg.min_holdout - int(keep.sum())
+            if missing > 0:
+                with self._lock:
+                    self._short[target] = min(missing, self.policy.trigger_samples)
         metrics = {**result.metrics, "segment": float(segment),
                    "window_start": float(start_index), "window_samples": float(len(inputs)),
                    "explored_samples": float(explored.sum())}

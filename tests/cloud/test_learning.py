@@ -227,9 +227,9 @@ def test_warm_start_continues_from_the_newest_candidate_and_validates_against_th
     calls = []
     learn = coord.learner.learn
 
-    def spy(inputs, probs, base, *, start=None, config=None):
-        calls.append((base, start))
-        return learn(inputs, probs, base, start=start, config=config)
+    def spy(inputs, probs, base, **kwargs):
+        calls.append((base, kwargs["start"]))
+        return learn(inputs, probs, base, **kwargs)
 
     coord.learner.learn = spy  # the real learner runs; only its arguments are recorded
     first = coord.run_once("dev-1")
@@ -263,3 +263,26 @@ def test_holdout_comes_from_the_random_draws_first():
     assert audit[hold].sum() < 20  # without the mask: a random share of all
     with pytest.raises(InvalidInput, match="audit"):
         _split(rng, 100, 20, np.ones(99, bool))
+
+
+def test_a_new_domain_too_short_to_learn_from_lowers_the_trigger(tiny_zoo):
+    old, _, _ = continual_stream(["gaussian_noise"], severity=5, samples_per_domain=120,
+                                 seed=3).arrays()
+    new, _, _ = continual_stream(["contrast"], severity=5, samples_per_domain=40,
+                                 seed=4).arrays()
+    store = MemoryStore(np.concatenate([old, new[:14]]))
+    coord = LearningCoordinator(tiny_zoo.student_bundle, _teacher_fn(tiny_zoo), CLASS_NAMES,
+                                UpdateSigner.generate(), store, config=FAST,
+                                policy=LearningPolicy(trigger_samples=50, window=256))
+    result = coord.run_once("dev-1")
+    assert not result.parts and "too few" in result.verdict.reason
+    assert abs(result.metrics["window_start"] - 120) <= 3
+    missing = coord._short["dev-1"]
+    assert 0 < missing < 50
+    coord.notify("dev-1", missing - 1)
+    assert coord.wait_idle(60) and coord.counts["jobs"] == 0
+    store.inputs = np.concatenate([old, new])
+    coord.notify("dev-1", 1)  # enough of the new domain by now: learn without waiting for 50
+    assert coord.wait_idle(120) and coord.counts["jobs"] == 1
+    assert "dev-1" not in coord._short
+    coord.close()
