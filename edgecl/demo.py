@@ -16,7 +16,7 @@ from typing import Any
 #: last 64 uploads, 60 Adam steps, after every 16 new labelled ones).
 DEMO = {"devices": 6, "scenario": "mixed", "steps": 80, "batch": 10, "pace": 10.0,
         "fraction": 0.2, "domains": 3, "seed": 0,
-        "service_settings": {"learning_window": 64, "learning_trigger_samples": 16,
+        "service_settings": {"learning_window": 256, "learning_trigger_samples": 16,
                              "learning_steps": 60}}
 
 

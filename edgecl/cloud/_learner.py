@@ -239,10 +239,11 @@ class UpdateLearner:
 
         ``base`` is the state the device runs (the candidate replaces it and is validated
         against it); learning starts from ``start`` (default ``base``), e.g. an earlier
-        candidate that was not published. ``audit`` marks the uploads the device drew at
-        random (not by its uncertainty score): the held-out uploads come from them when
-        there are at least ``min_holdout``, so validation sees what the device sees,
-        not only what it found hard."""
+        candidate that was not published. ``audit`` (optional) marks the uploads the
+        device drew at random rather than for their uncertainty: the held-out uploads are
+        drawn from them first. Off in the service: it makes validation unbiased but takes
+        the most representative uploads out of training, which costs more (measured in
+        README, "The cloud-device loop")."""
         cfg = config or self.config
         x, p_t = self._check(inputs, teacher_probs)
         torch = self._torch

@@ -38,8 +38,8 @@ class UpdateStore(Protocol):
     def recent_inputs(self, target: str, limit: int) -> tuple[Any, ...]:
         """The target's newest ``limit`` labelled inputs ``(N, C, H, W)`` of its current
         drift segment, oldest first, that segment, and optionally a third item: an
-        ``(N,)`` bool mask of the uploads the devices drew at random (validation prefers
-        them; without it the held-out uploads are a random share of all)."""
+        ``(N,)`` bool mask of the uploads the devices drew at random (counted in the
+        update's metrics as ``explored_samples``)."""
         ...
 
     def published(self, target: str) -> tuple[int, dict[str, np.ndarray], dict[str, float]]:
@@ -211,8 +211,7 @@ class LearningCoordinator:
                 working = self._working.get(target)
             start = working if working is not None and working.version == base.version \
                 else base
-        result = self.learner.learn(inputs[keep], sub, base, start=start,
-                                    audit=explored[keep] if explored.any() else None)
+        result = self.learner.learn(inputs[keep], sub, base, start=start)
         if result.parts:
             with self._lock:
                 self._working[target] = start.with_parts(version, result.parts)

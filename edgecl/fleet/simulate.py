@@ -27,7 +27,7 @@ from edgecl.fleet._run import STRATEGIES, DeviceTask, uses_cloud
 #: Learning settings of the simulated service: learn after 16 new labelled uploads (or
 #: 10 s), from the target's last 100, with 100 Adam steps.
 SIM_LEARNING = {"learning_trigger_samples": 16, "learning_trigger_seconds": 10.0,
-                "learning_window": 100, "learning_steps": 100,
+                "learning_window": 256, "learning_steps": 100,
                 "limits_requests_per_s": 100000, "limits_burst": 100000}
 
 
