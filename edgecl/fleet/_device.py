@@ -33,9 +33,12 @@ from edgecl.ood import create_drift_detector
 #: Uncertainty-policy settings that spend the upload budget (short score history, shallow
 #: token bucket that pushes the threshold down when budget goes unspent, looser
 #: near-duplicate filter) and explore with half of it: the cloud learns from ~the whole
-#: budget, and from a representative share of it.
+#: budget, and from a representative share of it. The score is the device's predictive
+#: entropy alone (``w_ood=0``): under drift every sample of a new domain is out of
+#: distribution, and ranking by the OOD score sends its most atypical tail, from which
+#: updates generalise worse than from random uploads (``edgecl eval loop``, README).
 SPEND_BUDGET: dict[str, Any] = {"history": 512, "burst": 16.0, "fill_gain": 8.0,
-                                "max_similarity": 0.995, "explore": 0.5}
+                                "max_similarity": 0.995, "explore": 0.5, "w_ood": 0.0}
 
 
 @dataclass
