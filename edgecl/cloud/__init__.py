@@ -11,7 +11,8 @@ from __future__ import annotations
 from edgecl.cloud._config import CloudConfig, load_config
 from edgecl.cloud._learner import BaseState, LearnerConfig, LearnResult, UpdateLearner
 from edgecl.cloud._learning import LearningCoordinator, LearningPolicy, UpdateStore
-from edgecl.cloud._registry import Registry
+from edgecl.cloud._registry import RecentUploads, Registry
+from edgecl.cloud._segments import newest_segment_start
 from edgecl.cloud._server import CloudServer, configure_logging, create_server, serve
 from edgecl.cloud._signing import UpdateSigner, key_id
 from edgecl.cloud._teacher import Teacher, TeacherPool
@@ -25,6 +26,7 @@ __all__ = [
     "LearnerConfig",
     "LearningCoordinator",
     "LearningPolicy",
+    "RecentUploads",
     "Registry",
     "Teacher",
     "TeacherPool",
@@ -37,6 +39,7 @@ __all__ = [
     "key_id",
     "load_config",
     "negative_flip_rate",
+    "newest_segment_start",
     "serve",
     "validate_candidate",
 ]

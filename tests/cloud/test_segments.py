@@ -6,8 +6,9 @@ import numpy as np
 import pytest
 
 from edgecl import InvalidInput
+from edgecl.cloud import newest_segment_start
 from edgecl.cloud._learner import UpdateLearner
-from edgecl.cloud._segments import newest_segment_start, split_statistics
+from edgecl.cloud._segments import split_statistics
 from edgecl.zoo.streams import continual_stream
 
 
