@@ -53,6 +53,9 @@ class LearnerConfig:
         pixels each way (0 turns it off); uploads are few, shifts keep their corruption.
     holdout_fraction : share of uploads held out for validation (at least ``min_holdout``).
     max_teacher_entropy : drop samples whose teacher entropy / ln C exceeds this.
+    selected_weight : loss weight of the uploads a device selected for their uncertainty,
+        relative to those it drew at random (``explored``); uploads without that mark
+        weigh 1.
     margin, max_nfr : publication rule, see :func:`validate_candidate`.
     seed : seeds the split, the initialisation and the batches (deterministic learning).
     threads : torch intra-op threads.
@@ -72,6 +75,7 @@ class LearnerConfig:
     min_holdout: int = 8
     min_train: int = 16
     max_teacher_entropy: float = 0.8
+    selected_weight: float = 2.0
     margin: float = 0.0
     max_nfr: float = 0.2
     seed: int = 0
@@ -92,6 +96,8 @@ class LearnerConfig:
             raise ConfigError("holdout_fraction must be in (0, 1)")
         if not 0.0 < self.max_teacher_entropy <= 1.0:
             raise ConfigError("max_teacher_entropy must be in (0, 1]")
+        if not 0.0 <= self.selected_weight < float("inf"):
+            raise ConfigError("selected_weight must be finite and >= 0")
         if self.lr <= 0 or self.prompt_l2 < 0 or not 0 <= self.max_nfr <= 1:
             raise ConfigError("lr must be > 0, prompt_l2 >= 0 and max_nfr in [0, 1]")
 
@@ -233,6 +239,7 @@ class UpdateLearner:
     # -- learning ---------------------------------------------------------------------------
     def learn(self, inputs: np.ndarray, teacher_probs: np.ndarray, base: BaseState,
               *, start: BaseState | None = None, audit: np.ndarray | None = None,
+              explored: np.ndarray | None = None,
               config: LearnerConfig | None = None) -> LearnResult:
         """Learn a candidate from ``inputs`` ``(N, C, H, W)`` and the teacher's class
         probabilities ``(N, K)`` over the device's classes.
@@ -243,7 +250,8 @@ class UpdateLearner:
         device drew at random rather than for their uncertainty: the held-out uploads are
         drawn from them first. Off in the service: it makes validation unbiased but takes
         the most representative uploads out of training, which costs more (measured in
-        README, "The cloud-device loop")."""
+        README, "The cloud-device loop"). ``explored`` (optional) marks the same draws for
+        the loss: the others weigh ``config.selected_weight``."""
         cfg = config or self.config
         x, p_t = self._check(inputs, teacher_probs)
         torch = self._torch
@@ -253,6 +261,12 @@ class UpdateLearner:
         hold, train = _split(rng, len(x), n_hold, audit)
         unheld = train
         w_all = teacher_weights(p_t, cfg.max_teacher_entropy)
+        if explored is not None:
+            drawn = np.asarray(explored, bool)
+            if drawn.shape != (len(x),):
+                raise InvalidInput(f"explored must be a boolean mask of length {len(x)}, "
+                                   f"got {drawn.shape}")
+            w_all = np.where(drawn, w_all, cfg.selected_weight * w_all)
         train = train[w_all[train] > 0]
         if len(train) < cfg.min_train or len(hold) < cfg.min_holdout:
             verdict = Verdict(False, f"too few usable samples ({len(train)} to train, "

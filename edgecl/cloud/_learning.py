@@ -211,7 +211,8 @@ class LearningCoordinator:
                 working = self._working.get(target)
             start = working if working is not None and working.version == base.version \
                 else base
-        result = self.learner.learn(inputs[keep], sub, base, start=start)
+        result = self.learner.learn(inputs[keep], sub, base, start=start,
+                                    explored=explored[keep])
         if result.parts:
             with self._lock:
                 self._working[target] = start.with_parts(version, result.parts)

@@ -176,7 +176,8 @@ class CloudServer:
     def _learning(self) -> dict[str, LearningCoordinator]:
         lc = self.config.learning
         cfg = LearnerConfig(parts=tuple(lc.parts), steps=lc.steps, max_nfr=lc.max_nfr,
-                            margin=lc.margin, threads=self.config.teacher.threads)
+                            margin=lc.margin, selected_weight=lc.selected_weight,
+                            threads=self.config.teacher.threads)
         policy = LearningPolicy(trigger_samples=lc.trigger_samples,
                                 trigger_seconds=lc.trigger_seconds, window=lc.window,
                                 workers=lc.workers, warm_start=lc.warm_start,

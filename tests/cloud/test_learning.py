@@ -286,3 +286,32 @@ def test_a_new_domain_too_short_to_learn_from_lowers_the_trigger(tiny_zoo):
     assert coord.wait_idle(120) and coord.counts["jobs"] == 1
     assert "dev-1" not in coord._short
     coord.close()
+
+
+def test_uncertainty_picks_weigh_selected_weight_relative_to_the_random_draws(tiny_zoo,
+                                                                                domain):
+    x, _, probs = domain
+    x = x[:80]
+    learner = UpdateLearner(tiny_zoo.student_bundle, FAST)
+    base = BaseState.from_bundle(tiny_zoo.student_bundle)
+    p = _student_probs(probs, learner.bundle.class_names)[:80]
+    explored = np.zeros(80, bool)
+    explored[::2] = True
+
+    def parts(weight, mask):
+        cfg = LearnerConfig(steps=20, batch_size=32, min_train=16, min_holdout=8,
+                            selected_weight=weight)
+        return learner.learn(x, p, base, explored=mask, config=cfg)
+
+    plain = parts(2.0, None).parts
+    neutral = parts(1.0, explored).parts  # weight 1: the mark changes nothing
+    assert all(np.array_equal(plain[k], neutral[k]) for k in plain)
+    doubled = parts(2.0, explored).parts
+    assert any(not np.allclose(plain[k], doubled[k]) for k in plain)
+    # weight 0: only the random draws train; too few of them here
+    only_random = parts(0.0, np.arange(80) < 10)
+    assert not only_random.publish and "too few" in only_random.verdict.reason
+    with pytest.raises(InvalidInput, match="explored"):
+        parts(2.0, np.ones(79, bool))
+    with pytest.raises(ConfigError):
+        LearnerConfig(selected_weight=-1.0)
