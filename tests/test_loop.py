@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
+
 from edgecl.cli import main
 
 
@@ -23,3 +25,20 @@ def test_eval_loop_runs_and_reports_every_strategy(tiny_zoo, capsys):
     assert "unavailable" not in out
     assert s["device"]["method"] == "align" and s["device"]["states_published"] > 0
     assert s["cloud+device"]["upload_fraction"] > 0
+
+
+def test_the_lockstep_cloud_loop_is_reproducible(tiny_zoo):
+    from edgecl.fleet.loop_eval import run_cloud
+    from edgecl.zoo.streams import continual_stream
+
+    images, labels, _ = continual_stream(["gaussian_noise", "zoom_blur"], severity=3,
+                                         samples_per_domain=300, seed=2).arrays()
+    home = str(tiny_zoo.path.parent.parent)
+    runs = [run_cloud(tiny_zoo, images, labels, policy="uncertainty", fraction=0.1, batch=10,
+                      sync_every=50, variant="tiny", home=home, seed=0,
+                      learning={"trigger_samples": "12", "steps": "40"}) for _ in range(2)]
+    assert runs[0]["updates_applied"] >= 1 and runs[0]["updates_rejected_cloud"] >= 1
+    assert np.array_equal(runs[0]["correct"], runs[1]["correct"])
+    for key in ("updates_applied", "updates_rejected_cloud"):
+        assert runs[0][key] == runs[1][key]
+    assert runs[0]["uploads"] == runs[1]["uploads"]

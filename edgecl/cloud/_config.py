@@ -79,7 +79,7 @@ class LearningSection:
     steps: int = 150
     max_nfr: float = 0.2
     margin: float = 0.0
-    selected_weight: float = 2.0
+    selected_weight: float = 1.0
     signing_key: str = ""
 
 

@@ -75,7 +75,7 @@ class LearnerConfig:
     min_holdout: int = 8
     min_train: int = 16
     max_teacher_entropy: float = 0.8
-    selected_weight: float = 2.0
+    selected_weight: float = 1.0
     margin: float = 0.0
     max_nfr: float = 0.2
     seed: int = 0

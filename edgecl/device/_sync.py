@@ -117,12 +117,13 @@ class SyncClient:
         self._threads: list[threading.Thread] = []
 
     # -- lifecycle ---------------------------------------------------------------------
-    def start(self) -> SyncClient:
-        """Start the upload (and update) workers."""
+    def start(self, *, uploads: bool = True) -> SyncClient:
+        """Start the upload (and update) workers; ``uploads=False`` starts only the update
+        worker, for an app that uploads at moments of its choosing (:meth:`upload_now`)."""
         if self._threads:
             return self
         self._stop.clear()
-        workers = [("edgecl-upload", self._upload_loop)]
+        workers = [("edgecl-upload", self._upload_loop)] if uploads else []
         if self.subscribe_updates:
             workers.append(("edgecl-updates", self._update_loop))
         for name, fn in workers:
@@ -158,6 +159,39 @@ class SyncClient:
                 return True
             time.sleep(0.01)
         return False
+
+    def upload_now(self, timeout: float = 60.0) -> int:
+        """Upload everything in the outbox from the calling thread, in batches of
+        ``batch_size`` (one Upload RPC each), retrying with backoff; returns the samples
+        the service accepted. :class:`TransportError` if the outbox is not empty by
+        ``timeout``. Safe beside the upload worker (leased items are never sent twice)."""
+        deadline = time.monotonic() + timeout
+        before = self.stats().uploaded
+        self.outbox.flush()
+        while True:
+            items = self.outbox.lease(self.batch_size)
+            if not items:
+                with self._lock:
+                    busy = self._in_flight
+                if not busy and self.outbox.stats().count == 0:
+                    return self.stats().uploaded - before
+                items = []
+            if time.monotonic() > deadline:
+                if items:
+                    self.outbox.release([i.sample_id for i in items])
+                raise TransportError("DEADLINE_EXCEEDED", "the outbox did not drain in "
+                                     f"{timeout} s: {self.stats().last_error}")
+            if not items:  # the worker holds the rest: wait for it
+                time.sleep(0.005)
+                continue
+            token = None
+            try:
+                token = self._ensure_token()
+                self._send(items, token)
+                self._backoff.reset()
+            except (TransportError, ConfigError) as exc:
+                self.outbox.release([i.sample_id for i in items])
+                self._failed(exc, self._backoff, token)
 
     def stats(self) -> SyncStats:
         """Current counters."""

@@ -63,7 +63,10 @@ class SimDevice:
     ``target=None`` runs the device alone (no uploads, no updates); ``adapt`` names a
     test-time adaptation method (e.g. ``"align"``) that an :class:`AdaptationWorker` runs
     beside predict (drained after every step, so a simulation is reproducible);
-    ``network`` (a :class:`~edgecl.fleet.NetworkProfile`) impairs its connection.
+    ``network`` (a :class:`~edgecl.fleet.NetworkProfile`) impairs its connection;
+    ``lockstep``: upload only in :meth:`sync` (from the calling thread), so that with an
+    in-process server a run is reproducible (otherwise the client uploads in the
+    background, as on a real device, and learning runs beside the stream).
     """
 
     def __init__(self, bundle_dir: str | Path, target: str | None, *, device_id: str,
@@ -73,12 +76,13 @@ class SimDevice:
                  workdir: str | Path | None = None, group: str = "",
                  collapse_ratio: float = 0.35,
                  policy_options: dict[str, Any] | None = None, adapt: str | None = None,
-                 adapt_every: int = 32, network: Any = None) -> None:
+                 adapt_every: int = 32, network: Any = None, lockstep: bool = False) -> None:
         self.device_id = device_id
         self.rt = DeviceRuntime.open(bundle_dir, threads=threads)
         self.log = DeviceLog()
         self.cloud = target is not None
         self.revert_on_shift = revert_on_shift
+        self.lockstep = lockstep
         self.segment = 0
         self._seq = 0
         self._scored_version = 0
@@ -112,7 +116,7 @@ class SimDevice:
                 self.outbox, self.transport, device_id=device_id, enrollment_key=enrollment_key,
                 encoder_sha256=self.rt.bundle.encoder_sha256, group=group,
                 on_update=self._on_update, backoff=Backoff(0.05, 2.0, 2.0, seed=seed),
-                poll_s=0.01).start()
+                poll_s=0.01).start(uploads=not lockstep)
 
     def _on_update(self, update: Any) -> bool:
         assert self.manager is not None
@@ -177,7 +181,10 @@ class SimDevice:
         labelled and learned, and until its newest update reached this device."""
         if self.client is None:
             return
-        self.client.flush(timeout)
+        if self.lockstep:
+            self.client.upload_now(timeout)
+        else:
+            self.client.flush(timeout)
         self._acked_at.append((time.time(), self.log.uploads))
         if server is None:
             return

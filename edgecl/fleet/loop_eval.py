@@ -45,7 +45,8 @@ def run_cloud(zoo: Any, images: np.ndarray, labels: np.ndarray, *, policy: str,
         device = SimDevice(zoo.student_bundle, server.target, device_id="loop-0",
                            enrollment_key=ENROLL, public_key=server.signer.public_key,
                            policy=policy, fraction=fraction, seed=seed, workdir=tmp,
-                           drift=drift, revert_on_shift=drift is not None, adapt=adapt)
+                           drift=drift, revert_on_shift=drift is not None, adapt=adapt,
+                           lockstep=True)
         started = time.perf_counter()
         try:
             for i in range(0, len(images), batch):

@@ -15,7 +15,7 @@ import pytest
 
 from edgecl._retry import Backoff
 from edgecl.bundle import load_bundle
-from edgecl.device import DeviceRuntime, Outbox, SyncClient
+from edgecl.device import DeviceRuntime, Outbox, SyncClient, TransportError
 from edgecl.wire import UpdatePayload
 from tests.cloud.conftest import KEY, cloud_env, register, start_server
 from tests.conftest import images
@@ -70,6 +70,30 @@ def test_client_drains_the_outbox_and_each_sample_is_labelled_once(server, tmp_p
     assert server.registry.sample_ids("drain-1") == {f"s{i}" for i in range(70)}
     assert server.wait_idle(60)
     assert server.registry.sample_stats()["max_label_count"] == 1
+
+
+def test_upload_now_drains_from_the_calling_thread_without_the_upload_worker(server,
+                                                                              tmp_path):
+    sha = next(iter(server.bundles))
+    with Outbox(tmp_path / "o.db") as box:
+        client = _client(box, server.target, sha, "now-1", batch_size=8, subscribe=False)
+        client.start(uploads=False)
+        try:
+            _fill(box, 20)
+            time.sleep(0.3)  # no worker: nothing leaves until the app says so
+            assert box.stats().count == 20 and client.stats().uploaded == 0
+            assert client.upload_now(30) == 20
+            assert box.stats().count == 0 and client.upload_now(30) == 0
+        finally:
+            client.stop()
+    assert server.registry.sample_ids("now-1") == {f"s{i}" for i in range(20)}
+    with Outbox(tmp_path / "dead.db") as box:  # nobody listening: a typed error, kept
+        _fill(box, 3)
+        dead = _client(box, f"127.0.0.1:{_free_port()}", sha, "now-2")
+        with pytest.raises(TransportError):
+            dead.upload_now(timeout=0.5)
+        dead.stop()
+        assert box.stats().count == 3
 
 
 def test_poison_sample_is_dropped_and_the_rest_flows(server, tmp_path):
