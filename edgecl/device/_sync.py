@@ -184,14 +184,7 @@ class SyncClient:
             if not items:  # the worker holds the rest: wait for it
                 time.sleep(0.005)
                 continue
-            token = None
-            try:
-                token = self._ensure_token()
-                self._send(items, token)
-                self._backoff.reset()
-            except (TransportError, ConfigError) as exc:
-                self.outbox.release([i.sample_id for i in items])
-                self._failed(exc, self._backoff, token)
+            self._send_leased(items)
 
     def stats(self) -> SyncStats:
         """Current counters."""
@@ -243,17 +236,22 @@ class SyncClient:
                 continue
             with self._lock:
                 self._in_flight += 1
-            token = None
             try:
-                token = self._ensure_token()
-                self._send(items, token)
-                self._backoff.reset()
-            except (TransportError, ConfigError) as exc:
-                self.outbox.release([i.sample_id for i in items])
-                self._failed(exc, self._backoff, token)
+                self._send_leased(items)
             finally:
                 with self._lock:
                     self._in_flight -= 1
+
+    def _send_leased(self, items: list[OutboxItem]) -> None:
+        """Upload leased items; on failure they go back to the outbox and we back off."""
+        token = None
+        try:
+            token = self._ensure_token()
+            self._send(items, token)
+            self._backoff.reset()
+        except (TransportError, ConfigError) as exc:
+            self.outbox.release([i.sample_id for i in items])
+            self._failed(exc, self._backoff, token)
 
     def _send(self, items: list[OutboxItem], token: str) -> None:
         samples, ids = [], []
