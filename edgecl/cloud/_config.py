@@ -80,6 +80,7 @@ class LearningSection:
     max_nfr: float = 0.2
     margin: float = 0.0
     selected_weight: float = 1.0
+    prior_correction: bool = False
     signing_key: str = ""
 
 

@@ -56,6 +56,9 @@ class LearnerConfig:
     selected_weight : loss weight of the uploads a device selected for their uncertainty,
         relative to those it drew at random (``explored``); uploads without that mark
         weigh 1.
+    prior_correction : with ``explored`` marks, re-weight every upload by its teacher
+        class's share among the random draws over its share among all uploads (clipped to
+        [1/4, 4]), so that training sees the stream's class mix, not the picks'.
     margin, max_nfr : publication rule, see :func:`validate_candidate`.
     seed : seeds the split, the initialisation and the batches (deterministic learning).
     threads : torch intra-op threads.
@@ -76,6 +79,7 @@ class LearnerConfig:
     min_train: int = 16
     max_teacher_entropy: float = 0.8
     selected_weight: float = 1.0
+    prior_correction: bool = False
     margin: float = 0.0
     max_nfr: float = 0.2
     seed: int = 0
@@ -267,6 +271,8 @@ class UpdateLearner:
                 raise InvalidInput(f"explored must be a boolean mask of length {len(x)}, "
                                    f"got {drawn.shape}")
             w_all = np.where(drawn, w_all, cfg.selected_weight * w_all)
+            if cfg.prior_correction:
+                w_all = w_all * _prior_weights(p_t.argmax(axis=1), drawn, p_t.shape[1])
         train = train[w_all[train] > 0]
         if len(train) < cfg.min_train or len(hold) < cfg.min_holdout:
             verdict = Verdict(False, f"too few usable samples ({len(train)} to train, "
@@ -394,6 +400,14 @@ class UpdateLearner:
             out["norm.scale"] = params["norm_scale"].detach().numpy().copy()
             out["norm.shift"] = params["norm_shift"].detach().numpy().copy()
         return out
+
+
+def _prior_weights(labels: np.ndarray, drawn: np.ndarray, k: int) -> np.ndarray:
+    """Per sample: its class's (smoothed) share among the random draws over its share
+    among all samples, clipped to [1/4, 4]."""
+    share_drawn = (np.bincount(labels[drawn], minlength=k) + 1.0) / (drawn.sum() + k)
+    share_all = (np.bincount(labels, minlength=k) + 1.0) / (len(labels) + k)
+    return np.clip(share_drawn / share_all, 0.25, 4.0)[labels]
 
 
 def _split(rng: np.random.Generator, n: int, n_hold: int, audit: np.ndarray | None

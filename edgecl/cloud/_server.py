@@ -177,6 +177,7 @@ class CloudServer:
         lc = self.config.learning
         cfg = LearnerConfig(parts=tuple(lc.parts), steps=lc.steps, max_nfr=lc.max_nfr,
                             margin=lc.margin, selected_weight=lc.selected_weight,
+                            prior_correction=lc.prior_correction,
                             threads=self.config.teacher.threads)
         policy = LearningPolicy(trigger_samples=lc.trigger_samples,
                                 trigger_seconds=lc.trigger_seconds, window=lc.window,

@@ -315,3 +315,16 @@ def test_uncertainty_picks_weigh_selected_weight_relative_to_the_random_draws(ti
         parts(2.0, np.ones(79, bool))
     with pytest.raises(ConfigError):
         LearnerConfig(selected_weight=-1.0)
+
+
+def test_prior_correction_gives_training_the_class_mix_of_the_random_draws():
+    from edgecl.cloud._learner import _prior_weights
+
+    labels = np.array([0] * 60 + [1] * 20 + [2] * 20)  # the picks favour class 0
+    drawn = np.zeros(100, bool)
+    drawn[[0, 1, 60, 61, 80, 81]] = True  # the random draws: an even mix
+    w = _prior_weights(labels, drawn, 3)
+    share = np.array([w[labels == c].sum() for c in range(3)]) / w.sum()
+    assert share[0] < 0.45 and abs(share[1] - share[2]) < 1e-9  # was 0.6
+    assert np.all((w >= 0.25) & (w <= 4.0))
+    assert np.allclose(_prior_weights(labels, np.ones(100, bool), 3), 1.0)  # all random
