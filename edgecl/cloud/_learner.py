@@ -52,6 +52,9 @@ class LearnerConfig:
     shift_px : augmentation: every training view is the upload shifted by up to this many
         pixels each way (0 turns it off); uploads are few, shifts keep their corruption.
     holdout_fraction : share of uploads held out for validation (at least ``min_holdout``).
+    holdout_from_explored : with ``explored`` marks, hold out the random draws first. It
+        makes validation unbiased but takes the most representative uploads out of
+        training, which costs more (measured in README, "The cloud-device loop").
     max_teacher_entropy : drop samples whose teacher entropy / ln C exceeds this.
     selected_weight : loss weight of the uploads a device selected for their uncertainty,
         relative to those it drew at random (``explored``); uploads without that mark
@@ -75,6 +78,7 @@ class LearnerConfig:
     prompt_l2: float = 1e-3
     shift_px: int = 2
     holdout_fraction: float = 0.25
+    holdout_from_explored: bool = False
     min_holdout: int = 8
     min_train: int = 16
     max_teacher_entropy: float = 0.8
@@ -242,34 +246,32 @@ class UpdateLearner:
 
     # -- learning ---------------------------------------------------------------------------
     def learn(self, inputs: np.ndarray, teacher_probs: np.ndarray, base: BaseState,
-              *, start: BaseState | None = None, audit: np.ndarray | None = None,
-              explored: np.ndarray | None = None,
+              *, start: BaseState | None = None, explored: np.ndarray | None = None,
               config: LearnerConfig | None = None) -> LearnResult:
         """Learn a candidate from ``inputs`` ``(N, C, H, W)`` and the teacher's class
         probabilities ``(N, K)`` over the device's classes.
 
         ``base`` is the state the device runs (the candidate replaces it and is validated
         against it); learning starts from ``start`` (default ``base``), e.g. an earlier
-        candidate that was not published. ``audit`` (optional) marks the uploads the
-        device drew at random rather than for their uncertainty: the held-out uploads are
-        drawn from them first. Off in the service: it makes validation unbiased but takes
-        the most representative uploads out of training, which costs more (measured in
-        README, "The cloud-device loop"). ``explored`` (optional) marks the same draws for
-        the loss: the others weigh ``config.selected_weight``."""
+        candidate that was not published. ``explored`` (optional) marks the uploads the
+        device drew at random rather than for their uncertainty; see
+        :class:`LearnerConfig` (``selected_weight``, ``prior_correction``,
+        ``holdout_from_explored``) for what the learner does with them."""
         cfg = config or self.config
         x, p_t = self._check(inputs, teacher_probs)
         torch = self._torch
         torch.set_num_threads(cfg.threads)
         rng = np.random.default_rng(cfg.seed)
+        drawn = None if explored is None else np.asarray(explored, bool)
+        if drawn is not None and drawn.shape != (len(x),):
+            raise InvalidInput(f"explored must be a boolean mask of length {len(x)}, "
+                               f"got {drawn.shape}")
         n_hold = max(cfg.min_holdout, round(cfg.holdout_fraction * len(x)))
-        hold, train = _split(rng, len(x), n_hold, audit)
+        hold, train = _split(rng, len(x), n_hold,
+                             drawn if cfg.holdout_from_explored else None)
         unheld = train
         w_all = teacher_weights(p_t, cfg.max_teacher_entropy)
-        if explored is not None:
-            drawn = np.asarray(explored, bool)
-            if drawn.shape != (len(x),):
-                raise InvalidInput(f"explored must be a boolean mask of length {len(x)}, "
-                                   f"got {drawn.shape}")
+        if drawn is not None:
             w_all = np.where(drawn, w_all, cfg.selected_weight * w_all)
             if cfg.prior_correction:
                 w_all = w_all * _prior_weights(p_t.argmax(axis=1), drawn, p_t.shape[1])

@@ -153,9 +153,7 @@ class SyncClient:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             self.outbox.flush()
-            with self._lock:
-                busy = self._in_flight
-            if self.outbox.stats().count == 0 and not busy:
+            if self._drained():
                 return True
             time.sleep(0.01)
         return False
@@ -168,23 +166,22 @@ class SyncClient:
         deadline = time.monotonic() + timeout
         before = self.stats().uploaded
         self.outbox.flush()
-        while True:
-            items = self.outbox.lease(self.batch_size)
-            if not items:
-                with self._lock:
-                    busy = self._in_flight
-                if not busy and self.outbox.stats().count == 0:
-                    return self.stats().uploaded - before
-                items = []
+        while not self._drained():
             if time.monotonic() > deadline:
-                if items:
-                    self.outbox.release([i.sample_id for i in items])
                 raise TransportError("DEADLINE_EXCEEDED", "the outbox did not drain in "
                                      f"{timeout} s: {self.stats().last_error}")
-            if not items:  # the worker holds the rest: wait for it
+            items = self.outbox.lease(self.batch_size)
+            if items:
+                self._send_leased(items)  # sent, or back in the outbox
+            else:  # the upload worker holds the rest: wait for it
                 time.sleep(0.005)
-                continue
-            self._send_leased(items)
+        return self.stats().uploaded - before
+
+    def _drained(self) -> bool:
+        """Nothing queued and nothing in flight."""
+        with self._lock:
+            busy = self._in_flight
+        return not busy and self.outbox.stats().count == 0
 
     def stats(self) -> SyncStats:
         """Current counters."""
