@@ -158,6 +158,7 @@ class CloudServer:
         self.metrics_port: int | None = None
         self._stopped = threading.Event()
         self._stop_lock = threading.Lock()
+        self.labelling = False  # whether the teacher pool labels in the background
         self._ticker = threading.Thread(target=self._tick, name="edgecl-tick", daemon=True)
 
     # -- construction helpers ------------------------------------------------------------
@@ -212,6 +213,7 @@ class CloudServer:
         """Start serving RPCs, labelling and learning (``labelling=False``: the caller
         drives :meth:`TeacherPool.step` itself, e.g. a benchmark)."""
         self._grpc.start()
+        self.labelling = labelling
         if labelling:
             self.teacher_pool.start()
         self._ticker.start()
@@ -222,6 +224,16 @@ class CloudServer:
         log.info("serving", extra={"target": self.target, "tls": bool(self.config.server.tls_cert),
                                    "metrics_port": self.metrics_port})
         return self
+
+    def label_pending(self) -> int:
+        """Label every stored unlabelled sample now, from the calling thread, in as few
+        batches as the teacher takes (for a server started with ``labelling=False``: the
+        learning jobs those labels trigger then see exactly what was uploaded before, which
+        makes a lockstep simulation reproducible). Returns the number labelled."""
+        total = 0
+        while n := self.teacher_pool.step():
+            total += n
+        return total
 
     def wait_labelled(self, n: int, timeout: float = 60.0) -> bool:
         """Block until at least ``n`` stored samples carry a teacher label (True) or

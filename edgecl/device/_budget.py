@@ -86,6 +86,11 @@ class SamplingPolicy(ABC):
         """The constructor arguments, so ``create_policy(p.name, **p.hyperparameters())``
         builds a fresh equivalent policy."""
 
+    def notify_shift(self) -> None:
+        """The device's drift detection saw its environment change. Policies that hold
+        budget back for that moment spend it now; the default ignores it."""
+        return None
+
 
 # -- validation ---------------------------------------------------------------------------
 
@@ -163,13 +168,25 @@ class BudgetedPolicy(SamplingPolicy):
         at ``target * (1 + fill_gain * excess)`` of the samples, ``excess = 2 * fill - 1``
         in [0, 1], ``fill`` being the carried budget over ``burst`` (or the window's unused
         share of ``per_window``). 0 aims at exactly ``target``. The hard cap never changes.
+    reserve : float in [0, 1)
+        ``fraction`` mode: share of the budget held back while the environment is stable
+        (the threshold aims at ``fraction * (1 - reserve)``; the rest accrues in the bucket)
+        until the bucket holds what one shift period spends beyond its own accrual,
+        ``shift_span * (shift_fraction - fraction)`` (then it aims at ``fraction`` again;
+        ``burst`` must be at least that). After :meth:`notify_shift` the threshold aims at
+        ``shift_fraction`` for ``shift_span`` samples, spending what was saved where a new
+        domain begins and the device knows least. 0 (the default) turns this off.
+    shift_fraction : float in (0, 1], shift_span : int >= 1
+        The target fraction, and for how many samples, after a shift (``shift_fraction``
+        defaults to ``fraction``).
     """
 
     diverse: ClassVar[bool] = False  # whether the feature-space diversity filter is applied
 
     def __init__(self, *, fraction: float | None = None, per_window: int | None = None,
                  window_seconds: float = 1.0, burst: float = 4.0,
-                 fill_gain: float = 2.0) -> None:
+                 fill_gain: float = 2.0, reserve: float = 0.0,
+                 shift_fraction: float | None = None, shift_span: int = 200) -> None:
         if fraction is not None and per_window is not None:
             raise ConfigError("give either fraction or per_window, not both")
         if per_window is None:
@@ -182,12 +199,22 @@ class BudgetedPolicy(SamplingPolicy):
         self.window_seconds = _number(window_seconds, "window_seconds", low=0.0, low_open=True)
         self.burst = _number(burst, "burst", low=1.0)
         self.fill_gain = _number(fill_gain, "fill_gain", low=0.0)
+        self.reserve = _number(reserve, "reserve", low=0.0, high=1.0)
+        if self.reserve >= 1.0:
+            raise ConfigError(f"reserve must be below 1, got {reserve!r}")
+        if self.reserve > 0 and self.fraction is None:
+            raise ConfigError("reserve needs fraction mode (a per_window budget is not carried)")
+        self.shift_fraction = (None if shift_fraction is None else
+                               _number(shift_fraction, "shift_fraction", low=0.0, high=1.0,
+                                       low_open=True))
+        self.shift_span = _integer(shift_span, "shift_span", 1)
         self.reset()
 
     def hyperparameters(self) -> dict[str, Any]:
         return {"fraction": self.fraction, "per_window": self.per_window,
                 "window_seconds": self.window_seconds, "burst": self.burst,
-                "fill_gain": self.fill_gain}
+                "fill_gain": self.fill_gain, "reserve": self.reserve,
+                "shift_fraction": self.shift_fraction, "shift_span": self.shift_span}
 
     def reset(self) -> None:
         self.seen = 0
@@ -200,6 +227,29 @@ class BudgetedPolicy(SamplingPolicy):
         self._last_time = -math.inf
         self._memory: deque[np.ndarray] = deque()
         self._feature_mean: np.ndarray | None = None
+        self._shift_left = 0  # samples still to be sampled at shift_fraction
+
+    def notify_shift(self) -> None:
+        """Start a shift period: the next ``shift_span`` samples are sampled at
+        ``shift_fraction`` (within the budget, saved tokens included). The diversity filter
+        starts over too: centred on the old domain's mean, every feature of a new domain
+        points the same way and would look like a duplicate of the first one sent."""
+        self._shift_left = self.shift_span
+        self._feature_mean = None
+        self._memory.clear()
+
+    def _rate(self) -> float:
+        """The fraction the policy aims at now, before the fill gain (1 in per_window mode:
+        there the window decides)."""
+        if self.fraction is None:
+            return 1.0
+        shift_rate = self.fraction if self.shift_fraction is None else self.shift_fraction
+        if self._shift_left > 0:
+            return shift_rate
+        # save only what one shift period spends beyond its own accrual
+        if self._tokens >= self.shift_span * (shift_rate - self.fraction):
+            return self.fraction
+        return self.fraction * (1.0 - self.reserve)
 
     # -- hooks ---------------------------------------------------------------------------
 
@@ -240,6 +290,7 @@ class BudgetedPolicy(SamplingPolicy):
                     continue
                 chosen.append(int(i))
         self._commit(now, len(chosen))
+        self._shift_left = max(0, self._shift_left - n)
         indices = np.sort(np.asarray(chosen, dtype=np.int64))
         indices.setflags(write=False)
         scores.setflags(write=False)
@@ -267,7 +318,7 @@ class BudgetedPolicy(SamplingPolicy):
             assert self.fraction is not None
             carried = min(Fraction(self.burst), self._tokens)  # unspent budget carried over
             self._tokens = carried + Fraction(self.fraction) * n
-            capacity, fill, target = math.floor(self._tokens), carried / self.burst, self.fraction
+            capacity, fill, target = math.floor(self._tokens), carried / self.burst, self._rate()
         else:
             start = now - self.window_seconds
             self._arrivals.append((now, n))
@@ -345,14 +396,18 @@ class _ScoreHistory:
         self._stale += scores.shape[0]
 
     def quantile(self, q: float) -> float:
-        if self._cached is None or self._cached[0] != q or self._stale >= self._refresh:
+        # a young buffer (a fresh start, or just after a shift) is recomputed more often
+        refresh = min(self._refresh, max(1, self._count // 16))
+        if self._cached is None or self._cached[0] != q or self._stale >= refresh:
             self._cached = (q, float(np.quantile(self._buf[: self._count], q)))
             self._stale = 0
         return self._cached[1]
 
 
 class _QuantilePolicy(BudgetedPolicy):
-    """Admits scores above the running ``1 - target`` quantile of the last ``history``."""
+    """Admits scores above the running ``1 - target`` quantile of the last ``history``;
+    during a shift span (:meth:`notify_shift`), of the scores seen since the shift: what
+    is unusual in a new domain is judged against that domain, not the one before."""
 
     def __init__(self, *, history: int = 512, **budget: Any) -> None:
         self.history = _integer(history, "history", 2)
@@ -364,10 +419,20 @@ class _QuantilePolicy(BudgetedPolicy):
     def reset(self) -> None:
         super().reset()
         self._history = _ScoreHistory(self.history)
+        self._since_shift: _ScoreHistory | None = None
+
+    def notify_shift(self) -> None:
+        super().notify_shift()
+        self._since_shift = _ScoreHistory(self.history)
 
     def _threshold(self, scores: np.ndarray, target: float) -> float:
         self._history.add(scores)
-        return self._history.quantile(1.0 - target)
+        if self._shift_left <= 0:
+            self._since_shift = None
+        if self._since_shift is None:
+            return self._history.quantile(1.0 - target)
+        self._since_shift.add(scores)
+        return self._since_shift.quantile(1.0 - target)
 
 
 def _entropy_scale(num_classes: int | None) -> float:

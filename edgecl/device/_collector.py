@@ -37,9 +37,11 @@ class SampleCollector:
     skipped and counted), so predict latency is unaffected by the policy, the drift
     detector and the outbox. The worker gathers offered batches into micro-batches (up to
     ``min_batch`` samples or ``linger_seconds``, so a batch-1 caller does not pay the
-    policy's fixed cost per frame), feeds their OOD scores to the optional drift detector,
-    asks the policy which samples to send, and puts those into the outbox with their
-    uncertainty score as priority.
+    policy's fixed cost per frame), feeds their OOD scores to the optional ``drift``
+    detector and their images to the optional ``input_drift`` monitor
+    (:class:`~edgecl.ood.InputDriftMonitor`), tells the policy when either saw a shift
+    (:meth:`~SamplingPolicy.notify_shift`), asks it which samples to send, and puts those
+    into the outbox with their uncertainty score as priority.
 
     Examples
     --------
@@ -49,6 +51,7 @@ class SampleCollector:
     """
 
     def __init__(self, outbox: Outbox, policy: SamplingPolicy, *, drift: object | None = None,
+                 input_drift: object | None = None,
                  store: tuple[str, ...] = ("image", "features"), queue_size: int = 4096,
                  device_id: str = "device", min_batch: int = 32,
                  linger_seconds: float = 0.05) -> None:
@@ -58,6 +61,7 @@ class SampleCollector:
         self.outbox = outbox
         self.policy = policy
         self.drift = drift
+        self.input_drift = input_drift
         self.store = tuple(store)
         self.device_id = device_id
         self.min_batch = int(min_batch)
@@ -141,8 +145,14 @@ class SampleCollector:
                 return
 
     def _process(self, images: np.ndarray, pred: Prediction, now: float, batches: int) -> None:
+        shifts: list[object] = []
+        if self.input_drift is not None:
+            shifts.extend(self.input_drift.update(images))  # type: ignore[attr-defined]
         if self.drift is not None and pred.ood_score is not None:
-            self.shifts.extend(self.drift.update_many(pred.ood_score))  # type: ignore[attr-defined]
+            shifts.extend(self.drift.update_many(pred.ood_score))  # type: ignore[attr-defined]
+        if shifts:
+            self.shifts.extend(shifts)
+            self.policy.notify_shift()
         sel = self.policy.select(entropy=pred.entropy(), ood_score=pred.ood_score,
                                  features=pred.features, timestamp=now)
         stored = 0

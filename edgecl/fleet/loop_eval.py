@@ -29,7 +29,8 @@ def _server(variant: str, home: str | None, storage: str, learning: dict[str, st
            "EDGECL_CLOUD_METRICS_PORT": "-1", "EDGECL_CLOUD_LIMITS_REQUESTS_PER_S": "100000",
            "EDGECL_CLOUD_LIMITS_BURST": "100000",
            **{f"EDGECL_CLOUD_LEARNING_{k.upper()}": v for k, v in learning.items()}}
-    return create_server(load_config(None, env=env), home=home).start()
+    # labelling from the device's sync, not in the background: reproducible learning jobs
+    return create_server(load_config(None, env=env), home=home).start(labelling=False)
 
 
 def run_cloud(zoo: Any, images: np.ndarray, labels: np.ndarray, *, policy: str,
@@ -37,7 +38,9 @@ def run_cloud(zoo: Any, images: np.ndarray, labels: np.ndarray, *, policy: str,
               home: str | None, learning: dict[str, str], seed: int,
               drift: str | None = None, adapt: str | None = None) -> dict[str, Any]:
     """One device with the cloud loop over the stream (lockstep: every ``sync_every``
-    samples the device uploads, the service labels and learns, the update is applied)."""
+    samples the device uploads, the service labels and learns, the update is applied).
+    The device watches its input statistics for domain changes; an uncertainty policy
+    holds part of its budget back for them (``SHIFT_BUDGET``), a random one ignores them."""
     from edgecl.fleet._device import SimDevice
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -46,7 +49,7 @@ def run_cloud(zoo: Any, images: np.ndarray, labels: np.ndarray, *, policy: str,
                            enrollment_key=ENROLL, public_key=server.signer.public_key,
                            policy=policy, fraction=fraction, seed=seed, workdir=tmp,
                            drift=drift, revert_on_shift=drift is not None, adapt=adapt,
-                           lockstep=True)
+                           lockstep=True, input_drift=True)
         started = time.perf_counter()
         try:
             for i in range(0, len(images), batch):

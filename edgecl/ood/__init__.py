@@ -16,7 +16,8 @@ Fitted detectors are saved to one ``.npz`` tied to an encoder's sha256
 measure them (OOD is the positive class); :func:`evaluate_ood` runs the reference benchmark
 on a zoo (it imports the device runtime and the zoo data, lazily). Drift detectors
 (:class:`KSWindowDetector`, :class:`PageHinkley`) watch a stream of such scores and emit
-:class:`DomainShift` events.
+:class:`DomainShift` events; :class:`InputDriftMonitor` watches the images themselves
+(statistics no model update changes).
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from typing import Any
 from edgecl.ood._base import Detector
 from edgecl.ood._calibrate import DEFAULT_DETECTOR, OOD_FILE, calibrate_bundle
 from edgecl.ood._hdc import HDC, hdc_projection
+from edgecl.ood._input_drift import IMAGE_STATISTICS, InputDriftMonitor, image_statistics
 from edgecl.ood._io import load_detectors, save_detectors
 from edgecl.ood._knn import KNN
 from edgecl.ood._logits import Energy, MaxSoftmax
@@ -49,6 +51,8 @@ __all__ = [
     "DriftDetector",
     "Energy",
     "HDC",
+    "IMAGE_STATISTICS",
+    "InputDriftMonitor",
     "KNN",
     "KSWindowDetector",
     "Mahalanobis",
@@ -63,6 +67,7 @@ __all__ = [
     "evaluate_ood",
     "fpr_at_tpr",
     "hdc_projection",
+    "image_statistics",
     "list_detectors",
     "list_drift_detectors",
     "load_detectors",

@@ -7,7 +7,7 @@ import pytest
 
 from edgecl import ConfigError
 from edgecl.device import DeviceRuntime, Outbox, SampleCollector, create_policy
-from edgecl.ood import KSWindowDetector
+from edgecl.ood import InputDriftMonitor, KSWindowDetector
 from edgecl.zoo import KNOWN_CLASSES, corrupt, load_mnist
 
 
@@ -63,3 +63,32 @@ def test_collector_requires_features_when_storing_them(tiny_zoo, tmp_path):
         collector.close()
     with pytest.raises(ConfigError, match="store"):
         SampleCollector(outbox, create_policy("random"), store=("logits",))
+
+
+def test_collector_spends_the_reserve_after_an_input_shift(tiny_zoo, tmp_path):
+    rt = DeviceRuntime.open(tiny_zoo.student_bundle, threads=1)
+    train = load_mnist().train.only(KNOWN_CLASSES)
+    images = train.images[np.random.default_rng(0).permutation(len(train.images))[:2400]]
+    stream = np.concatenate([images[:2000], corrupt(images[2000:], "contrast", 5, 0)])
+    outbox = Outbox(tmp_path / "outbox.db", store=("image",))
+    policy = create_policy("uncertainty", fraction=0.05, burst=64.0, fill_gain=0.0,
+                           reserve=0.5, shift_fraction=0.5, shift_span=100, num_classes=8,
+                           w_ood=0.0, memory=0)
+    collector = SampleCollector(outbox, policy, input_drift=InputDriftMonitor(),
+                                store=("image",), device_id="dev1")
+    for start in range(0, len(stream), 16):
+        frames = stream[start:start + 16]
+        assert collector.offer(frames, rt.predict(frames, return_features=True))
+        collector.flush()  # one batch at a time: the shift lands where it happened
+    collector.close()
+    outbox.flush()
+    assert [s.detector.startswith("input:") for s in collector.shifts] == [True]
+    at = collector.shifts[0].index
+    assert 2000 <= at < 2100
+    rows = np.array([int(np.flatnonzero((stream == it.arrays["image"]).all(axis=(1, 2, 3)))[0])
+                     for it in outbox.lease(1000)])
+    stable = ((rows >= 500) & (rows < 2000)).sum() / 1500
+    after = ((rows > at) & (rows <= at + 116)).sum() / 116
+    assert stable < 0.035 and after > 0.3, (stable, after)  # half held back, then spent
+    assert len(rows) <= 0.05 * len(stream) + 64
+    outbox.close()

@@ -362,3 +362,52 @@ def test_selection_marks_the_random_draws():
     rand = create_policy("random", fraction=0.5)
     sel = rand.select(entropy=rng.random(40), ood_score=None, features=None)
     assert len(sel) > 0 and sel.explored_mask().all()  # every random pick is a random draw
+
+
+# -- a reserve spent after a shift -----------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", POLICIES)
+def test_reserve_is_saved_while_stable_and_spent_after_a_shift(name):
+    rng = np.random.default_rng(2)
+    policy = create_policy(name, fraction=0.1, burst=100.0, fill_gain=0.0, reserve=0.5,
+                           shift_fraction=0.5, shift_span=100)
+    assert policy.hyperparameters()["reserve"] == 0.5
+    picked = []
+    for b in range(300):  # 3,000 stable samples, then a shift, then 3,000 more
+        if b == 150:
+            policy.notify_shift()
+        picked.append(len(policy.select(entropy=rng.random(20), ood_score=None,
+                                        features=None)))
+    picked = np.array(picked)
+    saving = picked[5:35].sum() / (30 * 20)
+    assert 0.035 < saving < 0.065  # aims at fraction * (1 - reserve) ...
+    full = picked[100:150].sum() / (50 * 20)
+    assert 0.085 < full < 0.115  # ... until the bucket holds 100 * (0.5 - 0.1) tokens
+    burst = picked[150:155].sum() / 100  # the shift span: saved tokens at shift_fraction
+    assert burst > 0.3
+    assert picked.sum() <= 0.1 * 300 * 20 + 100  # the exact budget still holds
+    # no shift: the same policy never goes above its stable rate for long
+    quiet = create_policy(name, fraction=0.1, burst=100.0, fill_gain=0.0, reserve=0.5,
+                          shift_fraction=0.5, shift_span=100)
+    counts = [len(quiet.select(entropy=rng.random(20), ood_score=None, features=None))
+              for _ in range(300)]
+    assert max(np.convolve(counts, np.ones(5), "valid")) < 0.3 * 100
+
+
+def test_reserve_configuration_errors():
+    with pytest.raises(ConfigError):
+        create_policy("uncertainty", fraction=0.1, reserve=1.0)
+    with pytest.raises(ConfigError):
+        create_policy("uncertainty", per_window=4, reserve=0.2)
+    with pytest.raises(ConfigError):
+        create_policy("uncertainty", fraction=0.1, reserve=0.2, shift_fraction=0.0)
+    with pytest.raises(ConfigError):
+        create_policy("random", fraction=0.1, reserve=0.2, shift_span=0)
+    # without a reserve a shift only lets the policy aim at shift_fraction for a while
+    policy = create_policy("uncertainty", fraction=0.1, burst=1.0, num_classes=4)
+    policy.notify_shift()  # shift_fraction defaults to fraction: nothing changes
+    rng = np.random.default_rng(0)
+    n = sum(len(policy.select(entropy=rng.random(10), ood_score=None, features=None))
+            for _ in range(100))
+    assert n <= 0.1 * 1000 + 1.0
