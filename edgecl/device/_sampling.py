@@ -175,8 +175,10 @@ shift_span
                          explored=lucky[sel.indices])
 
     def _threshold(self, scores: np.ndarray, target: float) -> float:
-        # the running quantile sees the true scores, not the exploration promotions
-        return super()._threshold(scores if self._raw is None else self._raw, target)
+        # the running quantile sees the true scores, not the exploration promotions, and
+        # aims at the share of the target they leave (the draws are part of the budget)
+        return super()._threshold(scores if self._raw is None else self._raw,
+                                  target * (1.0 - self.explore))
 
     def _diversity(self) -> tuple[float, int]:
         return self.max_similarity, self.memory
