@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from edgecl.fleet._backend import Backend, ProcessBackend, ThreadBackend, create_backend
 from edgecl.fleet._cloud import CloudProcess
-from edgecl.fleet._device import DeviceLog, SimDevice
+from edgecl.fleet._device import SHIFT_BUDGET, SPEND_BUDGET, DeviceLog, SimDevice
 from edgecl.fleet._metrics import forgetting, summarise
 from edgecl.fleet._network import ImpairedTransport, NetworkProfile
 from edgecl.fleet._plans import FLEET_SCENARIOS, DevicePlan, Impairments, fleet_plans
@@ -31,6 +31,8 @@ __all__ = [
     "Impairments",
     "NetworkProfile",
     "ProcessBackend",
+    "SHIFT_BUDGET",
+    "SPEND_BUDGET",
     "STRATEGIES",
     "SimDevice",
     "ThreadBackend",
