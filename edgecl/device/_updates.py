@@ -158,10 +158,8 @@ class UpdateManager:
     def apply(self, update: SignedUpdate) -> ModelState:
         """Verify, check, canary and swap in ``update``; :class:`UpdateRejected` otherwise."""
         try:
-            self.verifier.check_signature(update)
+            payload = self.verifier.verify(update)
             time.sleep(0)  # let predict threads run between the stages of a swap (GIL)
-            payload = self.verifier.parse(update)
-            time.sleep(0)
             with self._lock:
                 state = self._accept(payload)
         except UpdateRejected as exc:

@@ -31,12 +31,6 @@ class UpdateVerifier:
 
     def verify(self, update: SignedUpdate) -> UpdatePayload:
         """The payload of ``update`` if its signature is valid, else :class:`UpdateRejected`."""
-        self.check_signature(update)
-        return self.parse(update)
-
-    def check_signature(self, update: SignedUpdate) -> None:
-        """:class:`UpdateRejected` unless ``update`` is within size and signed by the
-        trusted key (the payload is not parsed)."""
         exceptions = require("cryptography.exceptions", "device")
         if len(update.payload) > MAX_UPDATE_BYTES:
             raise UpdateRejected(f"payload of {len(update.payload)} bytes exceeds "
@@ -49,11 +43,6 @@ class UpdateVerifier:
         except exceptions.InvalidSignature as exc:  # type: ignore[attr-defined]
             raise UpdateRejected("bad signature: the update was tampered with or signed "
                                  "by another key") from exc
-
-    @staticmethod
-    def parse(update: SignedUpdate) -> UpdatePayload:
-        """The payload of an update whose signature was checked; :class:`UpdateRejected`
-        if it does not parse or validate."""
         try:
             return payload_from_bytes(update.payload)
         except InvalidInput as exc:
