@@ -240,6 +240,8 @@ def build_parser() -> argparse.ArgumentParser:
     bs.add_argument("--calls", type=int, default=4000)
     bs.add_argument("--swaps-per-s", type=float, default=10.0)
     bs.add_argument("--threads", type=int, default=1)
+    bs.add_argument("--edge", action="store_true", help="the 224x224 edge encoder instead of "
+                    "the zoo student")
     bs.set_defaults(func=cmd_bench_swap)
 
     bad = bench.add_parser("adapt", help="predict p50/p99 with the adaptation worker on vs off")
@@ -370,8 +372,15 @@ def cmd_bench_cloud(args: argparse.Namespace) -> int:
 def cmd_bench_swap(args: argparse.Namespace) -> int:
     from edgecl.bench.swap import bench_swap
 
-    result = bench_swap(_zoo_for(args).student_bundle, calls=args.calls,
-                        swaps_per_s=args.swaps_per_s, threads=args.threads)
+    if args.edge:
+        from edgecl.zoo.edge import edge_bundle
+
+        bundle = edge_bundle(args.home)
+    else:
+        bundle = _zoo_for(args).student_bundle
+    result = bench_swap(bundle, calls=args.calls, swaps_per_s=args.swaps_per_s,
+                        threads=args.threads)
+    result["bundle"] = "edge" if args.edge else "zoo student"
     return _emit(result, args.json)
 
 
