@@ -100,7 +100,7 @@ shift_span
         With ``reserve``, call :meth:`notify_shift` when the device's drift detection
         fires (:class:`~edgecl.device.SampleCollector` does): measured on the zoo's
         continual stream, holding 40% back and spending it at 40% of the samples for 200
-        samples after each detected change beats uploading at an even rate by about 4
+        samples after each detected change beats uploading at an even rate by 5 to 7
         points of online accuracy (README, "The cloud-device loop").
         Defaults here: ``history=8192``, ``burst=512``, ``fill_gain=0`` (a long view of
         what is unusual, and a deep bucket so quiet periods save budget for shifts).
