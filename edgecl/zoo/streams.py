@@ -12,6 +12,8 @@ Scenarios (see :data:`SCENARIOS` and :func:`create_stream`):
 * ``gradual``     -- per corruption, severity ramps up then down (1..5..1).
 * ``recurring``   -- the continual domain sequence repeated ``cycles`` times;
   domains come back with the same ``domain_id``.
+* ``returning``   -- domains the source model handles (clean first of all) alternating
+  with severe corruptions: the environment returns to normal between hard spells.
 * ``label-shift`` -- windows whose class proportions are drawn from a
   Dirichlet over the known classes (see ``Stream.class_proportions``).
 * ``open-set``    -- known classes only up to ``start``, then a
@@ -34,6 +36,13 @@ DEFAULT_CORRUPTIONS: tuple[str, ...] = (
     "gaussian_noise", "shot_noise", "impulse_noise", "defocus_blur", "motion_blur",
     "zoom_blur", "contrast", "brightness", "fog", "pixelate",
     "jpeg", "elastic", "rotate", "shear", "stripe",
+)  # fmt: skip
+#: ``returning``'s default visits: ``"clean"`` and corruptions the zoo's source model
+#: handles (jpeg, elastic) alternate with severe ones (fog, impulse noise, contrast,
+#: gaussian noise); clean comes back three times.
+RETURNING_DOMAINS: tuple[str, ...] = (
+    "clean", "fog", "clean", "impulse_noise", "jpeg", "contrast", "clean", "gaussian_noise",
+    "elastic",
 )  # fmt: skip
 MAX_SEVERITY = 5
 _CHUNK = 1000  # at most this many samples are materialised at once
@@ -304,6 +313,28 @@ def recurring_stream(
     return _schedule("recurring", once * _positive("cycles", cycles), _source(source), _seed(seed))
 
 
+def returning_stream(
+    domains: Sequence[str] | None = None,
+    *,
+    severity: int = 5,
+    samples_per_domain: int = 800,
+    source: Split | None = None,
+    seed: int = 0,
+) -> Stream:
+    """Visit ``domains`` in order (default :data:`RETURNING_DOMAINS`), ``samples_per_domain``
+    each; ``"clean"`` is the uncorrupted source distribution, any other name a corruption at
+    ``severity``. A domain visited again keeps its id and gets freshly drawn samples."""
+    n, sev = _positive("samples_per_domain", samples_per_domain), _severity(severity)
+    names = tuple(RETURNING_DOMAINS if domains is None else domains)
+    if not names:
+        raise ConfigError("domains must be non-empty")
+    corrupted = _corruptions([d for d in names if d != "clean"]) if any(
+        d != "clean" for d in names) else ()
+    it = iter(corrupted)
+    plan = [(Domain.of(None) if d == "clean" else Domain.of(next(it), sev), n) for d in names]
+    return _schedule("returning", plan, _source(source), _seed(seed))
+
+
 def label_shift_stream(
     *,
     windows: int = 10,
@@ -380,6 +411,7 @@ SCENARIOS: dict[str, Callable[..., Stream]] = {
     "continual": continual_stream,
     "gradual": gradual_stream,
     "recurring": recurring_stream,
+    "returning": returning_stream,
     "label-shift": label_shift_stream,
     "open-set": open_set_stream,
 }

@@ -45,7 +45,8 @@ def stream(request: pytest.FixtureRequest) -> Stream:
 
 
 def test_registry_has_all_scenarios() -> None:
-    assert set(SCENARIOS) == {"continual", "gradual", "recurring", "label-shift", "open-set"}
+    assert set(SCENARIOS) == {"continual", "gradual", "recurring", "returning", "label-shift",
+                              "open-set"}
     assert len(DEFAULT_CORRUPTIONS) == 15 and len(set(DEFAULT_CORRUPTIONS)) == 15
 
 
@@ -215,3 +216,19 @@ def test_bad_batch_size() -> None:
     s = continual_stream(CHEAP[:1], samples_per_domain=3)
     with pytest.raises(ConfigError):
         s.batches(0)
+
+
+def test_returning_stream_alternates_and_reuses_the_clean_domain() -> None:
+    from edgecl.zoo.streams import returning_stream
+
+    s = returning_stream(["clean", "fog", "clean", "jpeg"], samples_per_domain=30, seed=1)
+    assert [d.name for d in s.domains] == ["clean", "fog@5", "jpeg@5"]
+    assert s.domain_ids.tolist() == [0] * 30 + [1] * 30 + [0] * 30 + [2] * 30
+    images, _, _ = s.arrays()
+    # the second clean visit is fresh draws, uncorrupted
+    assert not np.array_equal(images[:30], images[60:90])
+    assert s.boundaries == [30, 60, 90]
+    with pytest.raises(ConfigError):
+        returning_stream([], samples_per_domain=10)
+    with pytest.raises(ConfigError):
+        returning_stream(["clean", "no-such"], samples_per_domain=10)
