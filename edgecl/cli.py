@@ -132,7 +132,8 @@ def cmd_eval_loop(args: argparse.Namespace) -> int:
     kwargs: dict[str, Any] = {}
     if args.corruptions:
         kwargs["corruptions"] = tuple(args.corruptions.split(","))
-    result = evaluate_loop(zoo, samples_per_domain=args.samples_per_domain,
+    result = evaluate_loop(zoo, scenario=args.scenario,
+                           samples_per_domain=args.samples_per_domain,
                            fraction=args.budget, seed=args.seed, variant=args.variant,
                            home=args.home, strategies=tuple(args.strategies.split(",")),
                            progress=not args.json, **kwargs)
@@ -291,11 +292,19 @@ def build_parser() -> argparse.ArgumentParser:
     ea.add_argument("--seed", type=int, default=0)
     ea.set_defaults(func=cmd_eval_adapt)
 
-    el = ev.add_parser("loop", help="the cloud-device loop on the continual stream vs "
+    el = ev.add_parser("loop", help="the cloud-device loop on a drifting stream vs "
                        "source and teacher (one device, real service on loopback)")
     common(el, with_json=True)
-    el.add_argument("--samples-per-domain", type=int, default=2000)
-    el.add_argument("--corruptions", default="", help="comma-separated (default: 10 types)")
+    el.add_argument("--scenario", default="continual",
+                    choices=["continual", "returning", "recurring", "gradual"],
+                    help="the stream: continual (10 severe corruptions), returning (clean "
+                    "and mild domains between severe ones), recurring (5 corruptions, 3 "
+                    "visits), gradual (severity 1..5..1)")
+    el.add_argument("--samples-per-domain", type=int, default=None,
+                    help="samples per visit (per severity step for gradual); default: "
+                    "the scenario's (2000, 800, 400, 200)")
+    el.add_argument("--corruptions", default="", help="comma-separated domains (default: "
+                    "the scenario's; 'clean' allowed for returning)")
     el.add_argument("--budget", type=float, default=0.1, help="upload fraction")
     el.add_argument("--strategies", default="source,device,cloud,cloud+device,cloud_random,"
                     "teacher")

@@ -79,6 +79,8 @@ class LearningSection:
     steps: int = 150
     max_nfr: float = 0.2
     margin: float = 0.0
+    source_z: float = 1.0
+    stable_holdout: bool = True
     selected_weight: float = 1.0
     prior_correction: bool = False
     signing_key: str = ""

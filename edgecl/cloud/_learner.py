@@ -14,10 +14,13 @@ negative flip rate against the current state stays under ``max_nfr``
 
 from __future__ import annotations
 
+import copy
 import dataclasses
+import hashlib
 import math
 import time
 from dataclasses import dataclass, field
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -52,6 +55,15 @@ class LearnerConfig:
     shift_px : augmentation: every training view is the upload shifted by up to this many
         pixels each way (0 turns it off); uploads are few, shifts keep their corruption.
     holdout_fraction : share of uploads held out for validation (at least ``min_holdout``).
+    stable_holdout : choose the held-out uploads by a hash of their content rather than at
+        random, so an upload keeps its side from one job to the next: the state a device
+        runs is then compared with candidates and with the source on uploads it was not
+        trained on (at random, its own training uploads make it look better than it is).
+    source_z : evidence a candidate needs against the bundle's source state: among the
+        held-out uploads where the two differ, the candidate's wins minus the source's
+        must exceed ``source_z * sqrt(wins + losses)`` (a sign test; 0 turns it into a
+        plain comparison). The source is what the device falls back to, so it is not
+        replaced on a coin flip where it is good already.
     holdout_from_explored : with ``explored`` marks, hold out the random draws first. It
         makes validation unbiased but takes the most representative uploads out of
         training, which costs more (measured in README, "The cloud-device loop").
@@ -79,6 +91,8 @@ class LearnerConfig:
     shift_px: int = 2
     holdout_fraction: float = 0.25
     holdout_from_explored: bool = False
+    stable_holdout: bool = True
+    source_z: float = 1.0
     min_holdout: int = 8
     min_train: int = 16
     max_teacher_entropy: float = 0.8
@@ -106,6 +120,8 @@ class LearnerConfig:
             raise ConfigError("max_teacher_entropy must be in (0, 1]")
         if not 0.0 <= self.selected_weight < float("inf"):
             raise ConfigError("selected_weight must be finite and >= 0")
+        if not 0.0 <= self.source_z < float("inf"):
+            raise ConfigError("source_z must be finite and >= 0")
         if self.lr <= 0 or self.prompt_l2 < 0 or not 0 <= self.max_nfr <= 1:
             raise ConfigError("lr must be > 0, prompt_l2 >= 0 and max_nfr in [0, 1]")
 
@@ -246,14 +262,19 @@ class UpdateLearner:
 
     # -- learning ---------------------------------------------------------------------------
     def learn(self, inputs: np.ndarray, teacher_probs: np.ndarray, base: BaseState,
-              *, start: BaseState | None = None, explored: np.ndarray | None = None,
+              *, start: BaseState | Sequence[BaseState] | None = None,
+              source: BaseState | None = None, explored: np.ndarray | None = None,
               config: LearnerConfig | None = None) -> LearnResult:
         """Learn a candidate from ``inputs`` ``(N, C, H, W)`` and the teacher's class
         probabilities ``(N, K)`` over the device's classes.
 
         ``base`` is the state the device runs (the candidate replaces it and is validated
         against it); learning starts from ``start`` (default ``base``), e.g. an earlier
-        candidate that was not published. ``explored`` (optional) marks the uploads the
+        candidate that was not published; given several starts, one candidate is learned
+        from each (same split and batches) and the one that agrees most with the teacher on
+        the held-out uploads is validated (``start_choice`` in the metrics). ``source`` is
+        the bundle's own state: given, the candidate must beat it too, and a verdict whose
+        ``revert`` is set says the source beats ``base``. ``explored`` (optional) marks the uploads the
         device drew at random rather than for their uncertainty; see
         :class:`LearnerConfig` (``selected_weight``, ``prior_correction``,
         ``holdout_from_explored``) for what the learner does with them."""
@@ -268,7 +289,8 @@ class UpdateLearner:
                                f"got {drawn.shape}")
         n_hold = max(cfg.min_holdout, round(cfg.holdout_fraction * len(x)))
         hold, train = _split(rng, len(x), n_hold,
-                             drawn if cfg.holdout_from_explored else None)
+                             drawn if cfg.holdout_from_explored else None,
+                             _content_keys(x) if cfg.stable_holdout else None)
         unheld = train
         w_all = teacher_weights(p_t, cfg.max_teacher_entropy)
         if drawn is not None:
@@ -282,7 +304,35 @@ class UpdateLearner:
                               f"{cfg.min_holdout})")
             return LearnResult({}, verdict, {"train_samples": float(len(train))})
         started = time.perf_counter()
-        params = self._init_params(start or base, cfg, rng)
+        starts = [base] if start is None else [start] if isinstance(start, BaseState) \
+            else list(start)
+        if not starts:
+            raise InvalidInput("start must name at least one state")
+        teacher_labels = p_t[hold].argmax(axis=1)
+        best: tuple[float, int, dict[str, np.ndarray], np.ndarray] | None = None
+        for k, first in enumerate(starts):
+            parts = self._train(first, x, p_t, w_all, train, unheld, cfg, copy.deepcopy(rng))
+            pred = self.predict(x[hold], base.with_parts(base.version + 1, parts))
+            agreement = float(np.mean(pred == teacher_labels))
+            if best is None or agreement > best[0]:
+                best = (agreement, k, parts, pred)
+        assert best is not None
+        _, choice, parts, cand_pred = best
+        verdict = validate_candidate(
+            self.predict(x[hold], base), cand_pred, teacher_labels,
+            source=None if source is None else self.predict(x[hold], source),
+            margin=cfg.margin, max_nfr=cfg.max_nfr, source_z=cfg.source_z)
+        metrics = {**verdict.metrics, "train_samples": float(len(train)),
+                   "holdout_samples": float(len(hold)), "start_choice": float(choice),
+                   "learn_seconds": time.perf_counter() - started}
+        return LearnResult(parts, verdict, metrics)
+
+    def _train(self, start: BaseState, x: np.ndarray, p_t: np.ndarray, w_all: np.ndarray,
+               train: np.ndarray, unheld: np.ndarray, cfg: LearnerConfig,
+               rng: np.random.Generator) -> dict[str, np.ndarray]:
+        """Adam on the training uploads from ``start``; the learned parts (wire names)."""
+        torch = self._torch
+        params = self._init_params(start, cfg, rng)
         if "norm" in cfg.parts:
             params["norm_scale"], params["norm_shift"] = self._estimate_norm(x[unheld])
         learned = [p for p in params.values() if p is not None and p.requires_grad]
@@ -307,16 +357,7 @@ class UpdateLearner:
             opt.zero_grad()
             loss.backward()
             opt.step()
-        parts = self._parts(params, mask, cfg)
-        candidate = base.with_parts(base.version + 1, parts)
-        teacher_labels = p_t[hold].argmax(axis=1)
-        verdict = validate_candidate(self.predict(x[hold], base),
-                                     self.predict(x[hold], candidate), teacher_labels,
-                                     margin=cfg.margin, max_nfr=cfg.max_nfr)
-        metrics = {**verdict.metrics, "train_samples": float(len(train)),
-                   "holdout_samples": float(len(hold)),
-                   "learn_seconds": time.perf_counter() - started}
-        return LearnResult(parts, verdict, metrics)
+        return self._parts(params, mask, cfg)
 
     def _estimate_norm(self, inputs: np.ndarray) -> tuple[Any, Any]:
         """The feature norm mapping these inputs' raw encoder features to the source
@@ -412,11 +453,20 @@ def _prior_weights(labels: np.ndarray, drawn: np.ndarray, k: int) -> np.ndarray:
     return np.clip(share_drawn / share_all, 0.25, 4.0)[labels]
 
 
-def _split(rng: np.random.Generator, n: int, n_hold: int, audit: np.ndarray | None
-           ) -> tuple[np.ndarray, np.ndarray]:
+def _content_keys(x: np.ndarray) -> np.ndarray:
+    """A pseudo-random but fixed ``uint64`` per sample, from its bytes."""
+    return np.array([int.from_bytes(hashlib.blake2b(row.tobytes(), digest_size=8).digest(),
+                                    "little") for row in x], dtype=np.uint64)
+
+
+def _split(rng: np.random.Generator, n: int, n_hold: int, audit: np.ndarray | None,
+           keys: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Held-out and training indices: ``n_hold`` drawn at random, from the ``audit``
-    samples first (topped up from the others when there are fewer)."""
-    order = rng.permutation(n)
+    samples first (topped up from the others when there are fewer). With ``keys`` (one
+    per sample), the order is by key instead of random: a sample keeps its side from one
+    job to the next while the window grows, so a state is never validated on uploads it
+    was trained on."""
+    order = np.argsort(keys, kind="stable") if keys is not None else rng.permutation(n)
     if audit is not None:
         mask = np.asarray(audit, bool)
         if mask.shape != (n,):

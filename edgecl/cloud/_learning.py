@@ -29,7 +29,7 @@ from edgecl._exceptions import ConfigError
 from edgecl.cloud._learner import BaseState, LearnerConfig, LearnResult, UpdateLearner
 from edgecl.cloud._segments import newest_segment_start
 from edgecl.cloud._signing import UpdateSigner
-from edgecl.wire import SignedUpdate, UpdatePayload
+from edgecl.wire import REVERT_METRIC, SignedUpdate, UpdatePayload
 
 
 class UpdateStore(Protocol):
@@ -119,7 +119,7 @@ class LearningCoordinator:
         self._working: dict[str, BaseState] = {}  # newest candidate per target
         self._short: dict[str, int] = {}  # a lower trigger while a new domain is too short
         self._closed = False
-        self.counts = {"jobs": 0, "published": 0, "rejected": 0, "failed": 0}
+        self.counts = {"jobs": 0, "published": 0, "reverted": 0, "rejected": 0, "failed": 0}
 
     def notify(self, target: str, new_samples: int = 1) -> None:
         """Count ``new_samples`` labelled uploads for ``target``; maybe start a job."""
@@ -201,21 +201,26 @@ class LearningCoordinator:
         sub /= sub.sum(axis=1, keepdims=True)
         version, parts, published_metrics = self.store.published(target)
         bundle_state = BaseState.from_bundle(self.learner.bundle.path)
-        if version and published_metrics.get("segment", 0) == segment:
-            base = bundle_state.with_parts(version, parts)  # what the devices run
-        else:  # a device-reported shift: the device fell back to its bundle state
+        fell_back = not (version and published_metrics.get("segment", 0) == segment)
+        if fell_back:  # a device-reported shift: the device fell back to its bundle state
             base = bundle_state.with_parts(version, {})
-        start = bundle_state.with_parts(version, {})
+        else:
+            base = bundle_state.with_parts(version, parts)  # what the devices run
+        starts = [base]
         if self.policy.warm_start:
             with self._lock:
                 working = self._working.get(target)
-            start = working if working is not None and working.version == base.version \
-                else base
-        result = self.learner.learn(inputs[keep], sub, base, start=start,
-                                    explored=explored[keep])
+            if working is not None and working.version == base.version:
+                starts = [working]
+        if (start_index > 0 or fell_back) and _differs(starts[0], bundle_state):
+            # a young domain: the newest candidate was learned on another one, so learn
+            # from the bundle state too and keep whichever holds out better
+            starts.append(bundle_state.with_parts(version, {}))
+        result = self.learner.learn(inputs[keep], sub, base, start=starts,
+                                    source=bundle_state, explored=explored[keep])
         if result.parts:
             with self._lock:
-                self._working[target] = start.with_parts(version, result.parts)
+                self._working[target] = base.with_parts(version, result.parts)
         else:  # too little of the newest domain yet: learn again as soon as there is enough
             cfg = self.learner.config
             missing = cfg.min_train + cfg.min_holdout - int(keep.sum())
@@ -226,15 +231,27 @@ class LearningCoordinator:
                    "window_start": float(start_index), "window_samples": float(len(inputs)),
                    "explored_samples": float(explored.sum())}
         result = dataclasses.replace(result, metrics=metrics)
-        if result.publish:
+        publish = result.parts if result.publish else None
+        if publish is None and result.verdict.revert:
+            # the state the devices run is worse than the bundle's own on this domain
+            publish = {"head.weight": bundle_state.head_weight,
+                       "head.bias": bundle_state.head_bias}
+            metrics = {**metrics, REVERT_METRIC: 1.0}
+        if publish is not None:
             payload = UpdatePayload(
                 version=version + 1, base_version=version,
-                encoder_sha256=self.learner.bundle.encoder_sha256, parts=result.parts,
+                encoder_sha256=self.learner.bundle.encoder_sha256, parts=publish,
                 metrics=metrics, created_ms=int(time.time() * 1000), device_id=target)
             self.store.publish(target, self.signer.sign(payload), payload)
             with self._lock:
-                self._working[target] = base.with_parts(version + 1, result.parts)
+                self._working[target] = bundle_state.with_parts(version + 1, publish)
                 self.counts["published"] += 1
+                if not result.publish:
+                    self.counts["reverted"] += 1
+            if not result.publish:
+                self.store.record_rejection(target, version + 1,
+                                            "reverted to source: " + result.verdict.reason,
+                                            metrics)
         else:
             self.store.record_rejection(target, version + 1, result.verdict.reason, metrics)
             with self._lock:
@@ -242,3 +259,12 @@ class LearningCoordinator:
         if self.on_result is not None:
             self.on_result(target, result)
         return result
+
+
+def _differs(state: BaseState, bundle: BaseState) -> bool:
+    """Whether ``state`` is anything but the bundle's own (a prompt, a filter, an adapter, a
+    feature norm or another head)."""
+    return (any(a is not None for a in (state.prompt, state.input_filter, state.adapter_down,
+                                        state.norm_scale))
+            or not np.array_equal(state.head_weight, bundle.head_weight)
+            or not np.array_equal(state.head_bias, bundle.head_bias))

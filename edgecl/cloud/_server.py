@@ -178,7 +178,8 @@ class CloudServer:
         lc = self.config.learning
         cfg = LearnerConfig(parts=tuple(lc.parts), steps=lc.steps, max_nfr=lc.max_nfr,
                             margin=lc.margin, selected_weight=lc.selected_weight,
-                            prior_correction=lc.prior_correction,
+                            prior_correction=lc.prior_correction, source_z=lc.source_z,
+                            stable_holdout=lc.stable_holdout,
                             threads=self.config.teacher.threads)
         policy = LearningPolicy(trigger_samples=lc.trigger_samples,
                                 trigger_seconds=lc.trigger_seconds, window=lc.window,

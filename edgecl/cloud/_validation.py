@@ -1,11 +1,16 @@
-"""The publication rule for a learned update: better agreement with the teacher, few flips.
+"""The publication rule for a learned update: better agreement with the teacher, few flips,
+and never below the bundle's source state.
 
 Negative flip rate (MUSCLE, Echterhoff et al. 2024), measured with teacher labels: the
-fraction of held-out samples the current state got right and the candidate gets wrong.
+fraction of held-out samples a reference state got right and the candidate gets wrong.
+Both references count: the state the device runs and the bundle's source state. When the
+candidate fails but the source state beats what the device runs, the verdict says
+``revert``: the service then publishes the source state itself.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -20,6 +25,7 @@ class Verdict:
     accepted: bool
     reason: str
     metrics: dict[str, float] = field(default_factory=dict)
+    revert: bool = False  # not accepted, but the source state beats the current one
 
 
 def negative_flip_rate(old: np.ndarray, new: np.ndarray, labels: np.ndarray) -> float:
@@ -34,9 +40,15 @@ def negative_flip_rate(old: np.ndarray, new: np.ndarray, labels: np.ndarray) -> 
 
 
 def validate_candidate(current: np.ndarray, candidate: np.ndarray, teacher_labels: np.ndarray,
-                       *, margin: float = 0.0, max_nfr: float = 0.05) -> Verdict:
-    """Accept when the candidate agrees with the teacher more than the current state by
-    more than ``margin`` and its negative flip rate is at most ``max_nfr``.
+                       *, source: np.ndarray | None = None, margin: float = 0.0,
+                       max_nfr: float = 0.05, source_z: float = 0.0) -> Verdict:
+    """Accept when the candidate agrees with the teacher more than the current state (and,
+    given ``source`` predictions, more than the source state) by more than ``margin``, and
+    its negative flip rate against each of them is at most ``max_nfr``. Against the
+    source it must also win a sign test: on the samples where exactly one of the two is
+    right, its wins minus its losses exceed ``source_z * sqrt(wins + losses)``. A rejected
+    verdict has ``revert`` set when the source state agrees with the teacher more than the
+    current state by more than ``margin``.
 
     Examples
     --------
@@ -46,17 +58,43 @@ def validate_candidate(current: np.ndarray, candidate: np.ndarray, teacher_label
     True
     >>> validate_candidate(t, np.array([0, 0, 0, 0]), t).reason
     'no gain: agreement 0.250 vs current 1.000 (margin 0.000)'
+    >>> v = validate_candidate(np.array([0, 0, 0, 0]), np.array([0, 1, 0, 0]), t, source=t)
+    >>> v.accepted, v.revert, v.reason
+    (False, True, 'no gain over source: agreement 0.500 vs source 1.000 (margin 0.000)')
     """
-    if len(teacher_labels) == 0:
+    labels = np.asarray(teacher_labels)
+    if len(labels) == 0:
         return Verdict(False, "no held-out samples")
-    nfr = negative_flip_rate(current, candidate, teacher_labels)
-    cur = float(np.mean(np.asarray(current) == teacher_labels))
-    cand = float(np.mean(np.asarray(candidate) == teacher_labels))
+    nfr = negative_flip_rate(current, candidate, labels)
+    cur = float(np.mean(np.asarray(current) == labels))
+    cand = float(np.mean(np.asarray(candidate) == labels))
     metrics = {"current_agreement": cur, "candidate_agreement": cand,
-               "negative_flip_rate": nfr, "holdout": float(len(teacher_labels))}
+               "negative_flip_rate": nfr, "holdout": float(len(labels))}
+    src = cur
+    nfr_src = 0.0
+    if source is not None:
+        nfr_src = negative_flip_rate(source, candidate, labels)
+        src = float(np.mean(np.asarray(source) == labels))
+        metrics.update(source_agreement=src, negative_flip_rate_source=nfr_src)
+    revert = source is not None and src > cur + margin
     if cand <= cur + margin:
         return Verdict(False, f"no gain: agreement {cand:.3f} vs current {cur:.3f} "
-                              f"(margin {margin:.3f})", metrics)
+                              f"(margin {margin:.3f})", metrics, revert)
+    if cand <= src + margin:
+        return Verdict(False, f"no gain over source: agreement {cand:.3f} vs source "
+                              f"{src:.3f} (margin {margin:.3f})", metrics, revert)
+    if source is not None and source_z > 0:
+        src_right, cand_right = np.asarray(source) == labels, np.asarray(candidate) == labels
+        wins = int(np.sum(cand_right & ~src_right))
+        losses = int(np.sum(src_right & ~cand_right))
+        if wins - losses <= source_z * math.sqrt(wins + losses):
+            return Verdict(False, f"not clearly better than source: {wins} wins, {losses} "
+                                  f"losses (z {source_z:.2f})", metrics, revert)
     if nfr > max_nfr:
-        return Verdict(False, f"negative flip rate {nfr:.3f} above {max_nfr:.3f}", metrics)
-    return Verdict(True, f"agreement {cand:.3f} vs current {cur:.3f}, NFR {nfr:.3f}", metrics)
+        return Verdict(False, f"negative flip rate {nfr:.3f} above {max_nfr:.3f}", metrics,
+                       revert)
+    if nfr_src > max_nfr:
+        return Verdict(False, f"negative flip rate against source {nfr_src:.3f} above "
+                              f"{max_nfr:.3f}", metrics, revert)
+    return Verdict(True, f"agreement {cand:.3f} vs current {cur:.3f}, source {src:.3f}, "
+                         f"NFR {max(nfr, nfr_src):.3f}", metrics)

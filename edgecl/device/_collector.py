@@ -6,6 +6,7 @@ import logging
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -43,9 +44,18 @@ class SampleCollector:
     (:meth:`~SamplingPolicy.notify_shift`), asks it which samples to send, and puts those
     into the outbox with their uncertainty score as priority.
 
+    Every detected shift starts a new *segment*; each stored sample carries the segment
+    it was seen in, so the cloud learns from the newest domain only. ``on_shift`` (e.g.
+    :meth:`UpdateManager.revert`) is called with a reason at every shift, on the worker
+    thread, before the samples of that batch are selected: wire it to the update manager
+    so that an update learned for the old inputs is not served on the new ones (do no
+    harm; the cloud then sends one for the new domain, or restores the bundle's state).
+
     Examples
     --------
-    >>> collector = SampleCollector(outbox, create_policy("uncertainty"))  # doctest: +SKIP
+    >>> collector = SampleCollector(outbox, create_policy("uncertainty"),
+    ...                             input_drift=InputDriftMonitor(),
+    ...                             on_shift=manager.revert)               # doctest: +SKIP
     >>> pred = runtime.predict(frames, return_features=True)              # doctest: +SKIP
     >>> collector.offer(frames, pred)                                      # doctest: +SKIP
     """
@@ -54,7 +64,8 @@ class SampleCollector:
                  input_drift: object | None = None,
                  store: tuple[str, ...] = ("image", "features"), queue_size: int = 4096,
                  device_id: str = "device", min_batch: int = 32,
-                 linger_seconds: float = 0.05) -> None:
+                 linger_seconds: float = 0.05,
+                 on_shift: Callable[[str], object] | None = None) -> None:
         unknown = set(store) - {"image", "features"}
         if unknown or not store:
             raise ConfigError(f"store must name 'image' and/or 'features', got {store!r}")
@@ -67,6 +78,8 @@ class SampleCollector:
         self.min_batch = int(min_batch)
         self.linger_seconds = float(linger_seconds)
         self.shifts: list[object] = []
+        self.on_shift = on_shift
+        self.segment = 0
         self.queue_size = int(queue_size)
         self._pending: list[tuple[np.ndarray, Prediction, float]] = []
         self._pending_samples = 0
@@ -152,7 +165,13 @@ class SampleCollector:
             shifts.extend(self.drift.update_many(pred.ood_score))  # type: ignore[attr-defined]
         if shifts:
             self.shifts.extend(shifts)
+            self.segment += len(shifts)
             self.policy.notify_shift()
+            if self.on_shift is not None:
+                try:
+                    self.on_shift(f"domain shift ({getattr(shifts[0], 'detector', 'drift')})")
+                except Exception:  # the app's callback must not stop sampling
+                    logger.exception("sample collector: on_shift failed")
         sel = self.policy.select(entropy=pred.entropy(), ood_score=pred.ood_score,
                                  features=pred.features, timestamp=now)
         stored = 0
@@ -170,7 +189,8 @@ class SampleCollector:
             meta: dict[str, str | int | float] = {
                 "device": self.device_id, "seq": seq, "label": int(pred.labels[i]),
                 "confidence": float(pred.confidence[i]),
-                "state_version": int(versions[i]), "explored": int(explored[k])}
+                "state_version": int(versions[i]), "explored": int(explored[k]),
+                "segment": self.segment}
             if pred.ood_score is not None:
                 meta["ood_score"] = float(pred.ood_score[i])
             sample_id = f"{self.device_id}-{uuid.uuid4().hex}"

@@ -32,7 +32,7 @@ from edgecl.device._runtime import DeviceRuntime
 from edgecl.device._state import ModelState
 from edgecl.device._verify import UpdateVerifier
 from edgecl.heads import FeatureNorm, LinearHead, LowRankAdapter
-from edgecl.wire import SignedUpdate, UpdatePayload
+from edgecl.wire import REVERT_METRIC, SignedUpdate, UpdatePayload
 
 CLOUD_VERSION = "cloud_version"
 #: ``ModelState.metadata`` key: True while the state serves a cloud update's parts (False
@@ -227,21 +227,25 @@ class UpdateManager:
         return candidate
 
     def _build(self, current: ModelState, payload: UpdatePayload) -> ModelState:
+        """The state ``payload`` describes: its parts on top of the bundle's own state (a
+        part the update does not carry is the bundle's, never a leftover of an earlier
+        update), keeping the current detector and metadata."""
         parts, v = payload.parts, payload.version
+        base = self._base
         try:
-            head = current.head
+            head = base.head
             if "head.weight" in parts or "head.bias" in parts:
                 arrays = head.arrays()
                 head = LinearHead(parts.get("head.weight", arrays.get("weight")),
                                   parts.get("head.bias", arrays.get("bias")))
-            adapter = current.adapter
+            adapter = base.adapter
             if ("adapter.down" in parts) != ("adapter.up" in parts):
                 raise UpdateRejected("adapter.down and adapter.up must come together",
                                      version=v)
             if "adapter.down" in parts:
                 adapter = LowRankAdapter(parts["adapter.down"], parts["adapter.up"])
-            prompt = parts.get("prompt", current.prompt)
-            input_filter = parts.get("filter", current.input_filter)
+            prompt = parts.get("prompt", base.prompt)
+            input_filter = parts.get("filter", base.input_filter)
             if ("norm.scale" in parts) != ("norm.shift" in parts):
                 raise UpdateRejected("norm.scale and norm.shift must come together",
                                      version=v)
@@ -252,7 +256,8 @@ class UpdateManager:
             candidate = current.evolve(
                 head=head, adapter=adapter, prompt=prompt, input_filter=input_filter,
                 feature_norm=norm, metadata={**current.metadata, CLOUD_VERSION: v,
-                                             SERVING_CLOUD: True})
+                                             SERVING_CLOUD: not payload.metrics.get(
+                                                 REVERT_METRIC, 0.0)})
             spec = self.runtime.bundle.input_spec
             candidate.check_compatible(spec.shape, self.runtime.bundle.manifest.feature_dim,
                                        self.runtime.bundle.encoder_sha256)

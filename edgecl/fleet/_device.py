@@ -67,7 +67,9 @@ class SimDevice:
 
     ``policy`` / ``fraction``: the sampling policy and upload budget; ``drift``: the drift
     detector on OOD scores (None: no segments); ``revert_on_shift``: serve the bundle
-    state at a detected shift until the cloud's update for the new domain arrives;
+    state at a shift detected by either detector (OOD-score drift or ``input_drift``)
+    until the cloud's update for the new domain arrives (uploads then carry a new
+    segment, so the cloud learns from the new domain and knows what the device runs);
     ``target=None`` runs the device alone (no uploads, no updates); ``adapt`` names a
     test-time adaptation method (e.g. ``"align"``) that an :class:`AdaptationWorker` runs
     beside predict (drained after every step, so a simulation is reproducible);
@@ -173,9 +175,14 @@ class SimDevice:
                     self.manager.revert("drift detected")
         if self.input_drift is not None:
             changes = self.input_drift.update(images)  # index = position in the stream
-            if changes:  # logged with the OOD-score shifts; no revert on these
+            if changes:
                 self.log.shifts.extend(c.index for c in changes)
                 self.policy.notify_shift()
+                if self.revert_on_shift and self.manager is not None:
+                    # do no harm: an update learned for the old inputs is not trusted on
+                    # the new ones; serve the bundle until the cloud confirms one
+                    self.segment += len(changes)
+                    self.manager.revert("input change detected")
         if self.outbox is not None:
             sel = self.policy.select(entropy=pred.entropy(), ood_score=pred.ood_score,
                                      features=pred.features)

@@ -1,5 +1,14 @@
-"""``edgecl eval loop``: the cloud-device loop on the zoo's continual stream, one device,
-the real service on loopback, compared with source, device-only and the teacher."""
+"""``edgecl eval loop``: the cloud-device loop on one of the zoo's drifting streams, one
+device, the real service on loopback, compared with source, device-only and the teacher.
+
+Scenarios (:data:`LOOP_SCENARIOS`): ``continual`` (ten severe corruptions, 2,000 samples
+each), ``returning`` (domains the source handles, clean first of all, alternating with
+severe ones, 800 samples each), ``recurring`` (five severe corruptions visited three
+times, 400 samples a visit) and ``gradual`` (four corruptions whose severity ramps
+1..5..1, 200 samples a step). Every strategy is reported per domain beside its mean, with
+``worst_domain_delta`` (the lowest per-domain accuracy minus the source's) and
+``first_200_worst_delta`` (the same over the first 200 samples of every visit of a domain).
+"""
 
 from __future__ import annotations
 
@@ -10,15 +19,80 @@ from typing import Any
 
 import numpy as np
 
-from edgecl.zoo.streams import DEFAULT_CORRUPTIONS
+from edgecl._exceptions import ConfigError
+from edgecl.zoo.streams import DEFAULT_CORRUPTIONS, RETURNING_DOMAINS
 
 LOOP_CORRUPTIONS = DEFAULT_CORRUPTIONS[:10]
+#: The scenarios of ``edgecl eval loop`` and their default stream settings.
+LOOP_SCENARIOS: dict[str, dict[str, Any]] = {
+    "continual": {"domains": LOOP_CORRUPTIONS, "samples_per_domain": 2000},
+    "returning": {"domains": RETURNING_DOMAINS, "samples_per_domain": 800},
+    "recurring": {"domains": ("gaussian_noise", "contrast", "impulse_noise", "brightness",
+                              "motion_blur"), "samples_per_domain": 400, "cycles": 3},
+    "gradual": {"domains": ("gaussian_noise", "fog", "contrast", "defocus_blur"),
+                "samples_per_domain": 200},
+}
+#: Accuracy over the first this many samples of every visit: ``first_200_worst_delta``.
+FIRST_SAMPLES = 200
 ENROLL = "eval-loop"
 
 
 def _per_domain(correct: np.ndarray, domains: np.ndarray, names: list[str]) -> dict[str, float]:
     return {names[d]: round(float(correct[domains == d].mean()), 4)
             for d in np.unique(domains)}
+
+
+def _first_per_domain(correct: np.ndarray, domains: np.ndarray, names: list[str],
+                      first: int = FIRST_SAMPLES) -> dict[str, float]:
+    """Accuracy over the first ``first`` samples of every visit, pooled per domain."""
+    starts = np.flatnonzero(np.r_[True, domains[1:] != domains[:-1]])
+    ends = np.r_[starts[1:], len(domains)]
+    mask = np.zeros(len(domains), bool)
+    for a, b in zip(starts, ends):
+        mask[a:min(b, a + first)] = True
+    return _per_domain(correct[mask], domains[mask], names)
+
+
+def _per_visit(correct: np.ndarray, domains: np.ndarray, names: list[str]) -> dict[str, float]:
+    """Accuracy of every visit, named ``domain#k`` for the k-th visit of a domain."""
+    starts = np.flatnonzero(np.r_[True, domains[1:] != domains[:-1]])
+    ends = np.r_[starts[1:], len(domains)]
+    seen: dict[int, int] = {}
+    out: dict[str, float] = {}
+    for a, b in zip(starts, ends):
+        d = int(domains[a])
+        seen[d] = seen.get(d, 0) + 1
+        out[f"{names[d]}#{seen[d]}"] = round(float(correct[a:b].mean()), 4)
+    return out
+
+
+def build_loop_stream(scenario: str, *, domains: tuple[str, ...] | None = None,
+                      samples_per_domain: int | None = None, severity: int = 5,
+                      seed: int = 0) -> Any:
+    """The stream of ``scenario`` (see :data:`LOOP_SCENARIOS`); ``domains`` are
+    corruption names (``"clean"`` too for ``returning``), ``samples_per_domain`` the
+    samples of one visit (of one severity step for ``gradual``)."""
+    from edgecl.zoo.streams import (
+        continual_stream,
+        gradual_stream,
+        recurring_stream,
+        returning_stream,
+    )
+
+    if scenario not in LOOP_SCENARIOS:
+        raise ConfigError(f"unknown loop scenario {scenario!r}; use one of "
+                          f"{sorted(LOOP_SCENARIOS)}")
+    spec = LOOP_SCENARIOS[scenario]
+    names = list(domains or spec["domains"])
+    n = int(samples_per_domain or spec["samples_per_domain"])
+    if scenario == "continual":
+        return continual_stream(names, severity=severity, samples_per_domain=n, seed=seed)
+    if scenario == "returning":
+        return returning_stream(names, severity=severity, samples_per_domain=n, seed=seed)
+    if scenario == "recurring":
+        return recurring_stream(names, cycles=spec["cycles"], severity=severity,
+                                samples_per_domain=n, seed=seed)
+    return gradual_stream(names, samples_per_severity=n, seed=seed)
 
 
 def _server(variant: str, home: str | None, storage: str, learning: dict[str, str]) -> Any:
@@ -36,7 +110,8 @@ def _server(variant: str, home: str | None, storage: str, learning: dict[str, st
 def run_cloud(zoo: Any, images: np.ndarray, labels: np.ndarray, *, policy: str,
               fraction: float, batch: int, sync_every: int, variant: str,
               home: str | None, learning: dict[str, str], seed: int,
-              drift: str | None = None, adapt: str | None = None) -> dict[str, Any]:
+              drift: str | None = None, adapt: str | None = None,
+              revert_on_shift: bool = True) -> dict[str, Any]:
     """One device with the cloud loop over the stream (lockstep: every ``sync_every``
     samples the device uploads, the service labels and learns, the update is applied).
     The device watches its input statistics for domain changes; an uncertainty policy
@@ -48,7 +123,7 @@ def run_cloud(zoo: Any, images: np.ndarray, labels: np.ndarray, *, policy: str,
         device = SimDevice(zoo.student_bundle, server.target, device_id="loop-0",
                            enrollment_key=ENROLL, public_key=server.signer.public_key,
                            policy=policy, fraction=fraction, seed=seed, workdir=tmp,
-                           drift=drift, revert_on_shift=drift is not None, adapt=adapt,
+                           drift=drift, revert_on_shift=revert_on_shift, adapt=adapt,
                            lockstep=True, input_drift=True)
         started = time.perf_counter()
         try:
@@ -73,37 +148,45 @@ def run_cloud(zoo: Any, images: np.ndarray, labels: np.ndarray, *, policy: str,
                 "seconds": time.perf_counter() - started}
 
 
-def evaluate_loop(zoo: Any, *, corruptions: tuple[str, ...] = LOOP_CORRUPTIONS,
-                  samples_per_domain: int = 1000, severity: int = 5, fraction: float = 0.1,
+def evaluate_loop(zoo: Any, *, scenario: str = "continual",
+                  corruptions: tuple[str, ...] | None = None,
+                  samples_per_domain: int | None = None, severity: int = 5,
+                  fraction: float = 0.1,
                   batch: int = 10, sync_every: int = 50, seed: int = 0,
                   variant: str = "full", home: str | None = None,
                   strategies: tuple[str, ...] = ("source", "cloud", "cloud_random", "teacher"),
                   learning: dict[str, str] | None = None, adapt: str = "align",
                   progress: bool = False) -> dict[str, Any]:
-    """Mean online accuracy (prequential) of each strategy on the continual stream.
+    """Mean online accuracy (prequential) of each strategy on the stream of ``scenario``
+    (:func:`build_loop_stream`; ``corruptions`` and ``samples_per_domain`` override its
+    defaults).
 
-    Returns ``{"strategies": {name: {"mean_online_acc", "per_domain", ...}},
+    Returns ``{"scenario", "strategies": {name: {"mean_online_acc", "per_domain",
+    "first_200", "worst_domain_delta", "first_200_worst_delta", ...}},
     "upload_fraction", "update_bytes", "update_latency_s", ...}``; ``update_*`` are
-    medians over the updates the ``cloud`` strategy applied. ``device`` runs the test-time
-    adaptation method ``adapt`` alone; ``cloud+device`` runs it beside the cloud loop.
+    medians over the updates the ``cloud`` strategy applied; the deltas are against
+    ``source`` (present when it runs). ``device`` runs the test-time adaptation method
+    ``adapt`` alone; ``cloud+device`` runs it beside the cloud loop.
     """
     import torch
 
     from edgecl.device import DeviceRuntime
-    from edgecl.zoo.streams import continual_stream
 
-    stream = continual_stream(list(corruptions), severity=severity,
-                              samples_per_domain=samples_per_domain, seed=seed)
+    stream = build_loop_stream(scenario, domains=corruptions,
+                               samples_per_domain=samples_per_domain, severity=severity,
+                               seed=seed)
     images, labels, domains = stream.arrays()
     names = [d.name for d in stream.domains]
     learning = {"trigger_samples": "24", "steps": "100", **(learning or {})}
-    out: dict[str, Any] = {"strategies": {}, "samples": len(labels),
+    out: dict[str, Any] = {"scenario": scenario, "strategies": {}, "samples": len(labels),
                            "domains": names, "severity": severity, "budget": fraction,
                            "sync_every": sync_every, "seed": seed}
 
     def record(name: str, correct: np.ndarray, **extra: Any) -> None:
         out["strategies"][name] = {"mean_online_acc": round(float(correct.mean()), 4),
-                                   "per_domain": _per_domain(correct, domains, names), **extra}
+                                   "per_domain": _per_domain(correct, domains, names),
+                                   "first_200": _first_per_domain(correct, domains, names),
+                                   "per_visit": _per_visit(correct, domains, names), **extra}
 
     if "source" in strategies:
         rt = DeviceRuntime.open(zoo.student_bundle, ood=None)
@@ -156,6 +239,14 @@ def evaluate_loop(zoo: Any, *, corruptions: tuple[str, ...] = LOOP_CORRUPTIONS,
             out["update_latency_s"] = (round(statistics.median(res["update_latency_s"]), 3)
                                        if res["update_latency_s"] else None)
     s = out["strategies"]
+    if "source" in s:
+        for name, rec in s.items():
+            rec["worst_domain_delta"] = round(min(
+                rec["per_domain"][d] - s["source"]["per_domain"][d] for d in rec["per_domain"]), 4)
+            rec["first_200_worst_delta"] = round(min(
+                rec["first_200"][d] - s["source"]["first_200"][d] for d in rec["first_200"]), 4)
+            rec["worst_visit_delta"] = round(min(
+                rec["per_visit"][v] - s["source"]["per_visit"][v] for v in rec["per_visit"]), 4)
     if {"source", "teacher", "cloud"} <= set(s):
         gap = s["teacher"]["mean_online_acc"] - s["source"]["mean_online_acc"]
         out["gap_closed"] = round((s["cloud"]["mean_online_acc"]

@@ -20,6 +20,7 @@ from edgecl.wire._serde import (
 )
 from edgecl.wire._tensor import MAX_TENSOR_BYTES, tensor_from_proto, tensor_to_proto
 from edgecl.wire._types import (
+    REVERT_METRIC,
     UPDATE_PARTS,
     Registration,
     SignedUpdate,
@@ -30,6 +31,7 @@ from edgecl.wire._types import (
 
 __all__ = [
     "MAX_TENSOR_BYTES",
+    "REVERT_METRIC",
     "Registration",
     "SignedUpdate",
     "UPDATE_PARTS",

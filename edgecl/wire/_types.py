@@ -46,12 +46,19 @@ class WireSample:
     explored: bool = False
 
 
+#: ``UpdatePayload.metrics`` key set to 1 on an update that restores the bundle's own state
+#: (the cloud found the device's state worse than the bundle's on its current domain).
+REVERT_METRIC = "revert"
+
+
 @dataclass(frozen=True)
 class UpdatePayload:
     """The signed content of an update: learned parts plus where they apply.
 
-    ``parts`` maps names from :data:`UPDATE_PARTS` to arrays; absent parts keep the
-    device's current value.
+    ``parts`` maps names from :data:`UPDATE_PARTS` to arrays; an update describes a whole
+    state: absent parts are the bundle's own (not the device's current value). A
+    ``metrics`` entry :data:`REVERT_METRIC` of 1 marks an update that restores the
+    bundle's state.
     """
 
     version: int

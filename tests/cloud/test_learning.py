@@ -228,7 +228,8 @@ def test_warm_start_continues_from_the_newest_candidate_and_validates_against_th
     learn = coord.learner.learn
 
     def spy(inputs, probs, base, **kwargs):
-        calls.append((base, kwargs["start"]))
+        calls.append((base, kwargs["start"][0]))  # the warm start comes first
+        assert kwargs["source"].version == 0 and kwargs["source"].prompt is None
         return learn(inputs, probs, base, **kwargs)
 
     coord.learner.learn = spy  # the real learner runs; only its arguments are recorded
