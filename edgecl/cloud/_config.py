@@ -80,6 +80,7 @@ class LearningSection:
     max_nfr: float = 0.2
     margin: float = 0.0
     source_z: float = 1.0
+    recent_holdout: int = 8
     stable_holdout: bool = True
     selected_weight: float = 1.0
     prior_correction: bool = False

@@ -19,8 +19,8 @@ import dataclasses
 import hashlib
 import math
 import time
-from dataclasses import dataclass, field
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -55,8 +55,9 @@ class LearnerConfig:
     shift_px : augmentation: every training view is the upload shifted by up to this many
         pixels each way (0 turns it off); uploads are few, shifts keep their corruption.
     holdout_fraction : share of uploads held out for validation (at least ``min_holdout``).
-    stable_holdout : choose the held-out uploads by a hash of their content rather than at
-        random, so an upload keeps its side from one job to the next: the state a device
+    stable_holdout : hold out the uploads whose content hash falls below
+        ``holdout_fraction`` (at least ``min_holdout``) rather than a random share, so an
+        upload keeps its side from one job to the next: the state a device
         runs is then compared with candidates and with the source on uploads it was not
         trained on (at random, its own training uploads make it look better than it is).
     source_z : evidence a candidate needs against the bundle's source state: among the
@@ -64,6 +65,15 @@ class LearnerConfig:
         must exceed ``source_z * sqrt(wins + losses)`` (a sign test; 0 turns it into a
         plain comparison). The source is what the device falls back to, so it is not
         replaced on a coin flip where it is good already.
+    min_unbiased : with ``explored`` marks, the source is judged (compared with the
+        candidate and with the running state) on the held-out uploads the devices drew at
+        random once there are at least this many: the uploads picked for their
+        uncertainty are those the source gets wrong, so on them every candidate looks
+        better than the source than it is (measured: a candidate that beat the source
+        0.80 to 0.60 on all held-out uploads served 0.68 where the source served 0.80).
+    recent_holdout : the newest this many held-out uploads stand for the domain as it is
+        now: a candidate must not agree with the teacher less often than the source
+        there, and a device whose state does is told to revert (0 turns it off).
     holdout_from_explored : with ``explored`` marks, hold out the random draws first. It
         makes validation unbiased but takes the most representative uploads out of
         training, which costs more (measured in README, "The cloud-device loop").
@@ -93,6 +103,8 @@ class LearnerConfig:
     holdout_from_explored: bool = False
     stable_holdout: bool = True
     source_z: float = 1.0
+    recent_holdout: int = 8
+    min_unbiased: int = 4
     min_holdout: int = 8
     min_train: int = 16
     max_teacher_entropy: float = 0.8
@@ -122,6 +134,8 @@ class LearnerConfig:
             raise ConfigError("selected_weight must be finite and >= 0")
         if not 0.0 <= self.source_z < float("inf"):
             raise ConfigError("source_z must be finite and >= 0")
+        if self.recent_holdout < 0:
+            raise ConfigError("recent_holdout must be >= 0")
         if self.lr <= 0 or self.prompt_l2 < 0 or not 0 <= self.max_nfr <= 1:
             raise ConfigError("lr must be > 0, prompt_l2 >= 0 and max_nfr in [0, 1]")
 
@@ -274,8 +288,8 @@ class UpdateLearner:
         from each (same split and batches) and the one that agrees most with the teacher on
         the held-out uploads is validated (``start_choice`` in the metrics). ``source`` is
         the bundle's own state: given, the candidate must beat it too, and a verdict whose
-        ``revert`` is set says the source beats ``base``. ``explored`` (optional) marks the uploads the
-        device drew at random rather than for their uncertainty; see
+        ``revert`` is set says the source beats ``base``. ``explored`` (optional) marks
+        the uploads the device drew at random rather than for their uncertainty; see
         :class:`LearnerConfig` (``selected_weight``, ``prior_correction``,
         ``holdout_from_explored``) for what the learner does with them."""
         cfg = config or self.config
@@ -288,9 +302,13 @@ class UpdateLearner:
             raise InvalidInput(f"explored must be a boolean mask of length {len(x)}, "
                                f"got {drawn.shape}")
         n_hold = max(cfg.min_holdout, round(cfg.holdout_fraction * len(x)))
-        hold, train = _split(rng, len(x), n_hold,
-                             drawn if cfg.holdout_from_explored else None,
-                             _content_keys(x) if cfg.stable_holdout else None)
+        if cfg.stable_holdout:
+            hold, train = _stable_split(_content_keys(x), cfg.holdout_fraction,
+                                        cfg.min_holdout)
+        else:
+            hold, train = _split(rng, len(x), n_hold,
+                                 drawn if cfg.holdout_from_explored else None)
+            hold = np.sort(hold)  # time order: the newest held-out uploads come last
         unheld = train
         w_all = teacher_weights(p_t, cfg.max_teacher_entropy)
         if drawn is not None:
@@ -321,7 +339,10 @@ class UpdateLearner:
         verdict = validate_candidate(
             self.predict(x[hold], base), cand_pred, teacher_labels,
             source=None if source is None else self.predict(x[hold], source),
-            margin=cfg.margin, max_nfr=cfg.max_nfr, source_z=cfg.source_z)
+            margin=cfg.margin, max_nfr=cfg.max_nfr, source_z=cfg.source_z,
+            recent=cfg.recent_holdout,
+            source_mask=None if drawn is None or drawn[hold].sum() < cfg.min_unbiased
+            else drawn[hold])
         metrics = {**verdict.metrics, "train_samples": float(len(train)),
                    "holdout_samples": float(len(hold)), "start_choice": float(choice),
                    "learn_seconds": time.perf_counter() - started}
@@ -459,14 +480,27 @@ def _content_keys(x: np.ndarray) -> np.ndarray:
                                     "little") for row in x], dtype=np.uint64)
 
 
-def _split(rng: np.random.Generator, n: int, n_hold: int, audit: np.ndarray | None,
-           keys: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+def _content_keys(x: np.ndarray) -> np.ndarray:
+    """A pseudo-random but fixed number in [0, 1) per sample, from its bytes."""
+    return np.array([int.from_bytes(hashlib.blake2b(row.tobytes(), digest_size=8).digest(),
+                                    "little") / 2.0 ** 64 for row in x])
+
+
+def _stable_split(keys: np.ndarray, fraction: float, minimum: int
+                  ) -> tuple[np.ndarray, np.ndarray]:
+    """Held-out and training indices by key: every sample whose key is below ``fraction``
+    is held out (topped up to ``minimum`` by the next keys). As a window grows, an upload
+    trained on is never held out later, so no state is judged on its own training data."""
+    order = np.argsort(keys, kind="stable")
+    n_hold = max(int(np.sum(keys < fraction)), min(minimum, len(keys)))
+    return np.sort(order[:n_hold]), np.sort(order[n_hold:])
+
+
+def _split(rng: np.random.Generator, n: int, n_hold: int, audit: np.ndarray | None
+           ) -> tuple[np.ndarray, np.ndarray]:
     """Held-out and training indices: ``n_hold`` drawn at random, from the ``audit``
-    samples first (topped up from the others when there are fewer). With ``keys`` (one
-    per sample), the order is by key instead of random: a sample keeps its side from one
-    job to the next while the window grows, so a state is never validated on uploads it
-    was trained on."""
-    order = np.argsort(keys, kind="stable") if keys is not None else rng.permutation(n)
+    samples first (topped up from the others when there are fewer)."""
+    order = rng.permutation(n)
     if audit is not None:
         mask = np.asarray(audit, bool)
         if mask.shape != (n,):

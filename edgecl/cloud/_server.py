@@ -179,6 +179,7 @@ class CloudServer:
         cfg = LearnerConfig(parts=tuple(lc.parts), steps=lc.steps, max_nfr=lc.max_nfr,
                             margin=lc.margin, selected_weight=lc.selected_weight,
                             prior_correction=lc.prior_correction, source_z=lc.source_z,
+                            recent_holdout=lc.recent_holdout,
                             stable_holdout=lc.stable_holdout,
                             threads=self.config.teacher.threads)
         policy = LearningPolicy(trigger_samples=lc.trigger_samples,

@@ -41,7 +41,8 @@ def negative_flip_rate(old: np.ndarray, new: np.ndarray, labels: np.ndarray) -> 
 
 def validate_candidate(current: np.ndarray, candidate: np.ndarray, teacher_labels: np.ndarray,
                        *, source: np.ndarray | None = None, margin: float = 0.0,
-                       max_nfr: float = 0.05, source_z: float = 0.0) -> Verdict:
+                       max_nfr: float = 0.05, source_z: float = 0.0,
+                       recent: int = 0, source_mask: np.ndarray | None = None) -> Verdict:
     """Accept when the candidate agrees with the teacher more than the current state (and,
     given ``source`` predictions, more than the source state) by more than ``margin``, and
     its negative flip rate against each of them is at most ``max_nfr``. Against the
@@ -49,6 +50,18 @@ def validate_candidate(current: np.ndarray, candidate: np.ndarray, teacher_label
     right, its wins minus its losses exceed ``source_z * sqrt(wins + losses)``. A rejected
     verdict has ``revert`` set when the source state agrees with the teacher more than the
     current state by more than ``margin``.
+
+    ``recent`` > 0 (with ``source``): the arrays are in time order, and the newest
+    ``recent`` samples are the current domain as it is now (a gradual change or a fresh
+    domain that no detector split off yet): there the candidate must agree with the
+    teacher at least as often as the source, and ``revert`` is also set when the source
+    beats the current state there.
+
+    ``source_mask`` (optional, boolean per sample) selects the samples on which the
+    source is compared with the candidate and with the current state (agreement, sign
+    test, ``revert``): e.g. the uploads a device drew at random, since those it picked
+    for their uncertainty are the ones the source gets wrong and a candidate was trained
+    to fix, which makes any candidate look better than the source than it is.
 
     Examples
     --------
@@ -72,24 +85,48 @@ def validate_candidate(current: np.ndarray, candidate: np.ndarray, teacher_label
                "negative_flip_rate": nfr, "holdout": float(len(labels))}
     src = cur
     nfr_src = 0.0
+    cur_s, cand_s = cur, cand  # on the samples that judge the source
+    sel = np.ones(len(labels), bool) if source_mask is None else np.asarray(source_mask, bool)
+    if sel.shape != labels.shape:
+        raise InvalidInput(f"source_mask must be a boolean vector of length {len(labels)}")
     if source is not None:
         nfr_src = negative_flip_rate(source, candidate, labels)
-        src = float(np.mean(np.asarray(source) == labels))
-        metrics.update(source_agreement=src, negative_flip_rate_source=nfr_src)
-    revert = source is not None and src > cur + margin
+        if not sel.any():
+            sel = np.ones(len(labels), bool)
+        src = float(np.mean(np.asarray(source)[sel] == labels[sel]))
+        cur_s = float(np.mean(np.asarray(current)[sel] == labels[sel]))
+        cand_s = float(np.mean(np.asarray(candidate)[sel] == labels[sel]))
+        metrics.update(source_agreement=src, negative_flip_rate_source=nfr_src,
+                       source_samples=float(sel.sum()))
+    revert = source is not None and src > cur_s + margin
+    newest_ok = True
+    if source is not None and recent > 0:
+        tail = slice(max(0, len(labels) - recent), None)
+        r_src = float(np.mean(np.asarray(source)[tail] == labels[tail]))
+        r_cur = float(np.mean(np.asarray(current)[tail] == labels[tail]))
+        r_cand = float(np.mean(np.asarray(candidate)[tail] == labels[tail]))
+        metrics.update(recent_source_agreement=r_src, recent_current_agreement=r_cur,
+                       recent_candidate_agreement=r_cand)
+        revert = revert or r_src > r_cur + margin
+        newest_ok = r_cand >= r_src
     if cand <= cur + margin:
         return Verdict(False, f"no gain: agreement {cand:.3f} vs current {cur:.3f} "
                               f"(margin {margin:.3f})", metrics, revert)
-    if cand <= src + margin:
-        return Verdict(False, f"no gain over source: agreement {cand:.3f} vs source "
+    if cand_s <= src + margin:
+        return Verdict(False, f"no gain over source: agreement {cand_s:.3f} vs source "
                               f"{src:.3f} (margin {margin:.3f})", metrics, revert)
     if source is not None and source_z > 0:
-        src_right, cand_right = np.asarray(source) == labels, np.asarray(candidate) == labels
+        src_right = np.asarray(source)[sel] == labels[sel]
+        cand_right = np.asarray(candidate)[sel] == labels[sel]
         wins = int(np.sum(cand_right & ~src_right))
         losses = int(np.sum(src_right & ~cand_right))
         if wins - losses <= source_z * math.sqrt(wins + losses):
             return Verdict(False, f"not clearly better than source: {wins} wins, {losses} "
                                   f"losses (z {source_z:.2f})", metrics, revert)
+    if not newest_ok:
+        return Verdict(False, f"worse than source on the newest {recent} held-out uploads: "
+                              f"{metrics['recent_candidate_agreement']:.3f} vs "
+                              f"{metrics['recent_source_agreement']:.3f}", metrics, revert)
     if nfr > max_nfr:
         return Verdict(False, f"negative flip rate {nfr:.3f} above {max_nfr:.3f}", metrics,
                        revert)

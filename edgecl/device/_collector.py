@@ -45,17 +45,17 @@ class SampleCollector:
     into the outbox with their uncertainty score as priority.
 
     Every detected shift starts a new *segment*; each stored sample carries the segment
-    it was seen in, so the cloud learns from the newest domain only. ``on_shift`` (e.g.
-    :meth:`UpdateManager.revert`) is called with a reason at every shift, on the worker
-    thread, before the samples of that batch are selected: wire it to the update manager
-    so that an update learned for the old inputs is not served on the new ones (do no
-    harm; the cloud then sends one for the new domain, or restores the bundle's state).
+    it was seen in, so the cloud learns from the newest domain only. ``on_shift(reason,
+    segment)`` is called at every shift, on the worker thread, before the samples of that
+    batch are selected: wire it to :meth:`UpdateManager.domain_changed` so that an update
+    learned for the old inputs is not served on the new ones (do no harm; the cloud then
+    sends one learned on the new segment, or restores the bundle's state).
 
     Examples
     --------
     >>> collector = SampleCollector(outbox, create_policy("uncertainty"),
     ...                             input_drift=InputDriftMonitor(),
-    ...                             on_shift=manager.revert)               # doctest: +SKIP
+    ...                             on_shift=manager.domain_changed)       # doctest: +SKIP
     >>> pred = runtime.predict(frames, return_features=True)              # doctest: +SKIP
     >>> collector.offer(frames, pred)                                      # doctest: +SKIP
     """
@@ -65,7 +65,7 @@ class SampleCollector:
                  store: tuple[str, ...] = ("image", "features"), queue_size: int = 4096,
                  device_id: str = "device", min_batch: int = 32,
                  linger_seconds: float = 0.05,
-                 on_shift: Callable[[str], object] | None = None) -> None:
+                 on_shift: Callable[[str, int], object] | None = None) -> None:
         unknown = set(store) - {"image", "features"}
         if unknown or not store:
             raise ConfigError(f"store must name 'image' and/or 'features', got {store!r}")
@@ -169,7 +169,8 @@ class SampleCollector:
             self.policy.notify_shift()
             if self.on_shift is not None:
                 try:
-                    self.on_shift(f"domain shift ({getattr(shifts[0], 'detector', 'drift')})")
+                    self.on_shift(f"domain shift ({getattr(shifts[0], 'detector', 'drift')})",
+                                  self.segment)
                 except Exception:  # the app's callback must not stop sampling
                     logger.exception("sample collector: on_shift failed")
         sel = self.policy.select(entropy=pred.entropy(), ood_score=pred.ood_score,

@@ -5,8 +5,13 @@ last applied cloud version, shapes), tried on the device's recent inputs (the ca
 prediction disagreement with the current state and mean entropy), and only then swapped
 in atomically. The last ``keep`` states stay in memory for :meth:`UpdateManager.rollback`;
 after a swap, the mean confidence of the next ``monitor_window`` predictions is watched
-and a collapse rolls the update back automatically. The applied signed updates and the
-active version are persisted (write temp, fsync, rename), so a restart restores them.
+and a collapse rolls the update back automatically. Do no harm: an update is served only
+on inputs like those it was applied on (an :class:`~edgecl.ood.InputGuard` armed with the
+newest inputs before the swap reverts to the bundle's state when they move away), and
+at a detected change of environment (:meth:`UpdateManager.domain_changed`) the device
+serves the bundle's state and refuses updates learned before the change. The applied
+signed updates and the active version are persisted (write temp, fsync, rename), so a
+restart restores them.
 
 The cloud version of a state lives in ``ModelState.metadata["cloud_version"]``; the state's
 own ``version`` is the device's local counter (local adaptation also creates versions).
@@ -26,12 +31,13 @@ from typing import Any
 import numpy as np
 from google.protobuf.message import DecodeError
 
-from edgecl._exceptions import ConfigError, EdgeclError, UpdateRejected
+from edgecl._exceptions import ConfigError, EdgeclError, InvalidInput, UpdateRejected
 from edgecl.bundle._files import atomic_write_bytes
 from edgecl.device._runtime import DeviceRuntime
 from edgecl.device._state import ModelState
 from edgecl.device._verify import UpdateVerifier
 from edgecl.heads import FeatureNorm, LinearHead, LowRankAdapter
+from edgecl.ood import InputGuard
 from edgecl.wire import REVERT_METRIC, SignedUpdate, UpdatePayload
 
 CLOUD_VERSION = "cloud_version"
@@ -39,6 +45,7 @@ CLOUD_VERSION = "cloud_version"
 #: after ``revert`` to the bundle's parts).
 SERVING_CLOUD = "serving_cloud"
 _ACTIVE = "active.json"
+_GUARD_REFERENCE = 64  # the newest inputs before an apply: what the update may be served on
 
 
 @dataclass(frozen=True)
@@ -96,7 +103,8 @@ class UpdateManager:
     def __init__(self, runtime: DeviceRuntime, verifier: UpdateVerifier, *,
                  state_dir: str | os.PathLike[str] | None = None, keep: int = 5,
                  canary: CanaryPolicy | None = None, buffer_size: int = 128,
-                 monitor_window: int = 256, collapse_ratio: float = 0.6) -> None:
+                 monitor_window: int = 256, collapse_ratio: float = 0.6,
+                 input_guard: InputGuard | bool = True) -> None:
         if keep < 1 or buffer_size < 1 or monitor_window < 1 or not 0 < collapse_ratio < 1:
             raise ConfigError("keep, buffer_size and monitor_window must be >= 1 and "
                               "collapse_ratio in (0, 1)")
@@ -112,6 +120,11 @@ class UpdateManager:
         self._monitor: tuple[float, list[float]] | None = None  # (baseline, post-swap)
         self._blocked: set[int] = set()  # cloud versions rolled back: never re-applied
         self._base = runtime.state  # the bundle as shipped: what revert() goes back to
+        self.guard = (InputGuard() if input_guard is True else
+                      input_guard if isinstance(input_guard, InputGuard) else None)
+        self._min_segment = 0  # updates learned on an earlier drift segment are refused
+        self._since_change = 0  # inputs observed since the last detected change
+        self._guard_pending = False  # an update is in service, its guard not yet armed
         if self.state_dir is not None:
             (self.state_dir / "updates").mkdir(parents=True, exist_ok=True)
             self._restore()
@@ -142,16 +155,30 @@ class UpdateManager:
         batch = images if images.ndim == 4 else images[None]
         conf = np.asarray(prediction.confidence, dtype=np.float64)
         rollback = False
+        moved = False
         with self._lock:
             self._buffer.extend(np.array(batch, dtype=np.float32, copy=True))
             self._confidence.extend(conf.tolist())
+            self._since_change += len(batch)
+            if self._guard_pending and self._since_change >= self.guard.min_reference:
+                self._arm_guard()
+            elif self.guard is not None and self.guard.armed and \
+                    self.runtime.state.metadata.get(SERVING_CLOUD):
+                try:
+                    moved = self.guard.update(batch) is not None
+                except InvalidInput:  # not images the guard can read: nothing to compare
+                    self.guard.clear()
             if self._monitor is not None:
                 baseline, seen = self._monitor
                 seen.extend(conf.tolist())
                 if len(seen) >= self.monitor_window:
                     self._monitor = None
                     rollback = float(np.mean(seen)) < self.collapse_ratio * baseline
-        if rollback:
+        if moved:  # do no harm: the update was not learned for these inputs
+            self.revert("inputs moved away from those the update was applied on")
+            with self._lock:
+                self._since_change = 0
+        elif rollback:
             self.rollback(f"confidence collapsed after the swap (mean below "
                           f"{self.collapse_ratio:.2f} x the pre-swap mean)")
 
@@ -199,8 +226,24 @@ class UpdateManager:
             self._history.append(current)
             self.runtime.swap_state(state)
             self._monitor = None
+            if self.guard is not None:
+                self.guard.clear()
+            self._guard_pending = False
         self._event(self.cloud_version, "reverted", reason)
         return state
+
+    def domain_changed(self, reason: str = "domain shift", segment: int | None = None
+                       ) -> ModelState:
+        """A detector saw the inputs change: serve the bundle's own state (:meth:`revert`)
+        and, given the device's new drift ``segment`` (the number its uploads now carry),
+        refuse every update learned on an earlier segment (``metrics["segment"]``), which
+        the cloud may still publish from uploads it had before the change. Use it as the
+        ``on_shift`` callback of a :class:`SampleCollector`."""
+        with self._lock:
+            self._since_change = 0
+            if segment is not None:
+                self._min_segment = max(self._min_segment, int(segment))
+        return self.revert(reason)
 
     # -- internals -----------------------------------------------------------------------
     def _accept(self, payload: UpdatePayload, *, canary: bool = True) -> ModelState:
@@ -215,6 +258,11 @@ class UpdateManager:
         if v <= self.cloud_version:
             raise UpdateRejected(f"replayed or stale: version {v} is not newer than the "
                                  f"applied {self.cloud_version}", version=v)
+        learned_on = payload.metrics.get("segment")
+        if learned_on is not None and learned_on < self._min_segment:
+            raise UpdateRejected(f"learned for an earlier domain (segment {learned_on:g}; "
+                                 f"the inputs changed since, segment {self._min_segment})",
+                                 version=v)
         candidate = self._build(current, payload)
         time.sleep(0)
         if canary:
@@ -224,7 +272,21 @@ class UpdateManager:
         self.runtime.swap_state(candidate)
         if self._confidence:
             self._monitor = (float(np.mean(self._confidence)), [])
+        self._arm_guard()
         return candidate
+
+    def _arm_guard(self) -> None:
+        """Watch that the inputs stay like the newest ones seen since the last change (at
+        least ``guard.min_reference`` of them; until there are, arm later)."""
+        self._guard_pending = False
+        if self.guard is None:
+            return
+        n = min(_GUARD_REFERENCE, self._since_change, len(self._buffer))
+        if n < self.guard.min_reference:
+            self.guard.clear()
+            self._guard_pending = True
+            return
+        self.guard.set_reference(np.stack(list(self._buffer)[-n:]))
 
     def _build(self, current: ModelState, payload: UpdatePayload) -> ModelState:
         """The state ``payload`` describes: its parts on top of the bundle's own state (a

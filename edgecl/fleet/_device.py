@@ -172,7 +172,7 @@ class SimDevice:
                 self.log.shifts.extend(self._drift_start + s.index for s in shifts)
                 self.policy.notify_shift()
                 if self.revert_on_shift and self.manager is not None:
-                    self.manager.revert("drift detected")
+                    self.manager.domain_changed("drift detected", self.segment)
         if self.input_drift is not None:
             changes = self.input_drift.update(images)  # index = position in the stream
             if changes:
@@ -182,7 +182,7 @@ class SimDevice:
                     # do no harm: an update learned for the old inputs is not trusted on
                     # the new ones; serve the bundle until the cloud confirms one
                     self.segment += len(changes)
-                    self.manager.revert("input change detected")
+                    self.manager.domain_changed("input change detected", self.segment)
         if self.outbox is not None:
             sel = self.policy.select(entropy=pred.entropy(), ood_score=pred.ood_score,
                                      features=pred.features)

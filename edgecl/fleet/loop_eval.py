@@ -240,13 +240,12 @@ def evaluate_loop(zoo: Any, *, scenario: str = "continual",
                                        if res["update_latency_s"] else None)
     s = out["strategies"]
     if "source" in s:
-        for name, rec in s.items():
-            rec["worst_domain_delta"] = round(min(
-                rec["per_domain"][d] - s["source"]["per_domain"][d] for d in rec["per_domain"]), 4)
-            rec["first_200_worst_delta"] = round(min(
-                rec["first_200"][d] - s["source"]["first_200"][d] for d in rec["first_200"]), 4)
-            rec["worst_visit_delta"] = round(min(
-                rec["per_visit"][v] - s["source"]["per_visit"][v] for v in rec["per_visit"]), 4)
+        src = s["source"]
+        for rec in s.values():
+            for key, table in (("worst_domain_delta", "per_domain"),
+                               ("first_200_worst_delta", "first_200"),
+                               ("worst_visit_delta", "per_visit")):
+                rec[key] = round(min(rec[table][d] - src[table][d] for d in rec[table]), 4)
     if {"source", "teacher", "cloud"} <= set(s):
         gap = s["teacher"]["mean_online_acc"] - s["source"]["mean_online_acc"]
         out["gap_closed"] = round((s["cloud"]["mean_online_acc"]

@@ -28,6 +28,7 @@ from edgecl.ood._base import Detector
 from edgecl.ood._calibrate import DEFAULT_DETECTOR, OOD_FILE, calibrate_bundle
 from edgecl.ood._hdc import HDC, hdc_projection
 from edgecl.ood._input_drift import IMAGE_STATISTICS, InputDriftMonitor, image_statistics
+from edgecl.ood._input_guard import InputGuard
 from edgecl.ood._io import load_detectors, save_detectors
 from edgecl.ood._knn import KNN
 from edgecl.ood._logits import Energy, MaxSoftmax
@@ -53,6 +54,7 @@ __all__ = [
     "HDC",
     "IMAGE_STATISTICS",
     "InputDriftMonitor",
+    "InputGuard",
     "KNN",
     "KSWindowDetector",
     "Mahalanobis",

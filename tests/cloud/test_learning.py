@@ -329,3 +329,87 @@ def test_prior_correction_gives_training_the_class_mix_of_the_random_draws():
     assert share[0] < 0.45 and abs(share[1] - share[2]) < 1e-9  # was 0.6
     assert np.all((w >= 0.25) & (w <= 4.0))
     assert np.allclose(_prior_weights(labels, np.ones(100, bool), 3), 1.0)  # all random
+
+
+def test_a_candidate_must_beat_the_source_too_and_win_a_sign_test():
+    t = np.array([0, 1, 2, 3, 0, 1, 2, 3])
+    source = t.copy()
+    current = np.zeros(8, int)  # a bad update on this domain
+    worse_than_source = np.array([0, 1, 2, 3, 0, 1, 0, 0])  # beats current, not source
+    v = validate_candidate(current, worse_than_source, t, source=source)
+    assert not v.accepted and v.revert and "source" in v.reason
+    assert v.metrics["source_agreement"] == 1.0
+    # one win more than the source on 8 samples is a coin flip: not enough with z = 1
+    src = np.array([0, 1, 2, 3, 0, 1, 2, 0])
+    one_better = t.copy()
+    v = validate_candidate(np.zeros(8, int), one_better, t, source=src, source_z=1.0)
+    assert not v.accepted and "not clearly better than source" in v.reason
+    assert validate_candidate(np.zeros(8, int), one_better, t, source=src).accepted  # z = 0
+    # a clear gain over a poor source passes
+    poor = np.array([0, 0, 0, 0, 0, 0, 0, 3])
+    v = validate_candidate(poor, t, t, source=poor, source_z=1.0)
+    assert v.accepted and not v.revert
+    # negative flips count against the source as well as against the current state
+    flips_source = np.array([1, 1, 2, 3, 0, 1, 2, 3])  # fixes nothing the source missed
+    v = validate_candidate(np.full(8, 9), flips_source, t, source=np.array(
+        [0, 0, 0, 0, 0, 0, 2, 3]), max_nfr=0.05)
+    assert not v.accepted and "against source" in v.reason
+
+
+def test_stable_holdout_keeps_every_upload_on_its_side_as_the_window_grows():
+    from edgecl.cloud._learner import _content_keys, _stable_split
+
+    x = np.random.default_rng(0).random((400, 1, 4, 4)).astype(np.float32)
+    seen_train: set[bytes] = set()
+    for n in (10, 24, 40, 80, 120, 200, 400):
+        hold, train = _stable_split(_content_keys(x[:n]), 0.25, 8)
+        assert len(hold) >= min(8, n) and sorted([*hold, *train]) == list(range(n))
+        hold_b = {x[i].tobytes() for i in hold}
+        assert not hold_b & seen_train  # an upload trained on is never held out later
+        seen_train |= {x[i].tobytes() for i in train}
+    assert 0.18 < len(hold) / 400 < 0.32  # about the fraction once the window is large
+    # the same content gets the same key wherever it sits in the window
+    keys = _content_keys(x[:50])
+    assert np.array_equal(_content_keys(x[:50][::-1]), keys[::-1])
+    assert ((keys >= 0) & (keys < 1)).all()
+
+
+def test_the_service_reverts_a_device_whose_update_is_worse_than_source(tiny_zoo, domain):
+    """A published update that breaks clean inputs: the next job on clean uploads finds
+    the source better than what the device runs and publishes the bundle's state."""
+    from edgecl.wire import REVERT_METRIC
+
+    clean, _, _ = continual_stream(["gaussian_noise"], severity=1, samples_per_domain=160,
+                                   seed=5).arrays()
+    store = MemoryStore(clean)
+    bundle = BaseState.from_bundle(tiny_zoo.student_bundle)
+    signer = UpdateSigner.generate()
+    coord = LearningCoordinator(tiny_zoo.student_bundle, _teacher_fn(tiny_zoo), CLASS_NAMES,
+                                signer, store, config=FAST.replace(steps=5),
+                                policy=LearningPolicy(window=256, segments=False))
+    from edgecl.wire import UpdatePayload
+
+    broken = np.roll(bundle.head_weight, 1, axis=0)  # every class predicted as the next
+    payload = UpdatePayload(version=1, base_version=0,
+                            encoder_sha256=coord.learner.bundle.encoder_sha256,
+                            parts={"head.weight": broken, "head.bias": bundle.head_bias},
+                            metrics={"segment": 0.0}, device_id="dev-1")
+    store.publish("dev-1", signer.sign(payload), payload)
+    result = coord.run_once("dev-1")
+    assert not result.publish and result.verdict.revert
+    assert result.metrics["source_agreement"] > result.metrics["current_agreement"] + 0.5
+    _, last = store.updates[-1]
+    assert last.version == 2 and last.metrics[REVERT_METRIC] == 1.0
+    assert np.array_equal(last.parts["head.weight"], bundle.head_weight)
+    assert set(last.parts) == {"head.weight", "head.bias"}
+    assert coord.counts["reverted"] == 1 and "reverted to source" in store.rejections[-1][1]
+    # the device applies it on top of its bundle: it serves the bundle's predictions again
+    rt = DeviceRuntime.open(tiny_zoo.student_bundle, ood=None)
+    reference = rt.predict(clean).labels
+    manager = UpdateManager(rt, UpdateVerifier(signer.public_key),
+                            canary=CanaryPolicy(max_disagreement=1.0))
+    for update, _ in store.updates:
+        assert manager(update)
+    assert np.array_equal(rt.predict(clean).labels, reference)
+    assert rt.state.metadata["serving_cloud"] is False
+    coord.close()

@@ -92,3 +92,40 @@ def test_collector_spends_the_reserve_after_an_input_shift(tiny_zoo, tmp_path):
     assert stable < 0.035 and after > 0.3, (stable, after)  # half held back, then spent
     assert len(rows) <= 0.05 * len(stream) + 64
     outbox.close()
+
+
+def test_a_shift_starts_a_new_segment_and_calls_back_before_selecting(tiny_zoo, tmp_path):
+    """Samples carry the segment they were seen in, and ``on_shift`` (an update manager's
+    revert in an app) runs at the shift: a bad callback does not stop sampling."""
+    rt = DeviceRuntime.open(tiny_zoo.student_bundle, threads=1)
+    train = load_mnist().train.only(KNOWN_CLASSES)
+    images = train.images[:900]
+    stream = np.concatenate([images[:600], corrupt(images[600:], "fog", 5, 0)])
+    outbox = Outbox(tmp_path / "outbox.db", store=("image",))
+    calls: list[tuple[str, int]] = []
+
+    def on_shift(reason: str, segment: int) -> None:
+        calls.append((reason, segment))
+        raise RuntimeError("an app bug")
+
+    collector = SampleCollector(outbox, create_policy("random", fraction=0.2, seed=0),
+                                input_drift=InputDriftMonitor(), store=("image",),
+                                device_id="dev1", on_shift=on_shift)
+    for start in range(0, len(stream), 20):
+        frames = stream[start:start + 20]
+        assert collector.offer(frames, rt.predict(frames, return_features=True))
+        collector.flush()
+    collector.close()
+    outbox.flush()
+    assert len(collector.shifts) == 1 and collector.segment == 1
+    assert len(calls) == 1 and calls[0][0].startswith("domain shift (input:")
+    assert calls[0][1] == 1
+    at = collector.shifts[0].index
+    items = outbox.lease(1000)
+    rows = np.array([int(np.flatnonzero((stream == it.arrays["image"]).all(axis=(1, 2, 3)))[0])
+                     for it in items])
+    segments = np.array([int(it.meta["segment"]) for it in items])
+    batch_end = (at // 20 + 1) * 20  # the shift's batch is sampled in the new segment
+    assert (segments[rows < (at // 20) * 20] == 0).all()
+    assert (segments[rows >= batch_end] == 1).all() and (rows >= batch_end).sum() > 20
+    outbox.close()

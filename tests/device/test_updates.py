@@ -231,3 +231,41 @@ def test_revert_serves_the_bundle_state_and_keeps_replay_protection(rt, signer):
         m.apply(signer.sign(payload(rt, 2)))
     m.rollback()  # undo the revert
     assert not np.allclose(rt.predict(x).probabilities, want)
+
+
+def test_an_update_describes_a_whole_state_on_top_of_the_bundle(rt, signer):
+    """A part an update leaves out is the bundle's, never a leftover of the previous
+    update: what the cloud validated is exactly what the device serves."""
+    m = manager(rt, signer)
+    x = images(8)
+    reference = rt.predict(x).logits
+    m.apply(signer.sign(payload(rt, 1), fp16=False))  # prompt + adapter + head
+    assert rt.state.prompt is not None and rt.state.adapter is not None
+    head_only = {k: v for k, v in parts(rt, seed=3).items() if k.startswith("head.")}
+    m.apply(signer.sign(payload(rt, 2, parts=head_only), fp16=False))
+    assert rt.state.prompt is None and rt.state.adapter is None  # the bundle's: none
+    feats = rt.encode_checked(x)
+    np.testing.assert_allclose(rt.predict(x).logits,
+                               feats @ head_only["head.weight"].T + head_only["head.bias"],
+                               rtol=1e-4, atol=1e-4)
+    bundle_head = {f"head.{k}": v for k, v in m._base.head.arrays().items()}
+    m.apply(signer.sign(payload(rt, 3, parts=bundle_head, metrics={"revert": 1.0}),
+                        fp16=False))
+    np.testing.assert_allclose(rt.predict(x).logits, reference, rtol=1e-5, atol=1e-5)
+    assert rt.state.metadata["serving_cloud"] is False and m.cloud_version == 3
+
+
+def test_after_a_domain_change_updates_learned_before_it_are_refused(rt, signer):
+    """The cloud may still publish from uploads it had before the device saw the change:
+    such an update is not served on the new inputs; one learned after the change is."""
+    m = manager(rt, signer)
+    m.apply(signer.sign(payload(rt, 1, metrics={"segment": 0.0})))
+    state = m.domain_changed("input change", segment=1)
+    assert state.prompt is None and m.counts()["reverted"] == 1  # the bundle's state
+    with pytest.raises(UpdateRejected, match="earlier domain"):
+        m.apply(signer.sign(payload(rt, 2, metrics={"segment": 0.0})))
+    assert rt.state.prompt is None
+    m.apply(signer.sign(payload(rt, 3, metrics={"segment": 1.0})))
+    assert m.cloud_version == 3 and rt.state.prompt is not None
+    m.apply(signer.sign(payload(rt, 4)))  # no segment named: nothing to hold against it
+    assert m.cloud_version == 4
