@@ -32,7 +32,7 @@ def test_the_lockstep_cloud_loop_is_reproducible(tiny_zoo):
     from edgecl.zoo.streams import continual_stream
 
     images, labels, _ = continual_stream(["gaussian_noise", "zoom_blur"], severity=3,
-                                         samples_per_domain=300, seed=2).arrays()
+                                         samples_per_domain=450, seed=2).arrays()
     home = str(tiny_zoo.path.parent.parent)
     runs = [run_cloud(tiny_zoo, images, labels, policy="uncertainty", fraction=0.1, batch=10,
                       sync_every=50, variant="tiny", home=home, seed=0,
@@ -46,15 +46,15 @@ def test_the_lockstep_cloud_loop_is_reproducible(tiny_zoo):
 
 def test_after_a_return_to_clean_the_device_is_back_at_source_level_within_200_samples(
         tiny_zoo):
-    """Do no harm: a device that adapted to a severe corruption and then sees clean inputs
-    again serves the bundle's state (or better) within 200 samples of the return."""
+    """Do no harm: a device that adapted to a corruption and then sees clean inputs again
+    serves the bundle's state (or better) within 200 samples of the return."""
     from edgecl.device import DeviceRuntime
     from edgecl.fleet.loop_eval import run_cloud
     from edgecl.zoo.streams import returning_stream
 
     n = 500
-    images, labels, _ = returning_stream(["clean", "contrast", "clean"], samples_per_domain=n,
-                                         seed=3).arrays()
+    images, labels, _ = returning_stream(["clean", "gaussian_noise", "clean"], severity=3,
+                                         samples_per_domain=n, seed=3).arrays()
     home = str(tiny_zoo.path.parent.parent)
     res = run_cloud(tiny_zoo, images, labels, policy="uncertainty", fraction=0.1, batch=10,
                     sync_every=50, variant="tiny", home=home, seed=0,
@@ -63,11 +63,13 @@ def test_after_a_return_to_clean_the_device_is_back_at_source_level_within_200_s
     source = np.concatenate([rt.predict(images[i:i + 500]).labels
                              for i in range(0, len(images), 500)]) == labels
     cloud = res["correct"]
-    print("do-no-harm loop:", cloud[n:2 * n].mean(), source[n:2 * n].mean(),
-          cloud[2 * n + 200:].mean(), source[2 * n + 200:].mean(), res["updates_applied"])
-    assert res["updates_applied"] >= 1  # it did adapt to the corruption...
-    assert cloud[n:2 * n].mean() > source[n:2 * n].mean() + 0.05
-    assert res["shifts_detected"] >= 2  # ...and saw both changes
-    back = slice(2 * n + 200, 3 * n)  # from 200 samples after the return to clean
+    # it adapted to the corruption (an update served, far above the source there)...
+    assert res["updates_applied"] >= 1
+    assert cloud[n:2 * n].mean() > source[n:2 * n].mean() + 0.1
+    # ...saw both changes, fell back to the bundle state at the return...
+    assert res["shifts_detected"] >= 2 and res["reverted"] >= 2
+    # ...and from 200 samples after it serves as well as the source
+    back = slice(2 * n + 200, 3 * n)
     assert cloud[back].mean() >= source[back].mean() - 0.02, (cloud[back].mean(),
                                                                source[back].mean())
+    assert cloud[2 * n:2 * n + 200].mean() >= source[2 * n:2 * n + 200].mean() - 0.25

@@ -142,6 +142,7 @@ def run_cloud(zoo: Any, images: np.ndarray, labels: np.ndarray, *, policy: str,
                 "updates_rejected_cloud": len(rejected),
                 "updates_rejected_device": device.manager.counts()["rejected"],
                 "rolled_back": device.manager.counts()["rolled_back"],
+                "reverted": device.manager.counts()["reverted"],
                 "shifts_detected": len(device.log.shifts),
                 "update_bytes": device.log.update_bytes,
                 "update_latency_s": device.log.update_latency_s,
@@ -230,7 +231,8 @@ def evaluate_loop(zoo: Any, *, scenario: str = "continual",
                updates_applied=res["updates_applied"],
                updates_rejected_cloud=res["updates_rejected_cloud"],
                updates_rejected_device=res["updates_rejected_device"],
-               rolled_back=res["rolled_back"], shifts_detected=res["shifts_detected"],
+               rolled_back=res["rolled_back"], reverted=res["reverted"],
+               shifts_detected=res["shifts_detected"],
                seconds=round(res["seconds"], 1))
         if name == "cloud":
             out["upload_fraction"] = round(res["uploads"] / len(labels), 4)

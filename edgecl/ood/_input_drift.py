@@ -39,6 +39,8 @@ def image_statistics(images: np.ndarray) -> np.ndarray:
     x = x.astype(np.float64, copy=False)
     if not np.isfinite(x).all():
         raise InvalidInput("images contain NaN or inf")
+    if len(x) == 0:  # an empty batch: no rows
+        return np.zeros((0, len(IMAGE_STATISTICS)))
     flat = x.reshape(len(x), -1)
     mean = flat.mean(axis=1)
     std = flat.std(axis=1)

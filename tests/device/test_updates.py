@@ -269,3 +269,27 @@ def test_after_a_domain_change_updates_learned_before_it_are_refused(rt, signer)
     assert m.cloud_version == 3 and rt.state.prompt is not None
     m.apply(signer.sign(payload(rt, 4)))  # no segment named: nothing to hold against it
     assert m.cloud_version == 4
+
+
+def test_an_update_is_served_only_on_inputs_like_those_it_was_applied_on(rt, signer):
+    """The input guard: inputs move away from those seen before the swap -> the bundle's
+    state again within a few samples; the same kind of inputs -> the update stays."""
+    x = images(600, seed=4)
+    reference = rt.predict(x[:8]).logits
+    for guarded in (True, False):
+        m = manager(rt, signer, input_guard=guarded)
+        m.observe(x[:64], rt.predict(x[:64]))
+        m.apply(signer.sign(payload(rt, 1 + 10 * (not guarded))))
+        for i in range(64, 400, 8):  # more of the same: served throughout
+            m.observe(x[i:i + 8], rt.predict(x[i:i + 8]))
+        assert rt.state.metadata["serving_cloud"] and m.counts()["reverted"] == 0
+        dark = x[400:600] * 0.25  # the light changed
+        for i in range(0, 40, 8):
+            m.observe(dark[i:i + 8], rt.predict(dark[i:i + 8]))
+        if guarded:
+            assert m.counts()["reverted"] == 1 and not rt.state.metadata["serving_cloud"]
+            assert "moved away" in m.events[-1].reason
+            np.testing.assert_allclose(rt.predict(x[:8]).logits, reference, rtol=1e-5,
+                                       atol=1e-5)
+        else:
+            assert m.counts()["reverted"] == 0 and rt.state.metadata["serving_cloud"]

@@ -74,3 +74,49 @@ def test_bad_input_is_refused_and_consumes_nothing(digits):
         InputDriftMonitor(window=8, stride=16)
     with pytest.raises(ConfigError):
         InputDriftMonitor(alpha=0.0)
+
+
+def test_input_guard_fires_soon_after_the_inputs_move_and_never_on_the_same_domain(digits):
+    from edgecl.ood import InputGuard
+
+    rng = np.random.default_rng(1)
+    delays = []
+    for i, kind in enumerate(["gaussian_noise", "defocus_blur", "contrast", "brightness",
+                              "fog", "jpeg"]):
+        pool = digits[rng.permutation(len(digits))]
+        domain = corrupt(pool[:600], kind, 5, i)
+        guard = InputGuard()
+        guard.set_reference(domain[:64])
+        assert guard.update(domain[64:]) is None, kind  # 536 more of the same: quiet
+        assert guard.armed and guard.update(domain[:0]) is None  # an empty batch: nothing
+        fired = guard.update(corrupt(pool[600:], "zoom_blur", 5, i))
+        assert fired is not None, kind
+        delays.append(fired - (600 - 64))
+    # most within a few samples, well before the long-baseline monitor (10-70 samples);
+    # jpeg -> zoom blur moves the statistics least and takes ~100
+    assert np.median(delays) < 12 and max(delays) < 150, delays
+    clean = InputGuard()
+    clean.set_reference(digits[:64])
+    assert clean.update(digits[64:]) is None  # the whole clean test set
+
+
+def test_input_guard_fires_once_per_reference_and_refuses_bad_input(digits):
+    from edgecl.ood import InputGuard
+
+    guard = InputGuard(window=16)
+    assert not guard.armed and guard.update(digits[:10]) is None  # disarmed: nothing
+    guard.set_reference(digits[:10])  # fewer than min_reference: stays disarmed
+    assert not guard.armed
+    guard.set_reference(digits[:100])
+    dark = digits[100:300] * 0.2
+    assert guard.update(dark) is not None and not guard.armed
+    assert guard.update(dark) is None  # fired once; a new reference re-arms it
+    bad = digits[:10].copy()
+    bad[0, 0, 0, 0] = np.inf
+    guard.set_reference(digits[:100])
+    with pytest.raises(InvalidInput):
+        guard.update(bad)
+    assert guard.seen == 0 and guard.armed
+    for kwargs in ({"window": 1}, {"z": 0.0}, {"z": float("inf")}, {"min_reference": 1}):
+        with pytest.raises(ConfigError):
+            InputGuard(**kwargs)
