@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import pytest
 
 from edgecl.cli import main
 
@@ -25,6 +26,33 @@ def test_eval_loop_runs_and_reports_every_strategy(tiny_zoo, capsys):
     assert "unavailable" not in out
     assert s["device"]["method"] == "align" and s["device"]["states_published"] > 0
     assert s["cloud+device"]["upload_fraction"] > 0
+    assert out["scenario"] == "continual"
+    for name in s:  # per strategy: worst domain and worst start of a domain vs source
+        rec = s[name]
+        deltas = [rec["per_domain"][d] - s["source"]["per_domain"][d] for d in rec["per_domain"]]
+        assert rec["worst_domain_delta"] == pytest.approx(min(deltas), abs=1e-3)
+        assert set(rec["first_200"]) == set(rec["per_domain"])
+        assert -1.0 <= rec["first_200_worst_delta"] <= 1.0
+    assert s["source"]["worst_domain_delta"] == 0 == s["source"]["first_200_worst_delta"]
+
+
+def test_loop_scenarios_build_the_streams_they_name():
+    from edgecl import ConfigError
+    from edgecl.fleet.loop_eval import LOOP_SCENARIOS, build_loop_stream
+
+    assert set(LOOP_SCENARIOS) == {"continual", "returning", "recurring", "gradual"}
+    ret = build_loop_stream("returning", samples_per_domain=20)
+    names = [ret.domains[d].name for d in ret.domain_ids[::20]]
+    assert names[0] == "clean" and names.count("clean") == 3 and len(names) == 9
+    rec = build_loop_stream("recurring", samples_per_domain=20)
+    assert len(rec) == 5 * 3 * 20 and len(rec.domains) == 5
+    gra = build_loop_stream("gradual", domains=("fog",), samples_per_domain=10)
+    assert [gra.domains[d].name for d in gra.domain_ids[::10]] == [
+        f"fog@{k}" for k in (1, 2, 3, 4, 5, 4, 3, 2, 1)]
+    assert len(build_loop_stream("continual", domains=("fog", "contrast"),
+                                 samples_per_domain=30)) == 60
+    with pytest.raises(ConfigError, match="unknown loop scenario"):
+        build_loop_stream("sideways")
 
 
 def test_the_lockstep_cloud_loop_is_reproducible(tiny_zoo):

@@ -37,7 +37,9 @@ class UpdateStore(Protocol):
 
     def recent_inputs(self, target: str, limit: int) -> tuple[Any, ...]:
         """The target's newest ``limit`` labelled inputs ``(N, C, H, W)`` of its current
-        drift segment, oldest first, that segment, and optionally a third item: an
+        drift segment, oldest first, that segment (None when the uploads come from several
+        devices, e.g. a group, whose segments are numbered apart), and optionally a third
+        item: an
         ``(N,)`` bool mask of the uploads the devices drew at random (counted in the
         update's metrics as ``explored_samples``)."""
         ...
@@ -201,7 +203,11 @@ class LearningCoordinator:
         sub /= sub.sum(axis=1, keepdims=True)
         version, parts, published_metrics = self.store.published(target)
         bundle_state = BaseState.from_bundle(self.learner.bundle.path)
-        fell_back = not (version and published_metrics.get("segment", 0) == segment)
+        # a device that reports its drift segment fell back to its bundle state at the
+        # change: what it runs is not the published update of another segment (a group's
+        # uploads have no one segment: segment None)
+        fell_back = segment is not None and not (
+            version and published_metrics.get("segment", 0) == segment)
         if fell_back:  # a device-reported shift: the device fell back to its bundle state
             base = bundle_state.with_parts(version, {})
         else:
@@ -227,9 +233,11 @@ class LearningCoordinator:
             if missing > 0:
                 with self._lock:
                     self._short[target] = min(missing, self.policy.trigger_samples)
-        metrics = {**result.metrics, "segment": float(segment),
-                   "window_start": float(start_index), "window_samples": float(len(inputs)),
+        metrics = {**result.metrics, "window_start": float(start_index),
+                   "window_samples": float(len(inputs)),
                    "explored_samples": float(explored.sum())}
+        if segment is not None:  # devices refuse updates learned on an earlier segment
+            metrics["segment"] = float(segment)
         result = dataclasses.replace(result, metrics=metrics)
         publish = result.parts if result.publish else None
         if publish is None and result.verdict.revert:

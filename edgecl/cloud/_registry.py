@@ -116,7 +116,7 @@ class RecentUploads(NamedTuple):
     :meth:`Registry.recent_inputs_of`)."""
 
     inputs: np.ndarray
-    segment: int
+    segment: int | None  # None: uploads of several devices (no one drift segment)
     explored: np.ndarray
 
 

@@ -61,9 +61,11 @@ class _RegistryStore:
                                                                    metrics)
 
     def recent_inputs(self, target: str, limit: int) -> tuple[Any, ...]:
-        return self.registry.recent_inputs_of(self.registry.devices_in(target, self.by_group),
-                                              limit, tuple(self.bundle.input_spec.shape),
-                                              latest_segment=not self.by_group)
+        got = self.registry.recent_inputs_of(self.registry.devices_in(target, self.by_group),
+                                             limit, tuple(self.bundle.input_spec.shape),
+                                             latest_segment=not self.by_group)
+        # a group's devices number their drift segments each on its own: no one segment
+        return got._replace(segment=None) if self.by_group else got
 
     def published(self, target: str) -> tuple[int, dict[str, np.ndarray], dict[str, float]]:
         latest = self.registry.latest_version(target)
