@@ -17,7 +17,7 @@ from edgecl.fleet._metrics import forgetting, summarise
 from edgecl.fleet._network import ImpairedTransport, NetworkProfile
 from edgecl.fleet._plans import FLEET_SCENARIOS, DevicePlan, Impairments, fleet_plans
 from edgecl.fleet._run import STRATEGIES, DeviceTask, run_device
-from edgecl.fleet.loop_eval import evaluate_loop
+from edgecl.fleet.loop_eval import LOOP_SCENARIOS, build_loop_stream, evaluate_loop
 from edgecl.fleet.simulate import simulate, summary_table, write_report
 
 __all__ = [
@@ -29,6 +29,7 @@ __all__ = [
     "FLEET_SCENARIOS",
     "ImpairedTransport",
     "Impairments",
+    "LOOP_SCENARIOS",
     "NetworkProfile",
     "ProcessBackend",
     "SHIFT_BUDGET",
@@ -36,6 +37,7 @@ __all__ = [
     "STRATEGIES",
     "SimDevice",
     "ThreadBackend",
+    "build_loop_stream",
     "create_backend",
     "evaluate_loop",
     "fleet_plans",
