@@ -27,7 +27,9 @@ class InputGuard:
     reference was set) of the first image at which, over the last ``window`` images, some
     statistic's mean lies more than ``z`` standard errors from the reference mean
     (``se = sd_ref * sqrt(1/window + 1/n_ref)``, ``sd_ref`` floored at ``min_sd``). It
-    fires once per reference; :meth:`clear` disarms it.
+    fires once per reference; :meth:`clear` disarms it. Images larger than ``max_side``
+    pixels a side are subsampled by a stride first (the same for the reference and the
+    window), so a 3x224x224 frame costs about as much as a 56x56 one.
 
     Examples
     --------
@@ -43,9 +45,10 @@ class InputGuard:
     """
 
     def __init__(self, *, window: int = 24, z: float = 6.0, min_reference: int = 16,
-                 min_sd: float = 1e-3) -> None:
-        if int(window) < 2 or int(min_reference) < 2:
-            raise ConfigError("window and min_reference must be >= 2")
+                 min_sd: float = 1e-3, max_side: int = 64) -> None:
+        if int(window) < 2 or int(min_reference) < 2 or int(max_side) < 2:
+            raise ConfigError("window, min_reference and max_side must be >= 2")
+        self.max_side = int(max_side)
         if not (0 < float(z) < float("inf")) or not float(min_sd) > 0:
             raise ConfigError("z and min_sd must be finite and > 0")
         self.window, self.z = int(window), float(z)
@@ -66,7 +69,7 @@ class InputGuard:
 
     def set_reference(self, images: np.ndarray) -> None:
         """Arm with ``images`` as the reference (fewer than ``min_reference``: disarm)."""
-        stats = image_statistics(images)
+        stats = self._statistics(images)
         if len(stats) < self.min_reference:
             self.clear()
             return
@@ -79,9 +82,9 @@ class InputGuard:
         """Consume images in order; the index of the image that fired, else None. Bad
         input raises :class:`~edgecl.InvalidInput` and consumes nothing."""
         if self._mean is None:
-            image_statistics(images)  # still validate
+            self._statistics(images)  # still validate
             return None
-        stats = image_statistics(images)
+        stats = self._statistics(images)
         for row in stats:
             self._recent.append(row)
             self.seen += 1
@@ -92,6 +95,13 @@ class InputGuard:
                     self._mean = None
                     return fired
         return None
+
+    def _statistics(self, images: np.ndarray) -> np.ndarray:
+        x = np.asarray(images)
+        if x.ndim in (3, 4) and max(x.shape[-2:]) > self.max_side:
+            step = -(-max(x.shape[-2:]) // self.max_side)
+            x = x[..., ::step, ::step]
+        return image_statistics(x)
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(window={self.window}, z={self.z:g})"

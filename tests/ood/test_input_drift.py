@@ -120,3 +120,17 @@ def test_input_guard_fires_once_per_reference_and_refuses_bad_input(digits):
     for kwargs in ({"window": 1}, {"z": 0.0}, {"z": float("inf")}, {"min_reference": 1}):
         with pytest.raises(ConfigError):
             InputGuard(**kwargs)
+
+
+def test_input_guard_subsamples_large_frames_and_still_sees_a_change():
+    from edgecl.ood import InputGuard
+
+    rng = np.random.default_rng(2)
+    frames = rng.random((300, 3, 224, 224), dtype=np.float32)
+    guard = InputGuard()  # max_side 64: every 4th pixel of a 224 x 224 frame
+    assert guard._statistics(frames[:2]).shape == (2, 3)
+    np.testing.assert_allclose(guard._statistics(frames[:2]),
+                               image_statistics(frames[:2, :, ::4, ::4]))
+    guard.set_reference(frames[:64])
+    assert guard.update(frames[64:200]) is None
+    assert guard.update(frames[200:] * 0.5) is not None  # half the light
