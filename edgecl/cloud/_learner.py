@@ -301,11 +301,11 @@ class UpdateLearner:
         if drawn is not None and drawn.shape != (len(x),):
             raise InvalidInput(f"explored must be a boolean mask of length {len(x)}, "
                                f"got {drawn.shape}")
-        n_hold = max(cfg.min_holdout, round(cfg.holdout_fraction * len(x)))
         if cfg.stable_holdout:
             hold, train = _stable_split(_content_keys(x), cfg.holdout_fraction,
                                         cfg.min_holdout)
         else:
+            n_hold = max(cfg.min_holdout, round(cfg.holdout_fraction * len(x)))
             hold, train = _split(rng, len(x), n_hold,
                                  drawn if cfg.holdout_from_explored else None)
             hold = np.sort(hold)  # time order: the newest held-out uploads come last
@@ -472,12 +472,6 @@ def _prior_weights(labels: np.ndarray, drawn: np.ndarray, k: int) -> np.ndarray:
     share_drawn = (np.bincount(labels[drawn], minlength=k) + 1.0) / (drawn.sum() + k)
     share_all = (np.bincount(labels, minlength=k) + 1.0) / (len(labels) + k)
     return np.clip(share_drawn / share_all, 0.25, 4.0)[labels]
-
-
-def _content_keys(x: np.ndarray) -> np.ndarray:
-    """A pseudo-random but fixed ``uint64`` per sample, from its bytes."""
-    return np.array([int.from_bytes(hashlib.blake2b(row.tobytes(), digest_size=8).digest(),
-                                    "little") for row in x], dtype=np.uint64)
 
 
 def _content_keys(x: np.ndarray) -> np.ndarray:

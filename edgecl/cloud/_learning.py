@@ -105,6 +105,7 @@ class LearningCoordinator:
                  config: LearnerConfig | None = None, policy: LearningPolicy | None = None,
                  on_result: Callable[[str, LearnResult], None] | None = None) -> None:
         self.learner = UpdateLearner(bundle_dir, config)
+        self._bundle_state = BaseState.from_bundle(self.learner.bundle.path)  # version 0
         self.teacher, self.signer, self.store = teacher, signer, store
         self.policy = policy or LearningPolicy()
         self.on_result = on_result
@@ -202,16 +203,15 @@ class LearningCoordinator:
         sub = probs[keep][:, self._columns]
         sub /= sub.sum(axis=1, keepdims=True)
         version, parts, published_metrics = self.store.published(target)
-        bundle_state = BaseState.from_bundle(self.learner.bundle.path)
+        bundle_state = self._bundle_state
+        source_now = bundle_state.with_parts(version, {})  # the bundle's own, this version
         # a device that reports its drift segment fell back to its bundle state at the
         # change: what it runs is not the published update of another segment (a group's
         # uploads have no one segment: segment None)
         fell_back = segment is not None and not (
             version and published_metrics.get("segment", 0) == segment)
-        if fell_back:  # a device-reported shift: the device fell back to its bundle state
-            base = bundle_state.with_parts(version, {})
-        else:
-            base = bundle_state.with_parts(version, parts)  # what the devices run
+        # what the devices run: after a device-reported shift, their bundle state
+        base = source_now if fell_back else bundle_state.with_parts(version, parts)
         starts = [base]
         if self.policy.warm_start:
             with self._lock:
@@ -221,7 +221,7 @@ class LearningCoordinator:
         if (start_index > 0 or fell_back) and _differs(starts[0], bundle_state):
             # a young domain: the newest candidate was learned on another one, so learn
             # from the bundle state too and keep whichever holds out better
-            starts.append(bundle_state.with_parts(version, {}))
+            starts.append(source_now)
         result = self.learner.learn(inputs[keep], sub, base, start=starts,
                                     source=bundle_state, explored=explored[keep])
         if result.parts:

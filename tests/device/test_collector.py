@@ -11,6 +11,22 @@ from edgecl.ood import InputDriftMonitor, KSWindowDetector
 from edgecl.zoo import KNOWN_CLASSES, corrupt, load_mnist
 
 
+def _feed_one_batch_at_a_time(collector, rt, stream, size):
+    """Offer ``stream`` in batches of ``size``, each processed before the next, so a
+    detected shift lands where it happened; then close the collector."""
+    for start in range(0, len(stream), size):
+        frames = stream[start:start + size]
+        assert collector.offer(frames, rt.predict(frames, return_features=True))
+        collector.flush()
+    collector.close()
+
+
+def _stream_rows(stream, items):
+    """Position in ``stream`` of each leased outbox item's image."""
+    return np.array([int(np.flatnonzero((stream == it.arrays["image"]).all(axis=(1, 2, 3)))[0])
+                     for it in items])
+
+
 def test_collector_selects_within_budget_and_detects_the_shift(tiny_zoo, tmp_path):
     rt = DeviceRuntime.open(tiny_zoo.student_bundle, threads=1)
     test = load_mnist().test.only(KNOWN_CLASSES)
@@ -76,17 +92,12 @@ def test_collector_spends_the_reserve_after_an_input_shift(tiny_zoo, tmp_path):
                            w_ood=0.0, memory=0)
     collector = SampleCollector(outbox, policy, input_drift=InputDriftMonitor(),
                                 store=("image",), device_id="dev1")
-    for start in range(0, len(stream), 16):
-        frames = stream[start:start + 16]
-        assert collector.offer(frames, rt.predict(frames, return_features=True))
-        collector.flush()  # one batch at a time: the shift lands where it happened
-    collector.close()
+    _feed_one_batch_at_a_time(collector, rt, stream, 16)
     outbox.flush()
     assert [s.detector.startswith("input:") for s in collector.shifts] == [True]
     at = collector.shifts[0].index
     assert 2000 <= at < 2100
-    rows = np.array([int(np.flatnonzero((stream == it.arrays["image"]).all(axis=(1, 2, 3)))[0])
-                     for it in outbox.lease(1000)])
+    rows = _stream_rows(stream, outbox.lease(1000))
     stable = ((rows >= 500) & (rows < 2000)).sum() / 1500
     after = ((rows > at) & (rows <= at + 116)).sum() / 116
     assert stable < 0.035 and after > 0.3, (stable, after)  # half held back, then spent
@@ -111,19 +122,14 @@ def test_a_shift_starts_a_new_segment_and_calls_back_before_selecting(tiny_zoo, 
     collector = SampleCollector(outbox, create_policy("random", fraction=0.2, seed=0),
                                 input_drift=InputDriftMonitor(), store=("image",),
                                 device_id="dev1", on_shift=on_shift)
-    for start in range(0, len(stream), 20):
-        frames = stream[start:start + 20]
-        assert collector.offer(frames, rt.predict(frames, return_features=True))
-        collector.flush()
-    collector.close()
+    _feed_one_batch_at_a_time(collector, rt, stream, 20)
     outbox.flush()
     assert len(collector.shifts) == 1 and collector.segment == 1
     assert len(calls) == 1 and calls[0][0].startswith("domain shift (input:")
     assert calls[0][1] == 1
     at = collector.shifts[0].index
     items = outbox.lease(1000)
-    rows = np.array([int(np.flatnonzero((stream == it.arrays["image"]).all(axis=(1, 2, 3)))[0])
-                     for it in items])
+    rows = _stream_rows(stream, items)
     segments = np.array([int(it.meta["segment"]) for it in items])
     batch_end = (at // 20 + 1) * 20  # the shift's batch is sampled in the new segment
     assert (segments[rows < (at // 20) * 20] == 0).all()
