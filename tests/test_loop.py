@@ -38,7 +38,7 @@ def test_eval_loop_runs_and_reports_every_strategy(tiny_zoo, capsys):
 
 def test_loop_scenarios_build_the_streams_they_name():
     from edgecl import ConfigError
-    from edgecl.fleet.loop_eval import LOOP_SCENARIOS, build_loop_stream
+    from edgecl.eval.loop import LOOP_SCENARIOS, build_loop_stream
 
     assert set(LOOP_SCENARIOS) == {"continual", "returning", "recurring", "gradual"}
     ret = build_loop_stream("returning", samples_per_domain=20)
@@ -56,7 +56,7 @@ def test_loop_scenarios_build_the_streams_they_name():
 
 
 def test_the_lockstep_cloud_loop_is_reproducible(tiny_zoo):
-    from edgecl.fleet.loop_eval import run_cloud
+    from edgecl.eval.loop import run_cloud
     from edgecl.zoo.streams import continual_stream
 
     images, labels, _ = continual_stream(["gaussian_noise", "zoom_blur"], severity=3,
@@ -77,7 +77,7 @@ def test_after_a_return_to_clean_the_device_is_back_at_source_level_within_200_s
     """Do no harm: a device that adapted to a corruption and then sees clean inputs again
     serves the bundle's state (or better) within 200 samples of the return."""
     from edgecl.device import DeviceRuntime
-    from edgecl.fleet.loop_eval import run_cloud
+    from edgecl.eval.loop import run_cloud
     from edgecl.zoo.streams import returning_stream
 
     n = 500

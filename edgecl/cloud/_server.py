@@ -167,10 +167,9 @@ class CloudServer:
     def _load_bundles(self, home: str | None) -> dict[str, ModelBundle]:
         paths = list(self.config.bundles.paths)
         if self.config.bundles.zoo_student:
-            from edgecl.zoo import build_zoo
+            from edgecl.cloud._zoo import zoo_student_bundle
 
-            paths.append(str(build_zoo(self.config.teacher.zoo or "full", home=home,
-                                       progress=False).student_bundle))
+            paths.append(str(zoo_student_bundle(self.config.teacher.zoo or "full", home)))
         if not paths:
             raise ConfigError("no bundles to serve: set bundles.paths or bundles.zoo_student")
         bundles = [load_bundle(p) for p in paths]

@@ -40,11 +40,10 @@ class Teacher:
             except Exception as exc:  # torch raises many types for a bad file
                 raise ConfigError(f"cannot load teacher program {program}: {exc}") from exc
             return cls(module, classes, threads=threads)
-        from edgecl.zoo import build_zoo
-        from edgecl.zoo.data import CLASS_NAMES
+        from edgecl.cloud._zoo import zoo_teacher
 
-        built = build_zoo(zoo, home=home, progress=False)
-        return cls(built.load_teacher(), classes or CLASS_NAMES, threads=threads)
+        module, names = zoo_teacher(zoo, home)
+        return cls(module, classes or names, threads=threads)
 
     def probabilities(self, inputs: np.ndarray) -> np.ndarray:
         """Softmax probabilities ``(N, len(classes))``."""

@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from edgecl._exceptions import BundleError, ConfigError, EdgeclError, require
+from edgecl._exceptions import BundleError, ConfigError, EdgeclError, InvalidInput, require
 from edgecl.bundle import STATS_FILE, FeatureStats, ModelBundle, load_bundle, read_feature_stats
 from edgecl.device._filter import depthwise_conv2d
 from edgecl.device._prediction import Prediction
@@ -206,9 +206,15 @@ class DeviceRuntime:
             is_ood=is_ood,
         )
 
-    def encode(self, images: np.ndarray) -> np.ndarray:
-        """Validated raw encoder features ``(N, D)`` (no prompt, no adapter)."""
-        return self.encode_checked(self._validator.check(images))
+    def encode(self, images: np.ndarray, *, batch: int | None = None) -> np.ndarray:
+        """Validated raw encoder features ``(N, D)`` (no prompt, no adapter), run ``batch``
+        images at a time when given (bounded memory for large sets, e.g. calibration)."""
+        if batch is None or len(images) <= batch:
+            return self.encode_checked(self._validator.check(images))
+        if batch < 1:
+            raise InvalidInput(f"batch must be >= 1, got {batch}")
+        return np.concatenate([self.encode_checked(self._validator.check(images[i:i + batch]))
+                               for i in range(0, len(images), batch)])
 
     def encode_checked(self, x: np.ndarray) -> np.ndarray:
         """Encoder features for an already validated ``(N, C, H, W)`` float32 batch."""

@@ -4,8 +4,8 @@
 pace and (impaired) network, per strategy (source, device, cloud, cloud+device), with a
 JSON result, plots and an HTML report. :class:`SimDevice` wires the real device components
 (runtime, sampler, drift detector, outbox, sync client, update manager, adaptation worker)
-to a labelled stream; :func:`evaluate_loop` runs ``edgecl eval loop``. Devices execute on a
-pluggable :class:`Backend` (threads, or worker processes in light mode).
+to a labelled stream. Devices execute on a pluggable :class:`Backend` (threads, or worker
+processes in light mode). ``edgecl eval loop`` is :func:`edgecl.eval.evaluate_loop`.
 """
 
 from __future__ import annotations
@@ -17,7 +17,6 @@ from edgecl.fleet._metrics import forgetting, summarise
 from edgecl.fleet._network import ImpairedTransport, NetworkProfile
 from edgecl.fleet._plans import FLEET_SCENARIOS, DevicePlan, Impairments, fleet_plans
 from edgecl.fleet._run import STRATEGIES, DeviceTask, run_device
-from edgecl.fleet.loop_eval import LOOP_SCENARIOS, build_loop_stream, evaluate_loop
 from edgecl.fleet.simulate import simulate, summary_table, write_report
 
 __all__ = [
@@ -29,7 +28,6 @@ __all__ = [
     "FLEET_SCENARIOS",
     "ImpairedTransport",
     "Impairments",
-    "LOOP_SCENARIOS",
     "NetworkProfile",
     "ProcessBackend",
     "SHIFT_BUDGET",
@@ -37,9 +35,7 @@ __all__ = [
     "STRATEGIES",
     "SimDevice",
     "ThreadBackend",
-    "build_loop_stream",
     "create_backend",
-    "evaluate_loop",
     "fleet_plans",
     "forgetting",
     "run_device",

@@ -13,16 +13,14 @@ Detectors live in a registry::
 
 Fitted detectors are saved to one ``.npz`` tied to an encoder's sha256
 (:func:`save_detectors`, :func:`load_detectors`). :func:`auroc` and :func:`fpr_at_tpr`
-measure them (OOD is the positive class); :func:`evaluate_ood` runs the reference benchmark
-on a zoo (it imports the device runtime and the zoo data, lazily). Drift detectors
+measure them (OOD is the positive class); the reference benchmark on a zoo is
+:func:`edgecl.eval.evaluate_ood`. Drift detectors
 (:class:`KSWindowDetector`, :class:`PageHinkley`) watch a stream of such scores and emit
 :class:`DomainShift` events; :class:`InputDriftMonitor` watches the images themselves
 (statistics no model update changes).
 """
 
 from __future__ import annotations
-
-from typing import Any
 
 from edgecl.ood._base import Detector
 from edgecl.ood._calibrate import DEFAULT_DETECTOR, OOD_FILE, calibrate_bundle
@@ -66,7 +64,6 @@ __all__ = [
     "calibrate_bundle",
     "create_detector",
     "create_drift_detector",
-    "evaluate_ood",
     "fpr_at_tpr",
     "hdc_projection",
     "image_statistics",
@@ -77,10 +74,3 @@ __all__ = [
     "save_detectors",
 ]
 
-
-def __getattr__(name: str) -> Any:
-    if name == "evaluate_ood":  # pulls in onnxruntime and the zoo data: imported lazily
-        from edgecl.ood.evaluate import evaluate_ood
-
-        return evaluate_ood
-    raise AttributeError(f"module 'edgecl.ood' has no attribute {name!r}")

@@ -1,4 +1,4 @@
-"""Fit detectors on a bundle's calibration data and store them in the bundle (``ood.npz``)."""
+"""Fit detectors on a bundle's calibration features and store them in the bundle (``ood.npz``)."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ from pathlib import Path
 
 import numpy as np
 
-from edgecl._exceptions import ConfigError
-from edgecl.bundle import STATS_FILE, FeatureStats, add_bundle_files
+from edgecl._exceptions import ConfigError, InvalidInput
+from edgecl.bundle import STATS_FILE, FeatureStats, add_bundle_files, load_bundle
 from edgecl.ood._base import Detector
 from edgecl.ood._io import save_detectors
 from edgecl.ood._registry import create_detector, list_detectors
@@ -20,30 +20,33 @@ DEFAULT_DETECTOR = "vim"  # best mean AUROC on the zoo (`edgecl eval ood`); need
 FALLBACK_DETECTOR = "mahalanobis"
 
 
-def calibrate_bundle(bundle_dir: str | os.PathLike[str], images: np.ndarray,
-                     labels: np.ndarray, *, detectors: Sequence[str] | None = None,
-                     batch: int = 256) -> dict[str, Detector]:
-    """Fit ``detectors`` (default: all registered) on in-distribution calibration samples
-    run through the bundle's encoder and head, and add them to the bundle as ``ood.npz``,
-    with the features' statistics as ``feature_stats.npz`` (for test-time alignment).
+def calibrate_bundle(bundle_dir: str | os.PathLike[str], features: np.ndarray,
+                     labels: np.ndarray, *,
+                     detectors: Sequence[str] | None = None) -> dict[str, Detector]:
+    """Fit ``detectors`` (default: all registered) on in-distribution calibration
+    ``features`` (``(N, D)``: the bundle encoder's outputs for calibration images, e.g.
+    :meth:`edgecl.device.DeviceRuntime.encode`) and the bundle head's logits for them, and
+    add them to the bundle as ``ood.npz``, with the features' statistics as
+    ``feature_stats.npz`` (for test-time alignment).
 
     ``labels`` index the bundle's classes. Returns the fitted detectors by name.
     """
-    from edgecl.device import DeviceRuntime
-
     names = list(detectors) if detectors is not None else list_detectors()
     if not names:
         raise ConfigError("no detectors to calibrate")
-    rt = DeviceRuntime.open(bundle_dir, ood=None)
-    feats, logits = [], []
-    for start in range(0, len(images), batch):
-        pred = rt.predict(images[start:start + batch], return_features=True)
-        feats.append(pred.features)
-        logits.append(pred.logits)
-    f, z = np.concatenate(feats), np.concatenate(logits)
-    fitted = {name: create_detector(name).fit(f, z, np.asarray(labels), head=rt.bundle.head)
-              for name in names}
-    sha = rt.bundle.encoder_sha256
+    bundle = load_bundle(bundle_dir)
+    f = np.asarray(features, dtype=np.float32)
+    y = np.asarray(labels)
+    dim = bundle.manifest.feature_dim
+    if f.ndim != 2 or f.shape[1] != dim or len(f) == 0:
+        raise InvalidInput(f"calibration features must be (N > 0, {dim}), got {f.shape}")
+    if y.shape != (len(f),):
+        raise InvalidInput(f"calibration labels must be ({len(f)},), got {y.shape}")
+    if not np.isfinite(f).all():
+        raise InvalidInput("calibration features contain NaN or inf")
+    z = bundle.head.logits(f)
+    fitted = {name: create_detector(name).fit(f, z, y, head=bundle.head) for name in names}
+    sha = bundle.encoder_sha256
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / OOD_FILE
         save_detectors(path, fitted, encoder_sha256=sha)

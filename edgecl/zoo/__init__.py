@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from edgecl._home import default_home
 from edgecl.zoo.corruptions import corrupt, list_corruptions
 from edgecl.zoo.data import (
     CLASS_NAMES,
@@ -17,7 +18,6 @@ from edgecl.zoo.data import (
     Split,
     load_mnist,
 )
-from edgecl.zoo.paths import default_home
 from edgecl.zoo.recipe import RECIPES, TEACHER_HELD_OUT, ZooRecipe, get_recipe
 
 _LAZY = {"build_zoo": "edgecl.zoo.build", "Zoo": "edgecl.zoo.build",

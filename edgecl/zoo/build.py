@@ -14,10 +14,11 @@ from typing import Any
 
 import numpy as np
 
+from edgecl._exceptions import require
+from edgecl._home import default_home
 from edgecl.bundle import export_bundle
 from edgecl.zoo.corruptions import corrupt, list_corruptions
 from edgecl.zoo.data import CLASS_NAMES, KNOWN_CLASSES, NUM_CLASSES, Split, load_mnist
-from edgecl.zoo.paths import default_home
 from edgecl.zoo.recipe import ZooRecipe, get_recipe
 
 STUDENT_DIR = "student"
@@ -85,8 +86,8 @@ def build_zoo(variant: str = "full", *, home: str | os.PathLike[str] | None = No
 
 
 def _build_into(out: Path, recipe: ZooRecipe, show_progress: bool) -> dict[str, Any]:
-    import torch
-    from tqdm.auto import tqdm
+    torch = require("torch", "zoo")
+    tqdm = require("tqdm.auto", "zoo").tqdm  # type: ignore[attr-defined]
 
     from edgecl.zoo import train as tr
     from edgecl.zoo.models import count_parameters
@@ -109,9 +110,7 @@ def _build_into(out: Path, recipe: ZooRecipe, show_progress: bool) -> dict[str, 
                       extra={"zoo_recipe": recipe.digest(), "trained_on": "clean",
                              "novel_classes": [c for c in range(NUM_CLASSES)
                                                if c not in KNOWN_CLASSES]})
-        from edgecl.ood import calibrate_bundle
-
-        calibrate_bundle(out / STUDENT_DIR, calib.images, calib.labels)
+        calibrate_student(out / STUDENT_DIR, calib.images, calib.labels)
         bar.set_postfix_str("teacher augmentation")
         pool = tr.augmentation_pool(full, recipe, bar.update)
         bar.set_postfix_str("teacher")
@@ -135,6 +134,16 @@ def _build_into(out: Path, recipe: ZooRecipe, show_progress: bool) -> dict[str, 
 
 def _fraction(split: Split, fraction: float) -> Split:
     return split if fraction >= 1.0 else split.take(max(10, int(len(split) * fraction)))
+
+
+def calibrate_student(bundle_dir: Path, images: np.ndarray, labels: np.ndarray) -> None:
+    """Fit every OOD detector on the bundle encoder's features for in-distribution
+    ``images`` and store them (with the feature statistics) in the bundle."""
+    from edgecl.device import DeviceRuntime
+    from edgecl.ood import calibrate_bundle
+
+    runtime = DeviceRuntime.open(bundle_dir, ood=None)
+    calibrate_bundle(bundle_dir, runtime.encode(images, batch=256), labels)
 
 
 def _save_teacher(teacher: Any, path: Path) -> None:

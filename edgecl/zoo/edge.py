@@ -6,8 +6,8 @@ import os
 from pathlib import Path
 
 from edgecl._exceptions import BundleError
+from edgecl._home import default_home
 from edgecl.bundle import load_bundle
-from edgecl.zoo.paths import default_home
 
 EDGE_VERSION = 5
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -38,11 +38,11 @@ def edge_bundle(home: str | os.PathLike[str] | None = None, *, force: bool = Fal
                                 "for timing only"})
     import numpy as np
 
-    from edgecl.ood import calibrate_bundle
+    from edgecl.zoo.build import calibrate_student
 
     rng = np.random.default_rng(2)
-    calibrate_bundle(path, rng.random((200, 3, 224, 224), dtype=np.float32),
-                     np.arange(200) % head.out_features)
+    calibrate_student(path, rng.random((200, 3, 224, 224), dtype=np.float32),
+                      np.arange(200) % head.out_features)
     return path
 
 

@@ -185,7 +185,7 @@ def test_aligned_combination_publishes_norm_and_head():
 
 
 def test_eval_adapt_on_the_tiny_zoo(tiny_zoo):
-    from edgecl.adapt.evaluate import evaluate_adapt
+    from edgecl.eval.adapt import evaluate_adapt
 
     r = evaluate_adapt(tiny_zoo, scenario="continual", samples=400,
                        methods=("source", "align", "eata"))

@@ -200,7 +200,7 @@ def test_module_example():
 
 
 def test_evaluate_drift_tiny(tiny_zoo):
-    from edgecl.ood.drift_eval import evaluate_drift, stream_scores
+    from edgecl.eval.drift import evaluate_drift, stream_scores
 
     out = evaluate_drift(
         tiny_zoo,
@@ -229,7 +229,7 @@ def test_evaluate_drift_tiny(tiny_zoo):
 
 
 def test_evaluate_drift_on_the_runtime_detector_score(tiny_zoo):
-    from edgecl.ood.drift_eval import evaluate_drift
+    from edgecl.eval.drift import evaluate_drift
 
     out = evaluate_drift(tiny_zoo, detectors=("ks",), severities=(5,),
                          corruptions=("gaussian_noise",), clean_before=300, shifted=200,

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from edgecl import ConfigError
-from edgecl.ood import evaluate_ood
+from edgecl.eval import evaluate_ood
 
 
 def test_evaluate_ood_keys_and_ranges(tiny_zoo):

@@ -15,8 +15,7 @@ from typing import Any
 import numpy as np
 
 from edgecl._exceptions import ConfigError
-from edgecl.ood._metrics import auroc, fpr_at_tpr
-from edgecl.ood._registry import create_detector, list_detectors
+from edgecl.ood import auroc, create_detector, fpr_at_tpr, list_detectors
 
 NOVEL = "novel_classes"
 CONVENTION = ("OOD is the positive class and a higher score means more out-of-distribution; "

@@ -17,8 +17,8 @@ from typing import Any
 import numpy as np
 
 from edgecl._exceptions import ConfigError, InvalidInput
-from edgecl.device._sampling import create_policy
-from edgecl.heads._cosine import l2_normalise
+from edgecl.device import create_policy
+from edgecl.heads import l2_normalise
 
 POLICIES: tuple[str, ...] = ("uncertainty", "entropy", "random")
 FLOORS: dict[str, float] = {"error_ratio_vs_random": 2.0, "score_error_auroc": 0.80}
@@ -137,7 +137,7 @@ def evaluate_sampling(
         policy's scores for the student's errors, all samples), ``floors`` and
         ``floor_failures``, ``corruptions``, ``seconds``. Undefined figures are None.
     """
-    from edgecl.device._runtime import DeviceRuntime
+    from edgecl.device import DeviceRuntime
     from edgecl.zoo.streams import DEFAULT_CORRUPTIONS, gradual_stream
 
     if isinstance(budget, bool) or not isinstance(budget, (int, float)) or not 0 < budget <= 1:

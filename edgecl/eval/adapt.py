@@ -84,8 +84,7 @@ def evaluate_adapt(zoo: Any, *, scenario: str = "continual",
     """
     from tqdm import tqdm
 
-    from edgecl.adapt import EATA, adapter_for
-    from edgecl.adapt._guard import CollapseGuard
+    from edgecl.adapt import EATA, CollapseGuard, adapter_for
     from edgecl.device import DeviceRuntime
     from edgecl.zoo import KNOWN_CLASSES, load_mnist
 

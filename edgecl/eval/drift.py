@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 
 from edgecl._exceptions import ConfigError
-from edgecl.ood.drift import DriftDetector, create_drift_detector
+from edgecl.ood import DriftDetector, create_drift_detector
 
 SCORES = ("energy", "msp")
 _BATCH = 512

@@ -116,7 +116,7 @@ def run_cloud(zoo: Any, images: np.ndarray, labels: np.ndarray, *, policy: str,
     samples the device uploads, the service labels and learns, the update is applied).
     The device watches its input statistics for domain changes; an uncertainty policy
     holds part of its budget back for them (``SHIFT_BUDGET``), a random one ignores them."""
-    from edgecl.fleet._device import SimDevice
+    from edgecl.fleet import SimDevice
 
     with tempfile.TemporaryDirectory() as tmp:
         server = _server(variant, home, tmp + "/cloud", learning)
@@ -201,7 +201,7 @@ def evaluate_loop(zoo: Any, *, scenario: str = "continual",
                                    .numpy() for i in range(0, len(images), 512)])
         record("teacher", pred == labels)
     if "device" in strategies:  # the device alone: test-time adaptation, no cloud
-        from edgecl.fleet._device import SimDevice
+        from edgecl.fleet import SimDevice
 
         device = SimDevice(zoo.student_bundle, None, device_id="loop-device", adapt=adapt,
                            drift=None, seed=seed)
