@@ -6,7 +6,9 @@ import os
 from pathlib import Path
 
 
-def default_home() -> Path:
-    """The cache root: ``$EDGECL_HOME`` or ``~/.cache/edgecl``."""
+def default_home(home: str | os.PathLike[str] | None = None) -> Path:
+    """The cache root: ``home`` when given, else ``$EDGECL_HOME``, else ``~/.cache/edgecl``."""
+    if home:
+        return Path(home).expanduser()
     env = os.environ.get("EDGECL_HOME")
     return Path(env).expanduser() if env else Path.home() / ".cache" / "edgecl"

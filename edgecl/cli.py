@@ -1,4 +1,5 @@
-"""The ``edgecl`` command: ``zoo``, ``export``, ``bundle``, ``bench``, ``demo``."""
+"""The ``edgecl`` command line: the reference zoo, bundles, benchmarks, evaluations, the
+fleet simulator, the demo and the cloud service (``edgecl --help`` lists them)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,26 @@ from collections.abc import Sequence
 from typing import Any
 
 from edgecl._exceptions import ConfigError, EdgeclError
+
+_DESCRIPTION = "edgecl: continual adaptation of vision models on edge devices."
+
+_EPILOG = "Run 'edgecl COMMAND --help' for a command's options."
+
+# the extra that brings each optional third-party module
+_EXTRAS = {"onnxruntime": "device", "grpc": "device", "google": "device",
+           "cryptography": "device", "torch": "cloud", "onnx": "cloud", "onnxscript": "cloud",
+           "prometheus_client": "cloud", "grpc_health": "cloud", "grpc_reflection": "cloud",
+           "mlxtend": "zoo", "scipy": "zoo", "PIL": "zoo", "tqdm": "zoo", "matplotlib": "sim"}
+
+
+class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows an option's default unless it is None/False or the help already names it."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        if action.default in (None, False, argparse.SUPPRESS) or "default" in text:
+            return text
+        return super()._get_help_string(action) or text
 
 
 def _floats(text: str) -> list[float]:
@@ -23,13 +44,18 @@ def _ints(text: str) -> list[int]:
 def cmd_zoo_build(args: argparse.Namespace) -> int:
     from edgecl.zoo import build_zoo
 
-    zoo = build_zoo(args.variant, home=args.home, force=args.force, progress=not args.json)
+    quiet = args.json or args.student_path
+    zoo = build_zoo(args.variant, home=args.home, force=args.force, progress=not quiet)
+    if args.student_path:
+        print(zoo.student_bundle.resolve())
+        return 0
     if args.json:
         print(json.dumps(zoo.report, indent=2, sort_keys=True))
         return 0
     from edgecl.zoo.report import format_zoo_report
 
     print(format_zoo_report(zoo))
+    print(f"student bundle: {zoo.student_bundle.resolve()}")
     return 0
 
 
@@ -94,7 +120,7 @@ def _emit(result: dict[str, Any], as_json: bool) -> int:
 
 
 def cmd_eval_drift(args: argparse.Namespace) -> int:
-    from edgecl.ood.drift_eval import evaluate_drift
+    from edgecl.eval.drift import evaluate_drift
 
     result = evaluate_drift(_zoo_for(args), severities=tuple(_ints(args.severities)),
                             clean_samples=args.clean_samples, score=args.score, seed=args.seed)
@@ -102,7 +128,7 @@ def cmd_eval_drift(args: argparse.Namespace) -> int:
 
 
 def cmd_eval_ood(args: argparse.Namespace) -> int:
-    from edgecl.ood.evaluate import evaluate_ood
+    from edgecl.eval.ood import evaluate_ood
 
     result = evaluate_ood(_zoo_for(args), detectors=args.detectors.split(",") if args.detectors
                           else None, severity=args.severity, seed=args.seed)
@@ -110,14 +136,14 @@ def cmd_eval_ood(args: argparse.Namespace) -> int:
 
 
 def cmd_eval_sampling(args: argparse.Namespace) -> int:
-    from edgecl.device.sampling_eval import evaluate_sampling
+    from edgecl.eval.sampling import evaluate_sampling
 
     result = evaluate_sampling(_zoo_for(args), budget=args.budget, seed=args.seed)
     return _emit(result, args.json)
 
 
 def cmd_eval_adapt(args: argparse.Namespace) -> int:
-    from edgecl.adapt.evaluate import evaluate_adapt
+    from edgecl.eval.adapt import evaluate_adapt
 
     result = evaluate_adapt(_zoo_for(args), scenario=args.scenario,
                             methods=tuple(args.methods.split(",")), batch=args.batch,
@@ -126,7 +152,7 @@ def cmd_eval_adapt(args: argparse.Namespace) -> int:
 
 
 def cmd_eval_loop(args: argparse.Namespace) -> int:
-    from edgecl.fleet import evaluate_loop
+    from edgecl.eval.loop import evaluate_loop
 
     zoo = _zoo_for(args)
     kwargs: dict[str, Any] = {}
@@ -177,123 +203,144 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the ``edgecl`` command."""
-    p = argparse.ArgumentParser(prog="edgecl", description=__doc__)
-    sub = p.add_subparsers(dest="command", required=True)
+    from edgecl import __version__
+
+    fmt = _HelpFormatter
+    p = argparse.ArgumentParser(prog="edgecl", description=_DESCRIPTION, epilog=_EPILOG)
+    p.add_argument("--version", action="version", version=f"edgecl {__version__}")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def add(parent: Any, name: str, help_text: str) -> argparse.ArgumentParser:
+        return parent.add_parser(name, help=help_text, description=help_text,
+                                 formatter_class=fmt)
 
     def common(sp: argparse.ArgumentParser, *, with_json: bool = False) -> None:
-        sp.add_argument("--home", default=None, help="cache root (default $EDGECL_HOME or "
+        sp.add_argument("--home", default=None, help="cache root (default: $EDGECL_HOME or "
                         "~/.cache/edgecl)")
         sp.add_argument("--variant", default="full", choices=["full", "tiny"],
                         help="zoo recipe (tiny: a fast variant for tests)")
         if with_json:
             sp.add_argument("--json", action="store_true", help="one JSON object on stdout")
 
-    zoo = sub.add_parser("zoo", help="reference data and models").add_subparsers(
-        dest="zoo_command", required=True)
-    zb = zoo.add_parser("build", help="train, export and evaluate the reference models")
+    zoo = add(sub, "zoo", "zoo build: train, export and evaluate the reference models "
+              "(MNIST-5k student and teacher)").add_subparsers(
+        dest="zoo_command", required=True, metavar="COMMAND")
+    zb = add(zoo, "build", "train, export and evaluate the reference models (cached under "
+             "the cache root); prints the report, then the student bundle's path")
     common(zb)
     zb.add_argument("--force", action="store_true", help="rebuild even if cached")
     zb.add_argument("--json", action="store_true", help="print the report as JSON")
+    zb.add_argument("--student-path", action="store_true", help="print only the student "
+                    "bundle's path (for scripts: --bundle \"$(edgecl zoo build "
+                    "--student-path)\")")
     zb.set_defaults(func=cmd_zoo_build)
 
-    ex = sub.add_parser("export", help="export a torch encoder + head as a bundle")
-    ex.add_argument("model", help="'package.module:factory' returning (encoder, head)")
+    ex = add(sub, "export", "export a torch encoder and head as a model bundle (dynamo "
+             "ONNX export, parity-checked)")
+    ex.add_argument("model", help="'package.module:factory'; the factory returns "
+                    "(encoder, head) torch modules")
     ex.add_argument("--out", required=True, help="bundle directory to create")
     ex.add_argument("--input-shape", required=True, help="per-sample shape, e.g. 3,224,224")
     ex.add_argument("--value-range", default="0,1", help="raw input range, e.g. 0,1")
     ex.add_argument("--mean", help="per-channel mean baked into the graph, e.g. 0.5,0.5,0.5")
     ex.add_argument("--std", help="per-channel std baked into the graph")
-    ex.add_argument("--classes", help="comma-separated class names")
+    ex.add_argument("--classes", help="comma-separated class names (default: class0, ...)")
     ex.add_argument("--real-inputs", help=".npy file of real samples for the parity check")
-    ex.add_argument("--tolerance", type=float, default=1e-4)
-    ex.add_argument("--overwrite", action="store_true")
+    ex.add_argument("--tolerance", type=float, default=1e-4,
+                    help="largest ONNX vs torch difference the parity check accepts")
+    ex.add_argument("--overwrite", action="store_true", help="replace an existing bundle")
     ex.set_defaults(func=cmd_export)
 
-    bun = sub.add_parser("bundle", help="inspect bundles").add_subparsers(
-        dest="bundle_command", required=True)
-    bv = bun.add_parser("verify", help="verify schema and hashes of a bundle")
-    bv.add_argument("path")
+    bun = add(sub, "bundle", "bundle verify: check a model bundle's schema and "
+                "hashes").add_subparsers(
+        dest="bundle_command", required=True, metavar="COMMAND")
+    bv = add(bun, "verify", "verify a bundle's manifest schema and file hashes; print "
+             "its summary as JSON")
+    bv.add_argument("path", help="bundle directory")
     bv.set_defaults(func=cmd_bundle_verify)
 
-    bench = sub.add_parser("bench", help="benchmarks").add_subparsers(
-        dest="bench_command", required=True)
-    bd = bench.add_parser("device", help="SDK vs bare onnxruntime vs torch eager")
+    bench = add(sub, "bench", "benchmarks of speed and memory: device, cloud, swap, "
+                  "adapt").add_subparsers(
+        dest="bench_command", required=True, metavar="COMMAND")
+    bd = add(bench, "device", "predict latency and memory: SDK vs bare onnxruntime vs "
+             "torch eager")
     common(bd, with_json=True)
     bd.add_argument("--calls", type=int, default=200, help="timed calls per measurement")
-    bd.add_argument("--warmup", type=int, default=20)
+    bd.add_argument("--warmup", type=int, default=20, help="untimed calls first")
     bd.add_argument("--threads", type=int, default=1, help="intra-op threads (ORT and torch)")
     bd.set_defaults(func=cmd_bench_device)
-    bc = bench.add_parser("cloud", help="upload throughput / RPC latency at 1, 10, 100 "
-                          "devices and teacher throughput vs raw torch")
-    bc.add_argument("--variant", default="full", choices=["tiny", "full"])
-    bc.add_argument("--home", default=None)
-    bc.add_argument("--concurrency", default="1,10,100")
+    bc = add(bench, "cloud", "upload throughput and RPC latency at 1, 10, 100 devices; "
+             "teacher throughput vs raw torch (output is always JSON)")
+    common(bc)
+    bc.add_argument("--concurrency", default="1,10,100", help="comma-separated device counts")
     bc.add_argument("--uploads", type=int, default=20, help="Upload RPCs per device")
     bc.add_argument("--batch", type=int, default=8, help="samples per Upload")
-    bc.add_argument("--teacher-rounds", type=int, default=5)
+    bc.add_argument("--teacher-rounds", type=int, default=5, help="timed teacher rounds")
     bc.add_argument("--samples", type=int, default=512,
                     help="samples labelled per teacher round (service and raw torch)")
     bc.add_argument("--threads", type=int, default=1, help="torch intra-op threads")
-    bc.add_argument("--json", action="store_true", help="(output is always JSON)")
+    bc.add_argument("--json", action="store_true", help="accepted for symmetry; output is "
+                    "always JSON")
     bc.set_defaults(func=cmd_bench_cloud)
-    bs = bench.add_parser("swap", help="hot-swap latency and predict p99 during swaps")
+    bs = add(bench, "swap", "hot-swap latency and predict p50/p99 while states are swapped")
     common(bs, with_json=True)
-    bs.add_argument("--calls", type=int, default=4000)
-    bs.add_argument("--swaps-per-s", type=float, default=10.0)
-    bs.add_argument("--threads", type=int, default=1)
+    bs.add_argument("--calls", type=int, default=4000, help="timed predict calls")
+    bs.add_argument("--swaps-per-s", type=float, default=10.0, help="swap rate during them")
+    bs.add_argument("--threads", type=int, default=1, help="onnxruntime intra-op threads")
     bs.add_argument("--edge", action="store_true", help="the 224x224 edge encoder instead of "
                     "the zoo student")
     bs.set_defaults(func=cmd_bench_swap)
-
-    bad = bench.add_parser("adapt", help="predict p50/p99 with the adaptation worker on vs off")
+    bad = add(bench, "adapt", "predict p50/p99 with the adaptation worker on vs off")
     common(bad, with_json=True)
-    bad.add_argument("--method", default="align")
-    bad.add_argument("--calls", type=int, default=4000)
-    bad.add_argument("--batch", type=int, default=1)
-    bad.add_argument("--threads", type=int, default=1)
+    bad.add_argument("--method", default="align", help="test-time adaptation method "
+                     "(see edgecl.adapt.list_adapters)")
+    bad.add_argument("--calls", type=int, default=4000, help="timed predict calls")
+    bad.add_argument("--batch", type=int, default=1, help="images per predict call")
+    bad.add_argument("--threads", type=int, default=1, help="onnxruntime intra-op threads")
     bad.add_argument("--edge", action="store_true", help="the 224x224 edge encoder (random "
                      "inputs) instead of the zoo student (corrupted digits)")
     bad.set_defaults(func=cmd_bench_adapt)
 
-    ev = sub.add_parser("eval", help="evaluations on the reference zoo").add_subparsers(
-        dest="eval_command", required=True)
-    ed = ev.add_parser("drift", help="drift detection delay and false alarms on zoo streams")
+    ev = add(sub, "eval", "evaluations on the reference zoo: ood, drift, sampling, "
+               "adapt, loop").add_subparsers(
+        dest="eval_command", required=True, metavar="COMMAND")
+    ed = add(ev, "drift", "drift detection delay and false alarms on zoo streams")
     common(ed, with_json=True)
-    ed.add_argument("--severities", default="3,5")
-    ed.add_argument("--clean-samples", type=int, default=10_000)
+    ed.add_argument("--severities", default="3,5", help="comma-separated corruption "
+                    "severities (1..5)")
+    ed.add_argument("--clean-samples", type=int, default=10_000,
+                    help="clean samples to count false alarms on")
     ed.add_argument("--score", default="energy",
                     help="energy, msp, or an OOD detector of the bundle (vim, mahalanobis, ...)")
-    ed.add_argument("--seed", type=int, default=0)
+    ed.add_argument("--seed", type=int, default=0, help="stream seed")
     ed.set_defaults(func=cmd_eval_drift)
-
-    eo = ev.add_parser("ood", help="AUROC / FPR@95TPR of every OOD detector on the zoo student")
+    eo = add(ev, "ood", "AUROC and FPR@95TPR of every OOD detector on the zoo student")
     common(eo, with_json=True)
     eo.add_argument("--detectors", help="comma-separated subset (default: all registered)")
-    eo.add_argument("--severity", type=int, default=5)
-    eo.add_argument("--seed", type=int, default=0)
+    eo.add_argument("--severity", type=int, default=5, help="corruption severity (1..5)")
+    eo.add_argument("--seed", type=int, default=0, help="corruption seed")
     eo.set_defaults(func=cmd_eval_ood)
-
-    es = ev.add_parser("sampling", help="uncertainty-guided sampling vs random on a gradual stream")
+    es = add(ev, "sampling", "uncertainty-guided sampling vs random on a gradual stream")
     common(es, with_json=True)
     es.add_argument("--budget", type=float, default=0.05, help="fraction of samples to send")
-    es.add_argument("--seed", type=int, default=0)
+    es.add_argument("--seed", type=int, default=0, help="stream seed")
     es.set_defaults(func=cmd_eval_sampling)
-
-    ea = ev.add_parser("adapt", help="prequential test-time adaptation (device only, no "
-                       "labels) vs source on a zoo stream")
+    ea = add(ev, "adapt", "prequential test-time adaptation (device only, no labels) vs "
+             "source on a zoo stream")
     common(ea, with_json=True)
     ea.add_argument("--scenario", default="continual",
-                    choices=["continual", "gradual", "recurring", "label-shift"])
+                    choices=["continual", "gradual", "recurring", "label-shift"],
+                    help="the zoo stream")
     ea.add_argument("--methods", default="source,lame,adanpc,tent,eata,cotta,align,"
-                    "align+lame,align+tent,align+eata,align+cotta")
-    ea.add_argument("--batch", type=int, default=64)
+                    "align+lame,align+tent,align+eata,align+cotta",
+                    help="comma-separated methods; a+b chains feature alignment and a method")
+    ea.add_argument("--batch", type=int, default=64, help="images per predict/adapt batch")
     ea.add_argument("--samples", type=int, default=None,
                     help="samples per domain (default: the scenario's)")
-    ea.add_argument("--seed", type=int, default=0)
+    ea.add_argument("--seed", type=int, default=0, help="stream seed")
     ea.set_defaults(func=cmd_eval_adapt)
-
-    el = ev.add_parser("loop", help="the cloud-device loop on a drifting stream vs "
-                       "source and teacher (one device, real service on loopback)")
+    el = add(ev, "loop", "the cloud-device loop on a drifting stream vs source and "
+             "teacher (one device, the real service on loopback)")
     common(el, with_json=True)
     el.add_argument("--scenario", default="continual",
                     choices=["continual", "returning", "recurring", "gradual"],
@@ -307,18 +354,19 @@ def build_parser() -> argparse.ArgumentParser:
                     "the scenario's; 'clean' allowed for returning)")
     el.add_argument("--budget", type=float, default=0.1, help="upload fraction")
     el.add_argument("--strategies", default="source,device,cloud,cloud+device,cloud_random,"
-                    "teacher")
-    el.add_argument("--seed", type=int, default=0)
+                    "teacher", help="comma-separated strategies to run")
+    el.add_argument("--seed", type=int, default=0, help="stream seed")
     el.set_defaults(func=cmd_eval_loop)
 
-    sm = sub.add_parser("simulate", help="a fleet of real devices against the real cloud "
-                        "service, per strategy, with a JSON result and an HTML report")
+    sm = add(sub, "simulate", "a fleet of real devices against the real cloud service, per "
+             "strategy, with a JSON result and an HTML report")
     common(sm)
-    sm.add_argument("--devices", type=int, default=4)
+    sm.add_argument("--devices", type=int, default=4, help="simulated devices")
     sm.add_argument("--scenario", default="continual",
                     choices=["continual", "gradual", "recurring", "label-shift", "open-set",
-                             "mixed"])
-    sm.add_argument("--strategies", default="source,device,cloud,cloud+device")
+                             "mixed"], help="what the devices' streams do")
+    sm.add_argument("--strategies", default="source,device,cloud,cloud+device",
+                    help="comma-separated strategies, each a separate run of the fleet")
     sm.add_argument("--steps", type=int, default=100, help="predict batches per device")
     sm.add_argument("--groups", type=int, default=2, help="device groups (mixed scenario)")
     sm.add_argument("--batch", type=int, default=10, help="samples per predict batch")
@@ -327,41 +375,46 @@ def build_parser() -> argparse.ArgumentParser:
     sm.add_argument("--pace", type=float, default=20.0,
                     help="samples per second per device (cloud strategies run in real time)")
     sm.add_argument("--budget", type=float, default=0.1, help="upload fraction")
-    sm.add_argument("--seed", type=int, default=0)
-    sm.add_argument("--report-dir", default=None, help="write plots and index.html here")
+    sm.add_argument("--seed", type=int, default=0, help="fleet seed")
+    sm.add_argument("--report-dir", default=None, help="write plots and the HTML report here")
     sm.add_argument("--json", default=None, help="write the result JSON to this file")
     sm.add_argument("--cloud", default=None, help="host:port of a running service "
                     "(default: start edgecl serve in a subprocess per cloud strategy)")
     sm.add_argument("--public-key", default=None, help="the external service's update "
                     "public key (signing_key.pem.pub)")
-    sm.add_argument("--enrollment-key", default=None)
-    sm.add_argument("--latency-ms", type=float, default=0.0)
-    sm.add_argument("--bandwidth-kbps", type=float, default=0.0, help="0 = unlimited")
+    sm.add_argument("--enrollment-key", default=None,
+                    help="the external service's enrollment key")
+    sm.add_argument("--latency-ms", type=float, default=0.0, help="added network latency")
+    sm.add_argument("--bandwidth-kbps", type=float, default=0.0,
+                    help="network bandwidth per device; 0 = unlimited")
     sm.add_argument("--offline-fraction", type=float, default=0.0,
                     help="share of devices that drop off once, mid-run")
-    sm.add_argument("--offline-s", type=float, default=10.0)
+    sm.add_argument("--offline-s", type=float, default=10.0, help="how long they stay off")
     sm.add_argument("--slow-fraction", type=float, default=0.0,
                     help="share of devices at half pace")
     sm.add_argument("--light", action="store_true", help="light mode: devices batched into "
                     "worker processes (for 100 devices on 2 cores)")
-    sm.add_argument("--processes", type=int, default=None)
+    sm.add_argument("--processes", type=int, default=None,
+                    help="worker processes in light mode (default: one per core)")
     sm.add_argument("--quiet", action="store_true", help="no progress bar")
     sm.set_defaults(func=cmd_simulate)
 
-    sv = sub.add_parser("serve", help="run the cloud teacher service (gRPC)")
+    sv = add(sub, "serve", "run the cloud teacher service (gRPC) until SIGTERM/SIGINT")
     sv.add_argument("--config", default=None,
-                    help="TOML file (see cloud/edgecl-cloud.toml); env overrides apply")
-    sv.add_argument("--home", default=None, help="EDGECL_HOME for the zoo teacher/bundle")
+                    help="TOML file (see cloud/edgecl-cloud.toml); env overrides "
+                    "EDGECL_CLOUD_<SECTION>_<KEY> apply")
+    sv.add_argument("--home", default=None, help="cache root for the zoo teacher/bundle and "
+                    "the default storage dir (default: $EDGECL_HOME or ~/.cache/edgecl)")
     sv.set_defaults(func=cmd_serve)
 
-    dm = sub.add_parser("demo", help="a small fleet under drift against the real cloud "
-                        "service: every strategy, a summary and an HTML report (~3 min)")
+    dm = add(sub, "demo", "a small fleet under drift against the real cloud service: every "
+             "strategy, a summary and an HTML report (~6 min on 2 cores)")
     common(dm)
-    dm.add_argument("--devices", type=int, default=None, help="default 6")
+    dm.add_argument("--devices", type=int, default=None, help="simulated devices (default 6)")
     dm.add_argument("--steps", type=int, default=None, help="predict batches per device "
                     "(default 80)")
     dm.add_argument("--report-dir", default=None,
-                    help="default: <cache home>/demo-report")
+                    help="where the report goes (default: <cache root>/demo-report)")
     dm.set_defaults(func=cmd_demo)
     return p
 
@@ -427,6 +480,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         result: Any = args.func(args)
     except EdgeclError as exc:
         print(f"edgecl: error: {exc}", file=sys.stderr)
+        return 2
+    except ModuleNotFoundError as exc:  # an optional extra that is not installed
+        top = (exc.name or "").split(".")[0]
+        if top not in _EXTRAS:
+            raise
+        print(f"edgecl: error: this command needs {top!r}, which is not installed: "
+              f"pip install 'edgecl[{_EXTRAS[top]}]'", file=sys.stderr)
         return 2
     return int(result or 0)
 

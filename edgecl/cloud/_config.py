@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from edgecl._exceptions import ConfigError
+from edgecl._home import default_home
 
 ENV_PREFIX = "EDGECL_CLOUD_"
 
@@ -46,7 +47,13 @@ class LimitsSection:
 
 @dataclass(frozen=True)
 class StorageSection:
-    dir: str = "edgecl-cloud-data"
+    dir: str = ""  # empty: <cache root>/cloud, outside any checkout
+
+    def path(self, home: str | None = None) -> Path:
+        """The absolute storage directory (empty ``dir``: ``cloud/`` under the cache root,
+        ``home`` or ``$EDGECL_HOME`` or ``~/.cache/edgecl``)."""
+        return (Path(self.dir).expanduser() if self.dir
+                else default_home(home) / "cloud").resolve()
 
 
 @dataclass(frozen=True)

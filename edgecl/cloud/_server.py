@@ -105,16 +105,29 @@ class CloudServer:
 
         self.config = config.validate()
         self.metrics = Metrics()
-        self.registry = Registry(Path(config.storage.dir))
+        self.storage_dir = config.storage.path(home)
+        log.info("start-up: opening the registry", extra={"storage": str(self.storage_dir)})
+        self.registry = Registry(self.storage_dir)
+        log.info("start-up: loading bundles", extra={"paths": list(config.bundles.paths),
+                                                      "zoo_student": config.bundles.zoo_student})
         self.bundles = self._load_bundles(home)
         shapes = {tuple(b.input_spec.shape) for b in self.bundles.values()}
         if len(shapes) != 1:
             raise ConfigError(f"all served bundles must share one input shape, got {shapes}")
+        if teacher is None:
+            log.info("start-up: loading the teacher (the zoo's is built on first use: "
+                     "minutes)" if not config.teacher.program else
+                     "start-up: loading the teacher",
+                     extra={"program": config.teacher.program,
+                            "zoo": "" if config.teacher.program else config.teacher.zoo})
         self.teacher = teacher or Teacher.from_config(
             config.teacher.zoo, config.teacher.program, config.teacher.classes,
             config.teacher.threads, home=home)
-        self.signer = UpdateSigner.load_or_create(
-            config.learning.signing_key or Path(config.storage.dir) / "signing_key.pem")
+        self.signing_key = Path(config.learning.signing_key or
+                                self.storage_dir / "signing_key.pem").expanduser().resolve()
+        self.signer = UpdateSigner.load_or_create(self.signing_key)
+        log.info("start-up: update signing key ready",
+                 extra={"public_key": f"{self.signing_key}.pub"})
         self.servicer = EdgeCloudServicer(
             self.registry, self.bundles, enrollment_key=config.auth.enrollment_key,
             max_batch_samples=config.limits.max_batch_samples,
@@ -315,8 +328,8 @@ def serve(config: CloudConfig, *, home: str | None = None) -> int:
     configure_logging(config.log.level, config.log.format)
     server = create_server(config, home=home).start()
     print(json.dumps({"serving": server.target, "metrics_port": server.metrics_port,
-                      "public_key": str(Path(config.learning.signing_key or Path(
-                          config.storage.dir) / "signing_key.pem")) + ".pub"}), flush=True)
+                      "storage": str(server.storage_dir),
+                      "public_key": f"{server.signing_key}.pub"}), flush=True)
 
     def on_signal(signum: int, frame: Any) -> None:
         log.info("signal received, stopping", extra={"signal": signum})
