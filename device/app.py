@@ -1,10 +1,12 @@
 """Example device app: embed the edgecl runtime, classify a stream of camera frames.
 
-Run it against any bundle (the zoo student by default):
+From the checkout, after ``./run zoo build`` (which prints the student bundle's path):
 
-    python device/app.py --bundle ~/.cache/edgecl/zoo/full-<digest>/student --frames 200
+    .venv/bin/python device/app.py --bundle "$(./run zoo build --student-path)" --frames 200
 
-It uses only the device extra (numpy + onnxruntime): no torch is imported.
+Without ``--bundle`` (and no ``[runtime].bundle`` in the config) it uses the zoo student
+cached under ``$EDGECL_HOME`` (default ``~/.cache/edgecl``) when there is one. It uses only
+the device extra (numpy + onnxruntime): no torch is imported.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edgecl import InvalidInput
+from edgecl import InvalidInput, default_home
 from edgecl.device import AdaptationWorker, DeviceRuntime
 
 
@@ -28,18 +30,33 @@ def camera_frames(shape: tuple[int, ...], n: int, seed: int = 0):
         yield rng.random(shape, dtype=np.float32)
 
 
+def cached_zoo_student() -> Path | None:
+    """The newest zoo student bundle under the cache root (the full recipe first)."""
+    for variant in ("full", "tiny"):
+        found = sorted(default_home().glob(f"zoo/{variant}-*/student/manifest.json"),
+                       key=lambda p: p.stat().st_mtime)
+        if found:
+            return found[-1].parent
+    return None
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--config", default=str(Path(__file__).with_name("device.toml")))
-    p.add_argument("--bundle", help="bundle directory (overrides the config)")
-    p.add_argument("--frames", type=int, default=100)
+    p.add_argument("--config", default=str(Path(__file__).with_name("device.toml")),
+                   help="device TOML config (default: device/device.toml)")
+    p.add_argument("--bundle", help="bundle directory (overrides the config; default: the "
+                   "zoo student cached under $EDGECL_HOME)")
+    p.add_argument("--frames", type=int, default=100, help="camera frames to classify")
     args = p.parse_args(argv)
     config = tomllib.loads(Path(args.config).read_text())
     runtime_cfg = config.get("runtime", {})
-    bundle = args.bundle or runtime_cfg.get("bundle")
+    bundle = args.bundle or runtime_cfg.get("bundle") or cached_zoo_student()
     if not bundle:
-        print("no bundle given (--bundle or [runtime].bundle in the config)", file=sys.stderr)
+        print("no bundle: give --bundle DIR (or [runtime].bundle in the config), e.g. the "
+              "zoo student: ./run zoo build, then .venv/bin/python device/app.py --bundle "
+              "\"$(./run zoo build --student-path)\"", file=sys.stderr)
         return 2
+    print(f"bundle: {bundle}")
     rt = DeviceRuntime.open(Path(bundle).expanduser(), threads=runtime_cfg.get("threads", 1),
                             max_batch=runtime_cfg.get("max_batch", 1024))
     adapt_cfg = config.get("adaptation", {})

@@ -1,8 +1,11 @@
 """edgecl: continual adaptation of vision models on edge devices.
 
-Subpackages: :mod:`edgecl.device` (the torch-free runtime), :mod:`edgecl.bundle`
-(model bundles), :mod:`edgecl.heads` (numpy heads), :mod:`edgecl.zoo` (reference data
-and models).
+Subpackages: :mod:`edgecl.device` (the torch-free runtime), :mod:`edgecl.cloud` (the
+teacher service), :mod:`edgecl.fleet` (the fleet simulator), :mod:`edgecl.bundle` (model
+bundles), :mod:`edgecl.heads` (numpy heads), :mod:`edgecl.ood` (OOD and drift detectors),
+:mod:`edgecl.adapt` (test-time adaptation), :mod:`edgecl.wire` (update payloads),
+:mod:`edgecl.zoo` (reference data and models), :mod:`edgecl.eval` and :mod:`edgecl.bench`
+(evaluations and benchmarks). :func:`default_home` is the cache root.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from edgecl._exceptions import (
     StorageError,
     UpdateRejected,
 )
+from edgecl._home import default_home
 
 __version__ = "0.1.0"
 
@@ -30,4 +34,5 @@ __all__ = [
     "StorageError",
     "UpdateRejected",
     "__version__",
+    "default_home",
 ]

@@ -113,3 +113,14 @@ def test_serve_with_the_sample_config_keeps_its_data_outside_the_checkout(tiny_z
                          "signing key ready", "serving") if m in err]
     assert len(steps) == 5, err
     assert set(os.listdir(ROOT)) == before
+
+
+def test_device_app_finds_the_cached_zoo_student_or_says_how_to_get_one(tiny_zoo, tmp_path):
+    app = [sys.executable, str(ROOT / "device" / "app.py"), "--frames", "5"]
+    empty = subprocess.run(app, capture_output=True, text=True, cwd=tmp_path, timeout=120,
+                           env={**os.environ, "EDGECL_HOME": str(tmp_path)})
+    assert empty.returncode == 2 and "--student-path" in empty.stderr
+    found = subprocess.run(app, capture_output=True, text=True, cwd=tmp_path, timeout=120,
+                           env={**os.environ, "EDGECL_HOME": str(tiny_zoo.path.parent.parent)})
+    assert found.returncode == 0, found.stderr
+    assert f"bundle: {tiny_zoo.student_bundle}" in found.stdout and "5 frames" in found.stdout
