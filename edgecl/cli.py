@@ -104,8 +104,7 @@ def cmd_bench_device(args: argparse.Namespace) -> int:
 
     result = bench_device(calls=args.calls, warmup=args.warmup, threads=args.threads,
                           zoo_variant=args.variant, home=args.home, progress=not args.json)
-    print(json.dumps(result, indent=None if args.json else 2, sort_keys=True))
-    return 0
+    return _emit(result, args.json)
 
 
 def _zoo_for(args: argparse.Namespace) -> Any:
@@ -114,8 +113,9 @@ def _zoo_for(args: argparse.Namespace) -> Any:
     return build_zoo(args.variant, home=args.home, progress=not args.json)
 
 
-def _emit(result: dict[str, Any], as_json: bool) -> int:
-    print(json.dumps(result, indent=None if as_json else 2, sort_keys=True))
+def _emit(result: Any, as_json: bool) -> int:
+    """Print a typed result (an ``edgecl._result.JsonResult``) as JSON, keys sorted."""
+    print(result.to_json(indent=None if as_json else 2))
     return 0
 
 
@@ -185,10 +185,10 @@ def cmd_simulate(args: argparse.Namespace) -> int:
                       processes=args.processes, report_dir=args.report_dir,
                       domains=args.domains, groups=args.groups, progress=not args.quiet)
     if args.json:
-        Path(args.json).write_text(json.dumps(result, indent=2, sort_keys=True))
+        Path(args.json).write_text(result.to_json(indent=2))
     print(summary_table(result))
-    if "report" in result:
-        print(f"report: {result['report']['html']}")
+    if result.report is not None:
+        print(f"report: {result.report.html}")
     return 0
 
 
@@ -427,11 +427,13 @@ def cmd_bench_cloud(args: argparse.Namespace) -> int:
                          uploads_per_device=args.uploads, batch=args.batch,
                          teacher_rounds=args.teacher_rounds, teacher_samples=args.samples,
                          threads=args.threads)
-    print(json.dumps(result, indent=2, sort_keys=True))
+    print(result.to_json(indent=2))
     return 0
 
 
 def cmd_bench_swap(args: argparse.Namespace) -> int:
+    import dataclasses
+
     from edgecl.bench.swap import bench_swap
 
     if args.edge:
@@ -442,11 +444,13 @@ def cmd_bench_swap(args: argparse.Namespace) -> int:
         bundle = _zoo_for(args).student_bundle
     result = bench_swap(bundle, calls=args.calls, swaps_per_s=args.swaps_per_s,
                         threads=args.threads)
-    result["bundle"] = "edge" if args.edge else "zoo student"
-    return _emit(result, args.json)
+    return _emit(dataclasses.replace(result, bundle="edge" if args.edge else "zoo student"),
+                 args.json)
 
 
 def cmd_bench_adapt(args: argparse.Namespace) -> int:
+    import dataclasses
+
     import numpy as np
 
     from edgecl.bench.adapt import bench_adapt
@@ -463,8 +467,8 @@ def cmd_bench_adapt(args: argparse.Namespace) -> int:
         frames = continual_stream(["gaussian_noise", "fog"], samples_per_domain=500).arrays()[0]
     result = bench_adapt(bundle, frames, method=args.method, calls=args.calls,
                          batch=args.batch, threads=args.threads)
-    result["bundle"] = "edge" if args.edge else "zoo student"
-    return _emit(result, args.json)
+    return _emit(dataclasses.replace(result, bundle="edge" if args.edge else "zoo student"),
+                 args.json)
 
 
 def cmd_serve(args: argparse.Namespace) -> int:

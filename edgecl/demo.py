@@ -1,10 +1,11 @@
-"""``edgecl demo``: a small fleet under drift, every strategy, in about three minutes.
+"""``edgecl demo``: a small fleet under drift, every strategy, in a few minutes.
 
 Builds (or reuses) the reference zoo, then simulates six devices in two groups (two sites
 whose cameras see the same corruptions) against the real cloud service in a subprocess:
 the student as shipped (``source``), on-device test-time adaptation (``device``), the
 cloud teacher's signed updates (``cloud``) and both (``cloud+device``). Prints the summary,
-the accuracy per domain and where the HTML report is.
+the accuracy per domain and where the HTML report and its JSON result (``result.json``
+beside ``index.html``, as ``edgecl simulate --json`` writes it) are.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ def run_demo(*, variant: str = "full", home: str | None = None,
              **overrides: Any) -> int:
     """Run the demo fleet (``overrides`` change :data:`DEMO` settings); returns 0."""
     from edgecl.fleet import simulate, summary_table
+    from edgecl.fleet._report import HTML_NAME, JSON_NAME
     from edgecl.zoo import build_zoo
     from edgecl.zoo.report import format_zoo_report
 
@@ -36,18 +38,19 @@ def run_demo(*, variant: str = "full", home: str | None = None,
         f"{settings['steps'] * settings['batch']} samples each at {settings['pace']:g}/s, "
         f"upload budget {settings['fraction']:.0%}) against the real cloud service ...")
     result = simulate(variant=variant, home=home, report_dir=report, **settings)
-    s = result["strategies"]
+    s = result.strategies
     out("")
     out(summary_table(result))
-    domains = sorted({d for v in s.values() for d in v["per_domain"]})
+    domains = sorted({d for v in s.values() for d in v.per_domain})
     out("")
     out(f"{'domain':<22}" + "".join(f"{name:>14}" for name in s))
     for d in domains:
-        out(f"{d:<22}" + "".join(f"{v['per_domain'].get(d, float('nan')):>14.3f}"
+        out(f"{d:<22}" + "".join(f"{v.per_domain.get(d, float('nan')):>14.3f}"
                                  for v in s.values()))
     if "cloud" in s and "source" in s:
-        gain = 100 * (s["cloud"]["mean_online_acc"] - s["source"]["mean_online_acc"])
+        gain = 100 * (s["cloud"].mean_online_acc - s["source"].mean_online_acc)
         out(f"\ncloud vs source: {gain:+.1f} points of mean online accuracy "
-            f"({result['seconds']:.0f} s)")
-    out(f"report: {result['report']['html']}")
+            f"({result.seconds:.0f} s)")
+    out(f"report: {report / HTML_NAME}")
+    out(f"JSON result: {report / JSON_NAME}")
     return 0

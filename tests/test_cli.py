@@ -11,6 +11,7 @@ import numpy as np
 
 from edgecl.bench.device import bench_device
 from edgecl.demo import run_demo
+from tests.schema_checks import check_json, check_result
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -74,14 +75,17 @@ def test_demo_runs_a_fleet_and_writes_the_report(tiny_zoo, tmp_path):
 def test_bench_device_reports_every_key(tiny_zoo):
     home = tiny_zoo.path.parent.parent
     result = bench_device(calls=5, warmup=2, zoo_variant="tiny", home=str(home), progress=False)
+    data = check_result(result, ("machine",), ("torch_reference",), ("tiny",), ("edge",),
+                        ("tiny", "ood", "msp"))
     for m in ("tiny", "edge"):
         for key in ("sdk_ms_b1", "ort_ms_b1", "torch_ms_b1", "sdk_ms_b32", "ort_ms_b32",
                     "torch_ms_b32", "overhead_b1", "overhead_b32", "added_us_b1"):
-            assert key in result[m], (m, key)
-            assert np.isfinite(result[m][key])
-        assert result[m]["sdk_ms_b1"] > 0 and result[m]["overhead_b1"] > 0.5
-    assert 10 < result["rss_mb"] < 2000
-    assert result["threads"] == 1 and result["calls"] == 5
+            assert np.isfinite(data[m][key]), (m, key)
+        model = getattr(result, m)
+        assert model.sdk_ms_b1 > 0 and model.overhead_b1 > 0.5
+        assert set(model.ood) >= {"msp", "vim"}
+    assert 10 < result.rss_mb < 2000
+    assert result.threads == 1 and result.calls == 5
 
 
 def test_eval_commands_emit_documented_keys(tiny_zoo, capsys):
@@ -91,13 +95,16 @@ def test_eval_commands_emit_documented_keys(tiny_zoo, capsys):
     assert main(["eval", "ood", "--variant", "tiny", "--home", home, "--json",
                  "--detectors", "msp,vim"]) == 0
     ood = json.loads(capsys.readouterr().out)
+    check_json("eval-ood", ood, ("detectors", "vim", "novel_classes"))
     assert 0.0 <= ood["detectors"]["vim"]["novel_classes"]["auroc"] <= 1.0
     assert 0.0 <= ood["detectors"]["msp"]["mean_auroc"] <= 1.0
     assert main(["eval", "drift", "--variant", "tiny", "--home", home, "--json",
                  "--severities", "5", "--clean-samples", "1000"]) == 0
     drift = json.loads(capsys.readouterr().out)
+    check_json("eval-drift", drift, ("detectors", "ks", "severity_5"))
     assert "median_delay" in drift["detectors"]["ks"]["severity_5"]
     assert main(["eval", "sampling", "--variant", "tiny", "--home", home, "--json"]) == 0
     sampling = json.loads(capsys.readouterr().out)
+    check_json("eval-sampling", sampling, ("policies", "random"))
     assert sampling["policies"]["uncertainty"]["selected_fraction"] <= 0.05 + 1e-9
     assert 0.0 <= sampling["score_error_auroc"] <= 1.0

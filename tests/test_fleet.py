@@ -20,6 +20,7 @@ from edgecl.fleet import (
     simulate,
     summarise,
 )
+from tests.schema_checks import check_json, check_result
 
 
 def test_plans_give_each_device_its_own_stream_and_groups_share_theirs():
@@ -62,11 +63,12 @@ def test_forgetting_and_summary_keys():
               "update_latency_s": [0.5], "update_times": [1.0], "states_adapted": 0,
               "offline_s": 0.0, "pace": 10.0, "slow": False, "seconds": 1.0}
     s = summarise([result], bins=4)
-    assert s["mean_online_acc"] == pytest.approx(7 / 12, abs=1e-4)
-    assert s["per_domain"] == {"clean": pytest.approx(5 / 8), "fog@5": 0.5}
-    assert s["ood_auroc"] == 1.0 and s["forgetting"] == pytest.approx(0.75)
-    assert s["upload_fraction"] == 0.25 and s["bytes_up_per_device"] == 300
-    assert [b for b, _ in s["accuracy_over_time"]] == [0.0, 0.25, 0.5, 0.75]
+    assert s.mean_online_acc == pytest.approx(7 / 12, abs=1e-4)
+    assert s.per_domain == {"clean": pytest.approx(5 / 8), "fog@5": 0.5}
+    assert s.ood_auroc == 1.0 and s.forgetting == pytest.approx(0.75)
+    assert s.upload_fraction == 0.25 and s.bytes_up_per_device == 300
+    assert [b for b, _ in s.accuracy_over_time] == [0.0, 0.25, 0.5, 0.75]
+    assert s.updates.applied == 1 and s.per_device[0].device_id == "d0"
 
 
 def test_process_backend_matches_threads(tiny_zoo):
@@ -93,21 +95,21 @@ def test_simulate_a_fleet_with_an_offline_device(tiny_zoo, tmp_path):
                       # (this test is about the impaired network, not the publication rule)
                       service_settings={"learning_trigger_samples": 8, "learning_source_z": 0,
                                         "learning_recent_holdout": 0})
-    assert set(result["strategies"]) == {"source", "cloud"} and result["devices"] == 2
-    cloud = result["strategies"]["cloud"]
-    for key in ("mean_online_acc", "per_domain", "accuracy_over_time",
-                "bytes_up_per_device", "bytes_down_per_device", "upload_fraction",
-                "update_latency_s", "updates", "ood_auroc", "forgetting", "per_device"):
-        assert key in cloud
-    offline = [d for d in cloud["per_device"] if d["offline_s"] > 0]
-    online = [d for d in cloud["per_device"] if d["offline_s"] == 0]
-    assert len(offline) == 1 and offline[0]["failed_calls"] > 0
-    assert online[0]["failed_calls"] == 0
+    check_result(result, ("impairments",), ("strategies", "cloud"),
+                 ("strategies", "cloud", "updates"), ("strategies", "cloud", "per_device", 0),
+                 ("report",), optional={"report", "json"})
+    assert result.report is not None and result.report.html.endswith("index.html")
+    assert set(result.strategies) == {"source", "cloud"} and result.devices == 2
+    cloud = result.strategies["cloud"]
+    offline = [d for d in cloud.per_device if d.offline_s > 0]
+    online = [d for d in cloud.per_device if d.offline_s == 0]
+    assert len(offline) == 1 and offline[0].failed_calls > 0
+    assert online[0].failed_calls == 0
     # every device predicted its whole stream, offline or not
-    assert all(d["samples"] == 300 for d in cloud["per_device"])
-    assert cloud["bytes_up_per_device"] > 0 and cloud["upload_fraction"] > 0
-    assert result["strategies"]["source"]["bytes_up_per_device"] == 0
-    assert cloud["updates"]["applied"] > 0
+    assert all(d.samples == 300 for d in cloud.per_device)
+    assert cloud.bytes_up_per_device > 0 and cloud.upload_fraction > 0
+    assert result.strategies["source"].bytes_up_per_device == 0
+    assert cloud.updates.applied > 0
     assert (tmp_path / "report" / "index.html").read_text().count("<img") == 3
 
 
@@ -118,6 +120,7 @@ def test_simulate_cli_writes_the_json(tiny_zoo, tmp_path, capsys):
                  "--steps", "8", "--strategies", "source,device", "--quiet",
                  "--json", str(out)]) == 0
     result = json.loads(out.read_text())
+    check_json("simulate", result, ("strategies", "device"))
     assert set(result["strategies"]) == {"source", "device"}
     assert result["scenario"] == "continual" and result["devices"] == 2
     assert "device" in capsys.readouterr().out

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from edgecl.cli import main
+from tests.schema_checks import check_json
 
 
 def test_eval_loop_runs_and_reports_every_strategy(tiny_zoo, capsys):
@@ -15,6 +16,8 @@ def test_eval_loop_runs_and_reports_every_strategy(tiny_zoo, capsys):
     assert main(["eval", "loop", "--variant", "tiny", "--home", home, "--json",
                  "--samples-per-domain", "120", "--corruptions", "contrast,fog"]) == 0
     out = json.loads(capsys.readouterr().out)
+    check_json("eval-loop", out, ("strategies", "source"), ("strategies", "device"),
+               ("strategies", "cloud"), optional={"gap_closed"})
     s = out["strategies"]
     assert set(s) == {"source", "device", "cloud", "cloud+device", "cloud_random", "teacher"}
     for name in s:

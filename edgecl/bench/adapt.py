@@ -4,15 +4,15 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
 from edgecl.bench._timing import summary_ms
+from edgecl.bench.results import AdaptBenchResult
 
 
 def bench_adapt(bundle: Path, frames: np.ndarray, *, method: str = "align", calls: int = 4000,
-                block: int = 200, batch: int = 1, threads: int = 1) -> dict[str, Any]:
+                block: int = 200, batch: int = 1, threads: int = 1) -> AdaptBenchResult:
     """Predict latency (``batch`` images per call) in alternating blocks of ``block`` calls:
     plain ``runtime.predict`` vs ``AdaptationWorker.predict`` (predict with features, then
     a non-blocking hand-off) while the worker adapts ``method`` and publishes states in its
@@ -43,12 +43,12 @@ def bench_adapt(bundle: Path, frames: np.ndarray, *, method: str = "align", call
         worker.close()
     p50, p99 = summary_ms(np.array(times["off"]))
     a50, a99 = summary_ms(np.array(times["on"]))
-    return {"method": method, "batch": batch, "threads": threads,
-            "calls_per_mode": len(times["off"]),
-            "predict_p50_ms_off": round(p50, 4), "predict_p99_ms_off": round(p99, 4),
-            "predict_p50_ms_on": round(a50, 4), "predict_p99_ms_on": round(a99, 4),
-            "p50_ratio": round(a50 / p50, 3), "p99_ratio": round(a99 / p99, 3),
-            "states_published": worker.stats.published,
-            "batches_adapted": worker.stats.batches,
-            "batches_skipped": worker.stats.skipped_batches,
-            "worker_errors": worker.stats.errors}
+    return AdaptBenchResult(
+        method=method, batch=batch, threads=threads, calls_per_mode=len(times["off"]),
+        predict_p50_ms_off=round(p50, 4), predict_p99_ms_off=round(p99, 4),
+        predict_p50_ms_on=round(a50, 4), predict_p99_ms_on=round(a99, 4),
+        p50_ratio=round(a50 / p50, 3), p99_ratio=round(a99 / p99, 3),
+        states_published=worker.stats.published,
+        batches_adapted=worker.stats.batches,
+        batches_skipped=worker.stats.skipped_batches,
+        worker_errors=worker.stats.errors)

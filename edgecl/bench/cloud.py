@@ -11,12 +11,13 @@ from typing import Any
 import numpy as np
 
 from edgecl.bench._timing import summary_ms
+from edgecl.bench.results import CloudBenchResult, CloudMachine
 
 
 def bench_cloud(*, variant: str = "tiny", home: str | None = None,
                 concurrency: tuple[int, ...] = (1, 10, 100), uploads_per_device: int = 20,
                 batch: int = 8, teacher_rounds: int = 5, teacher_samples: int = 512,
-                threads: int = 1) -> dict[str, Any]:
+                threads: int = 1) -> CloudBenchResult:
     """Run the real service in-process on an ephemeral loopback port and measure it.
 
     Uploads: ``c`` threads, each a device with its own channel and token, send
@@ -40,10 +41,9 @@ def bench_cloud(*, variant: str = "tiny", home: str | None = None,
     torch.set_num_threads(threads)
     rng = np.random.default_rng(0)
     pool = rng.random((256, 1, 28, 28), dtype=np.float32)
-    out: dict[str, Any] = {"uploads_per_s": {}, "rpc_p50_ms": {}, "rpc_p99_ms": {},
-                           "batch_samples": batch, "uploads_per_device": uploads_per_device,
-                           "torch_threads": threads, "variant": variant,
-                           "machine": _machine(), "torch": torch.__version__}
+    rates: dict[str, float] = {}
+    p50s: dict[str, float] = {}
+    p99s: dict[str, float] = {}
     with tempfile.TemporaryDirectory() as tmp:
         env = {"EDGECL_CLOUD_AUTH_ENROLLMENT_KEY": "bench", "EDGECL_CLOUD_TEACHER_ZOO": variant,
                "EDGECL_CLOUD_STORAGE_DIR": tmp, "EDGECL_CLOUD_SERVER_ADDRESS": "127.0.0.1:0",
@@ -60,14 +60,16 @@ def bench_cloud(*, variant: str = "tiny", home: str | None = None,
                                             pool, pb, pb_grpc, grpc, WireSample,
                                             batch_to_proto)
                 p50, p99 = summary_ms(lat)
-                out["uploads_per_s"][f"c{c}"] = round(total / wall, 1)
-                out["rpc_p50_ms"][f"c{c}"] = round(p50, 3)
-                out["rpc_p99_ms"][f"c{c}"] = round(p99, 3)
-            out.update(_teacher_ratio(server, pool, teacher_rounds, teacher_samples,
-                                      WireSample))
+                rates[f"c{c}"] = round(total / wall, 1)
+                p50s[f"c{c}"] = round(p50, 3)
+                p99s[f"c{c}"] = round(p99, 3)
+            teacher = _teacher_ratio(server, pool, teacher_rounds, teacher_samples, WireSample)
         finally:
             server.stop(grace=1.0)
-    return out
+    return CloudBenchResult(uploads_per_s=rates, rpc_p50_ms=p50s, rpc_p99_ms=p99s,
+                            batch_samples=batch, uploads_per_device=uploads_per_device,
+                            torch_threads=threads, variant=variant, machine=_machine(),
+                            torch=torch.__version__, **teacher)
 
 
 def _uploads(target: str, sha: str, c: int, n: int, batch: int, pool: np.ndarray, pb: Any,
@@ -108,6 +110,7 @@ def _uploads(target: str, sha: str, c: int, n: int, batch: int, pool: np.ndarray
 
 def _teacher_ratio(server: Any, pool: np.ndarray, rounds: int, samples: int,
                    WireSample: Any) -> dict[str, Any]:
+    """The ``teacher_*`` fields of :class:`CloudBenchResult`."""
     teacher, tp = server.teacher, server.teacher_pool
     bs = tp.batch_size
     device = "bench-teacher"
@@ -142,7 +145,7 @@ def _teacher_ratio(server: Any, pool: np.ndarray, rounds: int, samples: int,
             "teacher_rounds": rounds}
 
 
-def _machine() -> dict[str, Any]:
+def _machine() -> CloudMachine:
     """Cores and CPU model (from /proc/cpuinfo where there is one)."""
     import os
 
@@ -153,4 +156,4 @@ def _machine() -> dict[str, Any]:
                           if ln.startswith("model name")), "")
     except OSError:
         pass
-    return {"cores": os.cpu_count(), "cpu": model}
+    return CloudMachine(cores=os.cpu_count(), cpu=model)

@@ -13,12 +13,14 @@ import numpy as np
 
 from edgecl.bench._timing import interleaved, summary_ms
 from edgecl.bench.ood import bench_ood_overhead
+from edgecl.bench.results import DeviceBenchResult, DeviceMachine, ModelBench, TorchReference
 
 
 def bench_device(*, calls: int = 200, warmup: int = 20, threads: int = 1,
                  zoo_variant: str = "full", home: str | None = None,
-                 progress: bool = True) -> dict[str, Any]:
-    """Measure the ``tiny`` (zoo student) and ``edge`` encoders; see README for the keys."""
+                 progress: bool = True) -> DeviceBenchResult:
+    """Measure the ``tiny`` (zoo student) and ``edge`` encoders; see README for the keys
+    (``edgecl/schemas/bench-device.schema.json``)."""
     import torch
 
     from edgecl.zoo import build_zoo, edge_bundle
@@ -30,29 +32,29 @@ def bench_device(*, calls: int = 200, warmup: int = 20, threads: int = 1,
     student_program = torch.export.load(str(zoo.student_bundle / "encoder.pt2")).module()
     student_head = _torch_head(torch, zoo.student_bundle)
     encoder, head = edge_modules()
-    result: dict[str, Any] = {
-        "threads": threads, "calls": calls, "warmup": warmup,
-        "machine": _machine(), "torch_reference": {
-            "tiny": "the bundle's torch.export mirror (encoder.pt2) + torch Linear head",
-            "edge": "the EdgeEncoder nn.Module + torch Linear head, eval mode"},
-    }
+    models: dict[str, ModelBench] = {}
     for name, path, eager in (
         ("tiny", zoo.student_bundle, lambda x: student_head(student_program(x))),
         ("edge", edge_path, lambda x: head(encoder(x))),
     ):
         if progress:
             print(f"bench device: {name} ...", file=sys.stderr, flush=True)
-        result[name] = _bench_model(path, eager, calls=calls, warmup=warmup, threads=threads)
-        result[name]["ood"] = bench_ood_overhead(path, calls=calls, warmup=warmup,
-                                                 threads=threads)
-    result["rss_mb"] = peak_rss_mb(edge_path, threads=threads)
-    result["rss_mb_b32"] = peak_rss_mb(edge_path, threads=threads, batches=(1, 32))
-    result["rss_mb_with_ood"] = peak_rss_mb(edge_path, threads=threads, ood="default")
-    result["rss_note"] = (
-        "peak RSS (VmHWM) of a fresh device-only process serving edge at batch 1 without OOD "
-        "scoring; rss_mb_b32 also runs batch 32; rss_mb_with_ood loads the bundle's "
-        "detectors and scores with the default one")
-    return result
+        figures = _bench_model(path, eager, calls=calls, warmup=warmup, threads=threads)
+        models[name] = ModelBench(**figures, ood=bench_ood_overhead(
+            path, calls=calls, warmup=warmup, threads=threads))
+    return DeviceBenchResult(
+        threads=threads, calls=calls, warmup=warmup, machine=_machine(),
+        torch_reference=TorchReference(
+            tiny="the bundle's torch.export mirror (encoder.pt2) + torch Linear head",
+            edge="the EdgeEncoder nn.Module + torch Linear head, eval mode"),
+        tiny=models["tiny"], edge=models["edge"],
+        rss_mb=peak_rss_mb(edge_path, threads=threads),
+        rss_mb_b32=peak_rss_mb(edge_path, threads=threads, batches=(1, 32)),
+        rss_mb_with_ood=peak_rss_mb(edge_path, threads=threads, ood="default"),
+        rss_note=(
+            "peak RSS (VmHWM) of a fresh device-only process serving edge at batch 1 without "
+            "OOD scoring; rss_mb_b32 also runs batch 32; rss_mb_with_ood loads the bundle's "
+            "detectors and scores with the default one"))
 
 
 def _torch_head(torch: Any, bundle: Path) -> Any:
@@ -146,7 +148,7 @@ def peak_rss_mb(bundle: Path, *, threads: int = 1, batches: tuple[int, ...] = (1
     return round(info["rss_kb"] / 1024.0, 1)
 
 
-def _machine() -> dict[str, Any]:
+def _machine() -> DeviceMachine:
     model = "unknown"
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -158,5 +160,6 @@ def _machine() -> dict[str, Any]:
     import onnxruntime
     import torch
 
-    return {"cpus": os.cpu_count(), "cpu_model": model, "onnxruntime": onnxruntime.__version__,
-            "torch": torch.__version__, "numpy": np.__version__}
+    return DeviceMachine(cpus=os.cpu_count(), cpu_model=model,
+                         onnxruntime=onnxruntime.__version__, torch=torch.__version__,
+                         numpy=np.__version__)

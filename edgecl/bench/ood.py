@@ -10,10 +10,11 @@ from typing import Any
 import numpy as np
 
 from edgecl.bench._timing import summary_ms
+from edgecl.bench.results import OodOverhead
 
 
 def bench_ood_overhead(bundle: Path, *, calls: int, warmup: int, threads: int,
-                       block: int = 20) -> dict[str, Any]:
+                       block: int = 20) -> dict[str, OodOverhead]:
     """For every detector in the bundle: batch-1 predict scoring with it and offering each
     prediction to a :class:`~edgecl.device.SampleCollector`, vs plain predict.
 
@@ -31,7 +32,7 @@ def bench_ood_overhead(bundle: Path, *, calls: int, warmup: int, threads: int,
     lo, hi = spec.value_range
     frames = (lo + (hi - lo) * np.random.default_rng(0).random((64, *spec.shape))
               ).astype(np.float32)
-    out: dict[str, Any] = {}
+    out: dict[str, OodOverhead] = {}
     with tempfile.TemporaryDirectory() as tmp:
         outbox = Outbox(Path(tmp) / "outbox.db", store=("image", "features"))
         for name in sorted(rt.detectors):
@@ -45,7 +46,7 @@ def bench_ood_overhead(bundle: Path, *, calls: int, warmup: int, threads: int,
 
 
 def _measure(rt: Any, name: str, collector: Any, frames: np.ndarray, *, calls: int,
-             warmup: int, block: int) -> dict[str, Any]:
+             warmup: int, block: int) -> OodOverhead:
     clock = time.perf_counter
     times: dict[str, list[float]] = {"plain": [], "scored": []}
     totals = {"plain": 0.0, "scored": 0.0}
@@ -69,9 +70,10 @@ def _measure(rt: Any, name: str, collector: Any, frames: np.ndarray, *, calls: i
                 totals[mode] += clock() - t_block
     base, _ = summary_ms(np.array(times["plain"]))
     with_ood, p99 = summary_ms(np.array(times["scored"]))
-    return {"predict_ms_b1": round(base, 4), "with_ood_ms_b1": round(with_ood, 4),
-            "with_ood_p99_ms_b1": round(p99, 4),
-            "added_us_b1": round((with_ood - base) * 1e3, 2),
-            "added_pct_b1": round((with_ood / base - 1.0) * 100.0, 2),
-            "throughput_added_pct": round((totals["scored"] / totals["plain"] - 1.0) * 100, 2),
-            "selected": collector.stats().selected}
+    return OodOverhead(
+        predict_ms_b1=round(base, 4), with_ood_ms_b1=round(with_ood, 4),
+        with_ood_p99_ms_b1=round(p99, 4),
+        added_us_b1=round((with_ood - base) * 1e3, 2),
+        added_pct_b1=round((with_ood / base - 1.0) * 100.0, 2),
+        throughput_added_pct=round((totals["scored"] / totals["plain"] - 1.0) * 100, 2),
+        selected=collector.stats().selected)

@@ -10,10 +10,11 @@ from typing import Any
 import numpy as np
 
 from edgecl.bench._timing import summary_ms
+from edgecl.bench.results import SwapBenchResult
 
 
 def bench_swap(bundle: Path, *, calls: int = 4000, block: int = 200, swaps_per_s: float = 10.0,
-               threads: int = 1) -> dict[str, Any]:
+               threads: int = 1) -> SwapBenchResult:
     """Batch-1 predict latency while a background thread applies signed updates (verify,
     build, swap) at ``swaps_per_s``, vs without, in alternating blocks of ``block`` calls
     (A B A B ...); plus the latency of one ``UpdateManager.apply`` and of the bare
@@ -90,10 +91,10 @@ def bench_swap(bundle: Path, *, calls: int = 4000, block: int = 200, swaps_per_s
     s50, s99 = summary_ms(np.array(times["swapping"]))
     a50, a99 = summary_ms(np.array(apply_s))
     w50, w99 = summary_ms(np.array(swap_s))
-    return {"predict_p50_ms": round(p50, 4), "predict_p99_ms": round(p99, 4),
-            "predict_p50_ms_swapping": round(s50, 4), "predict_p99_ms_swapping": round(s99, 4),
-            "p99_ratio": round(s99 / p99, 3), "apply_ms_p50": round(a50, 3),
-            "apply_ms_p99": round(a99, 3), "swap_us_p50": round(w50 * 1e3, 2),
-            "swap_us_p99": round(w99 * 1e3, 2), "swaps": len(apply_s),
-            "calls_per_mode": len(times["plain"]), "threads": threads,
-            "swaps_per_s": swaps_per_s}
+    return SwapBenchResult(
+        predict_p50_ms=round(p50, 4), predict_p99_ms=round(p99, 4),
+        predict_p50_ms_swapping=round(s50, 4), predict_p99_ms_swapping=round(s99, 4),
+        p99_ratio=round(s99 / p99, 3), apply_ms_p50=round(a50, 3),
+        apply_ms_p99=round(a99, 3), swap_us_p50=round(w50 * 1e3, 2),
+        swap_us_p99=round(w99 * 1e3, 2), swaps=len(apply_s),
+        calls_per_mode=len(times["plain"]), threads=threads, swaps_per_s=swaps_per_s)

@@ -19,10 +19,48 @@ from edgecl.eval.adapt import evaluate_adapt
 from edgecl.eval.drift import evaluate_drift, stream_scores
 from edgecl.eval.loop import LOOP_SCENARIOS, build_loop_stream, evaluate_loop
 from edgecl.eval.ood import evaluate_ood
+from edgecl.eval.results import (
+    AdaptFloors,
+    AdaptMethodResult,
+    AdaptResult,
+    DriftDetectorResult,
+    DriftResult,
+    DriftSeverityResult,
+    LoopCloudFigures,
+    LoopCloudRun,
+    LoopDeltas,
+    LoopDeviceRun,
+    LoopGap,
+    LoopResult,
+    LoopStrategyResult,
+    OodDetectorResult,
+    OodResult,
+    OodSetResult,
+    SamplingPolicyResult,
+    SamplingResult,
+)
 from edgecl.eval.sampling import evaluate_sampling
 
 __all__ = [
+    "AdaptFloors",
+    "AdaptMethodResult",
+    "AdaptResult",
+    "DriftDetectorResult",
+    "DriftResult",
+    "DriftSeverityResult",
     "LOOP_SCENARIOS",
+    "LoopCloudFigures",
+    "LoopCloudRun",
+    "LoopDeltas",
+    "LoopDeviceRun",
+    "LoopGap",
+    "LoopResult",
+    "LoopStrategyResult",
+    "OodDetectorResult",
+    "OodResult",
+    "OodSetResult",
+    "SamplingPolicyResult",
+    "SamplingResult",
     "build_loop_stream",
     "evaluate_adapt",
     "evaluate_drift",

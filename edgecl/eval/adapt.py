@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from edgecl._exceptions import ConfigError
+from edgecl.eval.results import AdaptFloors, AdaptMethodResult, AdaptResult
 
 SCENARIOS = ("continual", "gradual", "recurring", "label-shift")
 DEFAULT_METHODS = ("source", "lame", "adanpc", "tent", "eata", "cotta", "align",
@@ -72,15 +73,17 @@ def _per_domain(correct: np.ndarray, domains: np.ndarray, names: list[str]) -> d
 def evaluate_adapt(zoo: Any, *, scenario: str = "continual",
                    methods: Sequence[str] = DEFAULT_METHODS, batch: int = 64,
                    samples: int | None = None, seed: int = 0,
-                   progress: bool = False) -> dict[str, Any]:
+                   progress: bool = False) -> AdaptResult:
     """Online accuracy of each method on the scenario's stream.
 
-    Returns ``{"methods": {name: {"mean_online_acc", "per_domain", "ms_per_sample",
-    "max_class_share", "collapsed_windows", "collapsed", "guard_resets",
-    "worst_domain_delta"}}, "best_device", "floors", ...}``. ``source`` is the unadapted
-    baseline. Each method runs inside a :class:`~edgecl.adapt.CollapseGuard` (as a device
-    would run it); a collapsed window: one class took > 90% of 500 consecutive predictions,
-    more than 5 points above the source's top share on the same samples.
+    Returns an :class:`~edgecl.eval.results.AdaptResult`, as JSON ``{"methods": {name:
+    {"mean_online_acc", "per_domain", "ms_per_sample", "max_class_share",
+    "collapsed_windows", "collapsed", "guard_resets", "worst_domain_delta"}},
+    "best_device", "floors", ...}`` (``edgecl/schemas/eval-adapt.schema.json``). ``source``
+    is the unadapted baseline. Each method runs inside a
+    :class:`~edgecl.adapt.CollapseGuard` (as a device would run it); a collapsed window:
+    one class took > 90% of 500 consecutive predictions, more than 5 points above the
+    source's top share on the same samples.
     """
     from tqdm import tqdm
 
@@ -99,8 +102,7 @@ def evaluate_adapt(zoo: Any, *, scenario: str = "continual",
     source_pred = source_logits.argmax(axis=1)
     source_correct = source_pred == labels
     calib = load_mnist().calibration.only(KNOWN_CLASSES)  # EATA's Fisher (source data)
-    out: dict[str, Any] = {"scenario": scenario, "samples": len(labels), "batch": batch,
-                           "domains": names, "seed": seed, "methods": {}}
+    results: dict[str, AdaptMethodResult] = {}
     for name in tqdm(list(methods), desc=f"eval adapt ({scenario})", disable=not progress):
         if name == "source":
             pred, ms, resets = source_pred, 0.0, 0
@@ -124,25 +126,27 @@ def evaluate_adapt(zoo: Any, *, scenario: str = "continual",
         collapsed = collapsed_windows(pred, source_pred)
         per_domain = _per_domain(correct, domains, names)
         source_domain = _per_domain(source_correct, domains, names)
-        out["methods"][name] = {
-            "mean_online_acc": round(float(correct.mean()), 4),
-            "per_domain": per_domain,
-            "ms_per_sample": round(ms, 4),
-            "max_class_share": round(float(window_shares(pred).max()), 3),
-            "collapsed_windows": collapsed,
-            "collapsed": collapsed > 0,
-            "guard_resets": resets,
-            "worst_domain_delta": round(min(per_domain[k] - source_domain[k]
-                                            for k in per_domain), 4),
-        }
-    device = {k: v for k, v in out["methods"].items() if k != "source"}
-    if device and "source" in out["methods"]:
-        best = max(device, key=lambda k: device[k]["mean_online_acc"])
-        src = out["methods"]["source"]["mean_online_acc"]
-        out["best_device"] = best
-        out["floors"] = {
-            "best_gain_points": round(100 * (device[best]["mean_online_acc"] - src), 2),
-            "best_worst_domain_points": round(100 * device[best]["worst_domain_delta"], 2),
-            "collapsed": sorted(k for k, v in device.items() if v["collapsed"]),
-        }
-    return out
+        results[name] = AdaptMethodResult(
+            mean_online_acc=round(float(correct.mean()), 4),
+            per_domain=per_domain,
+            ms_per_sample=round(ms, 4),
+            max_class_share=round(float(window_shares(pred).max()), 3),
+            collapsed_windows=collapsed,
+            collapsed=collapsed > 0,
+            guard_resets=resets,
+            worst_domain_delta=round(min(per_domain[k] - source_domain[k]
+                                         for k in per_domain), 4),
+        )
+    best: str | None = None
+    floors: AdaptFloors | None = None
+    device = {k: v for k, v in results.items() if k != "source"}
+    if device and "source" in results:
+        best = max(device, key=lambda k: device[k].mean_online_acc)
+        src = results["source"].mean_online_acc
+        floors = AdaptFloors(
+            best_gain_points=round(100 * (device[best].mean_online_acc - src), 2),
+            best_worst_domain_points=round(100 * device[best].worst_domain_delta, 2),
+            collapsed=sorted(k for k, v in device.items() if v.collapsed),
+        )
+    return AdaptResult(scenario=scenario, samples=len(labels), batch=batch, domains=names,
+                       seed=seed, methods=results, best_device=best, floors=floors)

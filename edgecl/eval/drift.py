@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 
 from edgecl._exceptions import ConfigError
+from edgecl.eval.results import DriftDetectorResult, DriftResult, DriftSeverityResult
 from edgecl.ood import DriftDetector, create_drift_detector
 
 SCORES = ("energy", "msp")
@@ -69,7 +70,7 @@ def evaluate_drift(
     clean_samples: int = 10_000,
     score: str = "energy",
     seed: int = 0,
-) -> dict[str, Any]:
+) -> DriftResult:
     """Detection delay and false-alarm rate of drift detectors on the zoo student's scores.
 
     For each corruption (default: all of :func:`~edgecl.zoo.list_corruptions`) and
@@ -97,10 +98,12 @@ def evaluate_drift(
 
     Returns
     -------
-    dict
+    DriftResult
         ``{"score", "detectors": {name: {"params", "severity_<s>": {"median_delay",
         "p90_delay", "missed", "early_alarms", "per_corruption": {corruption: delay}},
-        "false_alarms_per_10k", "false_alarms", "clean_samples"}}}``.
+        "false_alarms_per_10k", "false_alarms", "clean_samples"}}}`` as JSON
+        (``edgecl/schemas/eval-drift.schema.json``); ``severity_<s>`` is
+        ``detectors[name].severities[s]``.
     """
     from edgecl.device import DeviceRuntime
     from edgecl.zoo import KNOWN_CLASSES, list_corruptions, load_mnist
@@ -126,7 +129,8 @@ def evaluate_drift(
         return stream_scores(np.concatenate([p.logits for p in preds]), score)
 
     n = max(clean_before, shifted)
-    results: dict[str, dict[str, Any]] = {k: {"params": d.params} for k, d in dets.items()}
+    params = {k: d.params for k, d in dets.items()}
+    per_sev: dict[str, dict[int, DriftSeverityResult]] = {k: {} for k in dets}
     for sev in sevs:
         delays: dict[str, dict[str, int | None]] = {k: {} for k in dets}
         early = dict.fromkeys(dets, 0)
@@ -145,23 +149,26 @@ def evaluate_drift(
         for k in dets:
             per = delays[k]
             finite = [np.inf if v is None else float(v) for v in per.values()]
-            results[k][f"severity_{sev}"] = {
-                "median_delay": _quantile(finite, 0.5),
-                "p90_delay": _quantile(finite, 0.9),
-                "missed": sum(v is None for v in per.values()),
-                "early_alarms": early[k],
-                "per_corruption": per,
-            }
+            per_sev[k][sev] = DriftSeverityResult(
+                median_delay=_quantile(finite, 0.5),
+                p90_delay=_quantile(finite, 0.9),
+                missed=sum(v is None for v in per.values()),
+                early_alarms=early[k],
+                per_corruption=per,
+            )
 
     test = load_mnist().test.only(KNOWN_CLASSES)
     pool = scores_of(np.asarray(test.images, dtype=np.float32))  # deterministic per image
     clean = pool[np.random.default_rng(seed).integers(0, len(pool), clean_samples)]
+    results: dict[str, DriftDetectorResult] = {}
     for k, det in dets.items():
         det.reset()
         alarms = len(det.update_many(clean))
-        results[k].update(
+        results[k] = DriftDetectorResult(
+            params=params[k],
+            severities=per_sev[k],
             false_alarms_per_10k=alarms * 10_000 / clean_samples,
             false_alarms=alarms,
             clean_samples=clean_samples,
         )
-    return {"score": score, "detectors": results}
+    return DriftResult(score=score, detectors=results)

@@ -20,6 +20,15 @@ from typing import Any
 import numpy as np
 
 from edgecl._exceptions import ConfigError
+from edgecl.eval.results import (
+    LoopCloudFigures,
+    LoopCloudRun,
+    LoopDeltas,
+    LoopDeviceRun,
+    LoopGap,
+    LoopResult,
+    LoopStrategyResult,
+)
 from edgecl.zoo.streams import DEFAULT_CORRUPTIONS, RETURNING_DOMAINS
 
 LOOP_CORRUPTIONS = DEFAULT_CORRUPTIONS[:10]
@@ -157,14 +166,16 @@ def evaluate_loop(zoo: Any, *, scenario: str = "continual",
                   variant: str = "full", home: str | None = None,
                   strategies: tuple[str, ...] = ("source", "cloud", "cloud_random", "teacher"),
                   learning: dict[str, str] | None = None, adapt: str = "align",
-                  progress: bool = False) -> dict[str, Any]:
+                  progress: bool = False) -> LoopResult:
     """Mean online accuracy (prequential) of each strategy on the stream of ``scenario``
     (:func:`build_loop_stream`; ``corruptions`` and ``samples_per_domain`` override its
     defaults).
 
-    Returns ``{"scenario", "strategies": {name: {"mean_online_acc", "per_domain",
-    "first_200", "worst_domain_delta", "first_200_worst_delta", ...}},
-    "upload_fraction", "update_bytes", "update_latency_s", ...}``; ``update_*`` are
+    Returns a :class:`~edgecl.eval.results.LoopResult`, as JSON ``{"scenario",
+    "strategies": {name: {"mean_online_acc", "per_domain", "first_200",
+    "worst_domain_delta", "first_200_worst_delta", ...}}, "upload_fraction",
+    "update_bytes", "update_latency_s", ...}`` (``edgecl/schemas/eval-loop.schema.json``);
+    ``update_*`` are
     medians over the updates the ``cloud`` strategy applied; the deltas are against
     ``source`` (present when it runs). ``device`` runs the test-time adaptation method
     ``adapt`` alone; ``cloud+device`` runs it beside the cloud loop.
@@ -179,15 +190,16 @@ def evaluate_loop(zoo: Any, *, scenario: str = "continual",
     images, labels, domains = stream.arrays()
     names = [d.name for d in stream.domains]
     learning = {"trigger_samples": "24", "steps": "100", **(learning or {})}
-    out: dict[str, Any] = {"scenario": scenario, "strategies": {}, "samples": len(labels),
-                           "domains": names, "severity": severity, "budget": fraction,
-                           "sync_every": sync_every, "seed": seed}
+    runs: dict[str, dict[str, Any]] = {}  # name -> LoopStrategyResult fields but deltas
+    cloud: LoopCloudFigures | None = None
 
-    def record(name: str, correct: np.ndarray, **extra: Any) -> None:
-        out["strategies"][name] = {"mean_online_acc": round(float(correct.mean()), 4),
-                                   "per_domain": _per_domain(correct, domains, names),
-                                   "first_200": _first_per_domain(correct, domains, names),
-                                   "per_visit": _per_visit(correct, domains, names), **extra}
+    def record(name: str, correct: np.ndarray, device: LoopDeviceRun | None = None,
+               cloud_run: LoopCloudRun | None = None) -> None:
+        runs[name] = {"mean_online_acc": round(float(correct.mean()), 4),
+                      "per_domain": _per_domain(correct, domains, names),
+                      "first_200": _first_per_domain(correct, domains, names),
+                      "per_visit": _per_visit(correct, domains, names),
+                      "device": device, "cloud": cloud_run}
 
     if "source" in strategies:
         rt = DeviceRuntime.open(zoo.student_bundle, ood=None)
@@ -212,9 +224,10 @@ def evaluate_loop(zoo: Any, *, scenario: str = "continual",
         finally:
             device.close()
         assert device.worker is not None
-        record("device", np.array(device.log.correct), method=adapt,
-               states_published=device.worker.stats.published,
-               seconds=round(time.perf_counter() - started, 1))
+        record("device", np.array(device.log.correct),
+               device=LoopDeviceRun(method=adapt,
+                                    states_published=device.worker.stats.published,
+                                    seconds=round(time.perf_counter() - started, 1)))
     for name, policy, method in (("cloud", "uncertainty", None),
                                  ("cloud_random", "random", None),
                                  ("cloud+device", "uncertainty", adapt)):
@@ -227,29 +240,39 @@ def evaluate_loop(zoo: Any, *, scenario: str = "continual",
         res = run_cloud(zoo, images, labels, policy=policy, fraction=fraction, batch=batch,
                         sync_every=sync_every, variant=variant, home=home, learning=learning,
                         seed=seed, adapt=method)
-        record(name, res["correct"], upload_fraction=round(res["uploads"] / len(labels), 4),
-               updates_applied=res["updates_applied"],
-               updates_rejected_cloud=res["updates_rejected_cloud"],
-               updates_rejected_device=res["updates_rejected_device"],
-               rolled_back=res["rolled_back"], reverted=res["reverted"],
-               shifts_detected=res["shifts_detected"],
-               seconds=round(res["seconds"], 1))
+        record(name, res["correct"], cloud_run=LoopCloudRun(
+            upload_fraction=round(res["uploads"] / len(labels), 4),
+            updates_applied=res["updates_applied"],
+            updates_rejected_cloud=res["updates_rejected_cloud"],
+            updates_rejected_device=res["updates_rejected_device"],
+            rolled_back=res["rolled_back"], reverted=res["reverted"],
+            shifts_detected=res["shifts_detected"],
+            seconds=round(res["seconds"], 1)))
         if name == "cloud":
-            out["upload_fraction"] = round(res["uploads"] / len(labels), 4)
-            out["update_bytes"] = (int(statistics.median(res["update_bytes"]))
-                                   if res["update_bytes"] else None)
-            out["update_latency_s"] = (round(statistics.median(res["update_latency_s"]), 3)
-                                       if res["update_latency_s"] else None)
-    s = out["strategies"]
-    if "source" in s:
-        src = s["source"]
-        for rec in s.values():
-            for key, table in (("worst_domain_delta", "per_domain"),
-                               ("first_200_worst_delta", "first_200"),
-                               ("worst_visit_delta", "per_visit")):
-                rec[key] = round(min(rec[table][d] - src[table][d] for d in rec[table]), 4)
-    if {"source", "teacher", "cloud"} <= set(s):
-        gap = s["teacher"]["mean_online_acc"] - s["source"]["mean_online_acc"]
-        out["gap_closed"] = round((s["cloud"]["mean_online_acc"]
-                                   - s["source"]["mean_online_acc"]) / gap, 4) if gap else None
-    return out
+            cloud = LoopCloudFigures(
+                upload_fraction=round(res["uploads"] / len(labels), 4),
+                update_bytes=(int(statistics.median(res["update_bytes"]))
+                              if res["update_bytes"] else None),
+                update_latency_s=(round(statistics.median(res["update_latency_s"]), 3)
+                                  if res["update_latency_s"] else None))
+    src = runs.get("source")
+    results = {name: LoopStrategyResult(**rec, deltas=None if src is None else _deltas(rec, src))
+               for name, rec in runs.items()}
+    gap: LoopGap | None = None
+    if {"source", "teacher", "cloud"} <= set(results):
+        acc = {k: results[k].mean_online_acc for k in ("source", "teacher", "cloud")}
+        diff = acc["teacher"] - acc["source"]
+        gap = LoopGap(round((acc["cloud"] - acc["source"]) / diff, 4) if diff else None)
+    return LoopResult(scenario=scenario, strategies=results, samples=len(labels),
+                      domains=names, severity=severity, budget=fraction,
+                      sync_every=sync_every, seed=seed, cloud=cloud, gap=gap)
+
+
+def _deltas(rec: dict[str, Any], src: dict[str, Any]) -> LoopDeltas:
+    """Worst per-domain, first-200 and per-visit accuracy of ``rec`` minus the source's."""
+    def worst(table: str) -> float:
+        return round(min(rec[table][d] - src[table][d] for d in rec[table]), 4)
+
+    return LoopDeltas(worst_domain_delta=worst("per_domain"),
+                      first_200_worst_delta=worst("first_200"),
+                      worst_visit_delta=worst("per_visit"))

@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from edgecl._exceptions import ConfigError
+from edgecl.eval.results import OodDetectorResult, OodResult, OodSetResult
 from edgecl.ood import auroc, create_detector, fpr_at_tpr, list_detectors
 
 NOVEL = "novel_classes"
@@ -42,7 +43,7 @@ def corruption_rng(name: str, seed: int) -> np.random.Generator:
 
 def evaluate_ood(zoo: Any, *, detectors: Sequence[str] | None = None,
                  corruptions: Sequence[str] | None = None, severity: int = 5,
-                 seed: int = 0) -> dict[str, Any]:
+                 seed: int = 0) -> OodResult:
     """Fit ``detectors`` (default: all registered) on the zoo student and measure them.
 
     Parameters
@@ -61,10 +62,11 @@ def evaluate_ood(zoo: Any, *, detectors: Sequence[str] | None = None,
 
     Returns
     -------
-    dict
+    OodResult
         ``convention``, ``id``, ``ood_sets``, ``severity``, ``seed``, ``encoder_sha256``,
         ``detectors.<name>.<ood_set>.auroc`` / ``.fpr95``, ``detectors.<name>.mean_auroc``,
-        ``thresholds.<name>`` (fitted on calibration) and ``samples`` (counts per split).
+        ``thresholds.<name>`` (fitted on calibration) and ``samples`` (counts per split);
+        its JSON matches ``edgecl/schemas/eval-ood.schema.json``.
     """
     from edgecl.device import DeviceRuntime
     from edgecl.zoo import KNOWN_CLASSES, NOVEL_CLASSES, corrupt, list_corruptions, load_mnist
@@ -93,29 +95,29 @@ def evaluate_ood(zoo: Any, *, detectors: Sequence[str] | None = None,
         ood[name] = _outputs(rt, images)
     ood[NOVEL] = _outputs(rt, data.test.only(NOVEL_CLASSES).images)
 
-    results: dict[str, Any] = {}
+    results: dict[str, OodDetectorResult] = {}
     thresholds: dict[str, float] = {}
     for name, det in dets.items():
         det.fit(cal_f, cal_z, calibration.labels, head=head)
         thresholds[name] = float(det.threshold)  # type: ignore[arg-type]
         id_scores = det.score(id_f, id_z)
-        per_set: dict[str, Any] = {}
+        per_set: dict[str, OodSetResult] = {}
         for set_name, (f, z) in ood.items():
             scores = det.score(f, z)
-            per_set[set_name] = {"auroc": auroc(id_scores, scores),
-                                 "fpr95": fpr_at_tpr(id_scores, scores, 0.95)}
-        per_set["mean_auroc"] = float(np.mean([v["auroc"] for v in per_set.values()]))
-        results[name] = per_set
-    return {
-        "convention": CONVENTION,
-        "id": f"clean test split, {len(clean)} samples of the known classes "
-              f"{list(KNOWN_CLASSES)}",
-        "ood_sets": list(ood),
-        "severity": severity,
-        "seed": seed,
-        "encoder_sha256": rt.bundle.encoder_sha256,
-        "detectors": results,
-        "thresholds": thresholds,
-        "samples": {"calibration": len(calibration), "id": len(clean),
-                    **{k: int(v[0].shape[0]) for k, v in ood.items()}},
-    }
+            per_set[set_name] = OodSetResult(auroc=auroc(id_scores, scores),
+                                             fpr95=fpr_at_tpr(id_scores, scores, 0.95))
+        results[name] = OodDetectorResult(
+            sets=per_set, mean_auroc=float(np.mean([v.auroc for v in per_set.values()])))
+    return OodResult(
+        convention=CONVENTION,
+        id=f"clean test split, {len(clean)} samples of the known classes "
+           f"{list(KNOWN_CLASSES)}",
+        ood_sets=list(ood),
+        severity=severity,
+        seed=seed,
+        encoder_sha256=rt.bundle.encoder_sha256,
+        detectors=results,
+        thresholds=thresholds,
+        samples={"calibration": len(calibration), "id": len(clean),
+                 **{k: int(v[0].shape[0]) for k, v in ood.items()}},
+    )

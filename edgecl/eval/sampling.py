@@ -18,6 +18,7 @@ import numpy as np
 
 from edgecl._exceptions import ConfigError, InvalidInput
 from edgecl.device import create_policy
+from edgecl.eval.results import SamplingPolicyResult, SamplingResult
 from edgecl.heads import l2_normalise
 
 POLICIES: tuple[str, ...] = ("uncertainty", "entropy", "random")
@@ -107,7 +108,7 @@ def evaluate_sampling(
     ood_score: str | OodFn | None = "runtime",
     policy_kwargs: Mapping[str, Mapping[str, Any]] | None = None,
     threads: int | None = None,
-) -> dict[str, Any]:
+) -> SamplingResult:
     """Error rate among the samples each policy sends, at one budget, on a gradual stream.
 
     The stream visits each corruption at severities 1..5..1 (``samples_per_severity`` each,
@@ -127,7 +128,7 @@ def evaluate_sampling(
 
     Returns
     -------
-    dict
+    SamplingResult
         ``budget``, ``samples``, ``overall_error_rate``, ``policies`` (per name:
         ``selected``, ``selected_fraction``, ``error_rate_selected``, ``mean_similarity``
         (mean pairwise cosine of selected features), ``score_error_auroc``),
@@ -135,7 +136,8 @@ def evaluate_sampling(
         ``max_error_ratio`` (the ratio if every selected sample were an error,
         ``1 / overall_error_rate``), ``score_error_auroc`` (AUROC of the uncertainty
         policy's scores for the student's errors, all samples), ``floors`` and
-        ``floor_failures``, ``corruptions``, ``seconds``. Undefined figures are None.
+        ``floor_failures``, ``corruptions``, ``seconds``. Undefined figures are None. Its
+        JSON matches ``edgecl/schemas/eval-sampling.schema.json``.
     """
     from edgecl.device import DeviceRuntime
     from edgecl.zoo.streams import DEFAULT_CORRUPTIONS, gradual_stream
@@ -178,31 +180,34 @@ def evaluate_sampling(
             scores[p].append(sel.scores)
     err = np.concatenate(errors)
     features = np.concatenate(feats)
-    report: dict[str, Any] = {}
+    report: dict[str, SamplingPolicyResult] = {}
     for p in POLICIES:
         mask = np.concatenate(masks[p])
-        report[p] = {
-            "selected": int(mask.sum()),
-            "selected_fraction": float(mask.mean()),
-            "error_rate_selected": float(err[mask].mean()) if mask.any() else None,
-            "mean_similarity": _mean_similarity(features[mask]),
-            "score_error_auroc": _finite(auroc(np.concatenate(scores[p]), err)),
-        }
+        report[p] = SamplingPolicyResult(
+            selected=int(mask.sum()),
+            selected_fraction=float(mask.mean()),
+            error_rate_selected=float(err[mask].mean()) if mask.any() else None,
+            mean_similarity=_mean_similarity(features[mask]),
+            score_error_auroc=_finite(auroc(np.concatenate(scores[p]), err)),
+        )
     overall = float(err.mean())
-    out: dict[str, Any] = {
-        "budget": float(budget),
-        "samples": int(err.shape[0]),
-        "corruptions": list(corruptions),
-        "ood_score": ood_score if isinstance(ood_score, str) or ood_score is None else "callable",
-        "policies": report,
-        "overall_error_rate": overall,
-        "error_ratio_vs_random": _ratio(report["uncertainty"]["error_rate_selected"],
-                                        report["random"]["error_rate_selected"]),
-        "max_error_ratio": _ratio(1.0, overall),
-        "score_error_auroc": report["uncertainty"]["score_error_auroc"],
-        "floors": dict(FLOORS),
+    figures = {
+        "error_ratio_vs_random": _ratio(report["uncertainty"].error_rate_selected,
+                                        report["random"].error_rate_selected),
+        "score_error_auroc": report["uncertainty"].score_error_auroc,
     }
-    out["floor_failures"] = [k for k, floor in FLOORS.items()
-                             if out[k] is None or out[k] < floor]
-    out["seconds"] = round(time.perf_counter() - started, 3)
-    return out
+    return SamplingResult(
+        budget=float(budget),
+        samples=int(err.shape[0]),
+        corruptions=list(corruptions),
+        ood_score=ood_score if isinstance(ood_score, str) or ood_score is None else "callable",
+        policies=report,
+        overall_error_rate=overall,
+        error_ratio_vs_random=figures["error_ratio_vs_random"],
+        max_error_ratio=_ratio(1.0, overall),
+        score_error_auroc=figures["score_error_auroc"],
+        floors=dict(FLOORS),
+        floor_failures=[k for k, floor in FLOORS.items()
+                        if (v := figures[k]) is None or v < floor],
+        seconds=round(time.perf_counter() - started, 3),
+    )

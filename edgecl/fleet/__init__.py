@@ -2,10 +2,11 @@
 
 :func:`simulate` runs ``edgecl simulate``: N devices, each with its own drifting stream,
 pace and (impaired) network, per strategy (source, device, cloud, cloud+device), with a
-JSON result, plots and an HTML report. :class:`SimDevice` wires the real device components
-(runtime, sampler, drift detector, outbox, sync client, update manager, adaptation worker)
-to a labelled stream. Devices execute on a pluggable :class:`Backend` (threads, or worker
-processes in light mode). ``edgecl eval loop`` is :func:`edgecl.eval.evaluate_loop`.
+typed result (:class:`SimulationResult`), plots and an HTML report. :class:`SimDevice`
+wires the real device components (runtime, sampler, drift detector, outbox, sync client,
+update manager, adaptation worker) to a labelled stream. Devices execute on a pluggable
+:class:`Backend` (threads, or worker processes in light mode). ``edgecl eval loop`` is
+:func:`edgecl.eval.evaluate_loop`.
 """
 
 from __future__ import annotations
@@ -16,6 +17,13 @@ from edgecl.fleet._device import SHIFT_BUDGET, SPEND_BUDGET, DeviceLog, SimDevic
 from edgecl.fleet._metrics import forgetting, summarise
 from edgecl.fleet._network import ImpairedTransport, NetworkProfile
 from edgecl.fleet._plans import FLEET_SCENARIOS, DevicePlan, Impairments, fleet_plans
+from edgecl.fleet._result import (
+    DeviceSummary,
+    SimulationReport,
+    SimulationResult,
+    StrategySummary,
+    UpdateCounts,
+)
 from edgecl.fleet._run import STRATEGIES, DeviceTask, run_device
 from edgecl.fleet.simulate import simulate, summary_table, write_report
 
@@ -24,6 +32,7 @@ __all__ = [
     "CloudProcess",
     "DeviceLog",
     "DevicePlan",
+    "DeviceSummary",
     "DeviceTask",
     "FLEET_SCENARIOS",
     "ImpairedTransport",
@@ -34,7 +43,11 @@ __all__ = [
     "SPEND_BUDGET",
     "STRATEGIES",
     "SimDevice",
+    "SimulationReport",
+    "SimulationResult",
+    "StrategySummary",
     "ThreadBackend",
+    "UpdateCounts",
     "create_backend",
     "fleet_plans",
     "forgetting",

@@ -36,7 +36,7 @@ from edgecl.ood import InputDriftMonitor, create_drift_detector
 #: budget, and from a representative share of it. The score is the device's predictive
 #: entropy alone (``w_ood=0``): under drift every sample of a new domain is out of
 #: distribution, and ranking by the OOD score sends its most atypical tail, from which
-#: updates generalise worse than from random uploads (``edgecl eval loop``, README).
+#: updates generalise worse than from random uploads (``edgecl eval loop``, docs/results.md).
 SPEND_BUDGET: dict[str, Any] = {"history": 512, "burst": 16.0, "fill_gain": 8.0,
                                 "max_similarity": 0.995, "explore": 0.5, "w_ood": 0.0}
 
@@ -44,7 +44,7 @@ SPEND_BUDGET: dict[str, Any] = {"history": 512, "burst": 16.0, "fill_gain": 8.0,
 #: statistics are stable and spend it on the 200 samples after a detected change, at 40%
 #: of them (a bucket deep enough for one domain's savings, no fill gain so they are kept).
 #: The first updates for a new domain then come sooner and from more of its samples;
-#: measured with ``edgecl eval loop`` (README).
+#: measured with ``edgecl eval loop`` (docs/results.md).
 SHIFT_BUDGET: dict[str, Any] = {**SPEND_BUDGET, "burst": 128.0, "fill_gain": 0.0,
                                 "reserve": 0.4, "shift_fraction": 0.4, "shift_span": 200}
 

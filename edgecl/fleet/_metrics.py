@@ -1,4 +1,5 @@
-"""Fleet metrics from per-device results: the JSON schema of ``edgecl simulate``.
+"""Fleet metrics from per-device results: the figures of ``edgecl simulate``
+(:class:`~edgecl.fleet.SimulationResult`, ``edgecl/schemas/simulate.schema.json``).
 
 Per strategy (``strategies.<name>``):
 
@@ -28,6 +29,8 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
+
+from edgecl.fleet._result import DeviceSummary, StrategySummary, UpdateCounts
 
 BINS = 20
 
@@ -67,21 +70,21 @@ def _auroc(results: Sequence[dict[str, Any]]) -> float | None:
     return round(float(auroc(n, p)), 4)
 
 
-def _device_entry(r: dict[str, Any]) -> dict[str, Any]:
+def _device_entry(r: dict[str, Any]) -> DeviceSummary:
     n = len(r["correct"])
-    return {"device_id": r["device_id"], "group": r["group"],
-            "mean_online_acc": round(float(r["correct"].mean()), 4) if n else None,
-            "samples": n, "uploads": r["uploads"], "bytes_up": r["bytes_up"],
-            "bytes_down": r["bytes_down"], "updates_applied": r["updates_applied"],
-            "updates_rejected": r["updates_rejected"], "rolled_back": r["rolled_back"],
-            "states_adapted": r["states_adapted"], "failed_calls": r["failed_calls"],
-            "offline_s": r["offline_s"], "pace": r["pace"], "slow": r["slow"],
-            "forgetting": forgetting(r["correct"], r["domains"]),
-            "seconds": round(r["seconds"], 1)}
+    return DeviceSummary(
+        device_id=r["device_id"], group=r["group"],
+        mean_online_acc=round(float(r["correct"].mean()), 4) if n else None,
+        samples=n, uploads=r["uploads"], bytes_up=r["bytes_up"], bytes_down=r["bytes_down"],
+        updates_applied=r["updates_applied"], updates_rejected=r["updates_rejected"],
+        rolled_back=r["rolled_back"], states_adapted=r["states_adapted"],
+        failed_calls=r["failed_calls"], offline_s=r["offline_s"], pace=r["pace"],
+        slow=r["slow"], forgetting=forgetting(r["correct"], r["domains"]),
+        seconds=round(r["seconds"], 1))
 
 
-def summarise(results: Sequence[dict[str, Any]], bins: int = BINS) -> dict[str, Any]:
-    """The ``strategies.<name>`` entry for one strategy's device results."""
+def summarise(results: Sequence[dict[str, Any]], bins: int = BINS) -> StrategySummary:
+    """The ``strategies.<name>`` entry for one strategy's device results (raw logs)."""
     correct = np.concatenate([r["correct"] for r in results])
     per_domain: dict[str, list[np.ndarray]] = {}
     for r in results:
@@ -98,21 +101,21 @@ def summarise(results: Sequence[dict[str, Any]], bins: int = BINS) -> dict[str, 
     latencies = [x for r in results for x in r["update_latency_s"]]
     forget = [f for r in results if (f := forgetting(r["correct"], r["domains"])) is not None]
     n_dev = len(results)
-    return {
-        "mean_online_acc": round(float(correct.mean()), 4),
-        "per_domain": {k: round(float(np.concatenate(v).mean()), 4)
-                       for k, v in sorted(per_domain.items())},
-        "accuracy_over_time": [[round(i / bins, 3), round(float(a / c), 4) if c else None]
-                               for i, (a, c) in enumerate(zip(over_time, counts))],
-        "bytes_up_per_device": round(sum(r["bytes_up"] for r in results) / n_dev, 1),
-        "bytes_down_per_device": round(sum(r["bytes_down"] for r in results) / n_dev, 1),
-        "upload_fraction": round(sum(r["uploads"] for r in results) / len(correct), 4),
-        "update_latency_s": round(statistics.median(latencies), 3) if latencies else None,
-        "updates": {"applied": sum(r["updates_applied"] for r in results),
-                    "rejected": sum(r["updates_rejected"] for r in results),
-                    "rolled_back": sum(r["rolled_back"] for r in results)},
-        "ood_auroc": _auroc(results),
-        "forgetting": round(float(np.mean(forget)), 4) if forget else None,
-        "samples": len(correct),
-        "per_device": [_device_entry(r) for r in results],
-    }
+    return StrategySummary(
+        mean_online_acc=round(float(correct.mean()), 4),
+        per_domain={k: round(float(np.concatenate(v).mean()), 4)
+                    for k, v in sorted(per_domain.items())},
+        accuracy_over_time=[(round(i / bins, 3), round(float(a / c), 4) if c else None)
+                            for i, (a, c) in enumerate(zip(over_time, counts))],
+        bytes_up_per_device=round(sum(r["bytes_up"] for r in results) / n_dev, 1),
+        bytes_down_per_device=round(sum(r["bytes_down"] for r in results) / n_dev, 1),
+        upload_fraction=round(sum(r["uploads"] for r in results) / len(correct), 4),
+        update_latency_s=round(statistics.median(latencies), 3) if latencies else None,
+        updates=UpdateCounts(applied=sum(r["updates_applied"] for r in results),
+                             rejected=sum(r["updates_rejected"] for r in results),
+                             rolled_back=sum(r["rolled_back"] for r in results)),
+        ood_auroc=_auroc(results),
+        forgetting=round(float(np.mean(forget)), 4) if forget else None,
+        samples=len(correct),
+        per_device=[_device_entry(r) for r in results],
+    )

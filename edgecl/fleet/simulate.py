@@ -22,6 +22,7 @@ from edgecl.fleet._backend import create_backend
 from edgecl.fleet._cloud import ENROLLMENT_KEY, CloudProcess
 from edgecl.fleet._metrics import summarise
 from edgecl.fleet._plans import FLEET_SCENARIOS, Impairments, fleet_plans
+from edgecl.fleet._result import SimulationReport, SimulationResult, StrategySummary
 from edgecl.fleet._run import STRATEGIES, DeviceTask, uses_cloud
 
 #: Learning settings of the simulated service: learn after 16 new labelled uploads (or
@@ -40,13 +41,14 @@ def simulate(*, devices: int = 4, scenario: str = "continual",
              processes: int | None = None, report_dir: str | Path | None = None,
              adapt: str = "align", domains: int = 4, groups: int = 2,
              service_settings: dict[str, Any] | None = None,
-             progress: bool = True) -> dict[str, Any]:
+             progress: bool = True) -> SimulationResult:
     """Simulate ``devices`` devices for ``steps`` predict batches of ``batch`` samples each.
 
     ``service_settings`` override the subprocess service's configuration
     (``EDGECL_CLOUD_<SECTION>_<KEY>`` names in lower case, e.g. ``learning_window``).
-    Returns the result dict (schema: :mod:`edgecl.fleet._metrics`); with ``report_dir``
-    also writes plots and ``index.html`` there (``result["report"]``).
+    Returns a :class:`~edgecl.fleet.SimulationResult` (figures: :mod:`edgecl.fleet._metrics`,
+    JSON: ``edgecl/schemas/simulate.schema.json``); with ``report_dir`` also writes plots and
+    ``index.html`` there (``result.report``).
     """
     from tqdm.auto import tqdm
 
@@ -67,16 +69,7 @@ def simulate(*, devices: int = 4, scenario: str = "continual",
                         domains=domains, groups=groups, impairments=impairments)
     runner = create_backend(backend, **({"processes": processes}
                                         if backend == "processes" else {}))
-    out: dict[str, Any] = {
-        "scenario": scenario, "devices": devices, "samples_per_device": steps * batch,
-        "steps": steps, "batch": batch, "seed": seed, "pace": pace, "budget": fraction,
-        "domains_per_device": domains,
-        "backend": runner.name, "cloud_mode": "external" if cloud else "subprocess",
-        "groups": (f"declared: device i registers with group-<i % {groups}> (its site); the "
-                   "cloud learns one update per group" if scenario == "mixed" else "none: one "
-                   "update stream per device"),
-        "impairments": dataclasses.asdict(impairments or Impairments()),
-        "strategies": {}}
+    summaries: dict[str, StrategySummary] = {}
     raw: dict[str, list[dict[str, Any]]] = {}
     settings = {**SIM_LEARNING, "learning_group_by": "group" if scenario == "mixed"
                 else "device", "server_max_workers": max(64, 4 * devices + 16),
@@ -101,23 +94,38 @@ def simulate(*, devices: int = 4, scenario: str = "continual",
             finally:
                 if service is not None:
                     service.close()
-            out["strategies"][name] = summarise(raw[name])
-    out["seconds"] = round(time.perf_counter() - started, 1)
+            summaries[name] = summarise(raw[name])
+    result = SimulationResult(
+        scenario=scenario, devices=devices, samples_per_device=steps * batch, steps=steps,
+        batch=batch, seed=seed, pace=pace, budget=fraction, domains_per_device=domains,
+        backend=runner.name, cloud_mode="external" if cloud else "subprocess",
+        groups=(f"declared: device i registers with group-<i % {groups}> (its site); the "
+                "cloud learns one update per group" if scenario == "mixed" else "none: one "
+                "update stream per device"),
+        impairments=impairments or Impairments(), strategies=summaries,
+        seconds=round(time.perf_counter() - started, 1))
     if report_dir is not None:
-        out["report"] = write_report(out, raw, report_dir)
-    return out
+        written = write_report(result, raw, report_dir)
+        result = dataclasses.replace(result, report=SimulationReport(
+            html=written["html"], plots=list(written["plots"]), json=written.get("json")))
+    return result
 
 
-def write_report(result: dict[str, Any], raw: dict[str, list[dict[str, Any]]],
-                 out: str | Path) -> dict[str, Any]:
+def write_report(result: SimulationResult | dict[str, Any],
+                 raw: dict[str, list[dict[str, Any]]], out: str | Path) -> dict[str, Any]:
     """Plots and ``index.html`` for a simulation (see :mod:`edgecl.fleet._report`)."""
     from edgecl.fleet._report import write_report as _write
 
-    return _write(result, raw, out)
+    return _write(_as_dict(result), raw, out)
 
 
-def summary_table(result: dict[str, Any]) -> str:
+def _as_dict(result: SimulationResult | dict[str, Any]) -> dict[str, Any]:
+    return result.to_dict() if isinstance(result, SimulationResult) else result
+
+
+def summary_table(result: SimulationResult | dict[str, Any]) -> str:
     """A plain-text table of the strategies (what ``edgecl simulate`` prints)."""
+    result = _as_dict(result)
     rows = [f"{'strategy':<14}{'online acc':>11}{'kB up/dev':>11}{'kB down/dev':>12}"
             f"{'uploads':>9}{'updates':>9}{'latency s':>10}{'OOD AUROC':>10}"]
     for name, s in result["strategies"].items():

@@ -10,6 +10,7 @@ from edgecl import BundleError, ConfigError, InvalidInput
 from edgecl.adapt import EATA, Aligned, CoTTA, FeatureAlign, Tent, augment, create_adapter
 from edgecl.bundle import FeatureStats, read_feature_stats
 from edgecl.heads import FeatureNorm, LinearHead
+from tests.schema_checks import check_result
 
 SHA = "ab" * 32
 
@@ -189,15 +190,16 @@ def test_eval_adapt_on_the_tiny_zoo(tiny_zoo):
 
     r = evaluate_adapt(tiny_zoo, scenario="continual", samples=400,
                        methods=("source", "align", "eata"))
-    m = r["methods"]
-    assert set(m) == {"source", "align", "eata"} and r["samples"] == 4000
+    check_result(r, ("methods", "align"), ("floors",))
+    m = r.methods
+    assert set(m) == {"source", "align", "eata"} and r.samples == 4000
     for v in m.values():
-        assert set(v) >= {"mean_online_acc", "per_domain", "ms_per_sample"}
-        assert len(v["per_domain"]) == 10
-    assert m["align"]["mean_online_acc"] >= m["source"]["mean_online_acc"] + 0.05
-    assert m["align"]["worst_domain_delta"] >= -0.02
-    assert not any(v["collapsed"] for v in m.values())
-    assert r["best_device"] in ("align", "eata")
+        assert len(v.per_domain) == 10
+    assert m["align"].mean_online_acc >= m["source"].mean_online_acc + 0.05
+    assert m["align"].worst_domain_delta >= -0.02
+    assert not any(v.collapsed for v in m.values())
+    assert r.best_device in ("align", "eata")
+    assert r.floors is not None and r.floors.collapsed == []
 
 
 def test_align_restarts_its_window_when_the_domain_changes():

@@ -20,6 +20,7 @@ from edgecl.device._sampling import (
     register_policy,
 )
 from edgecl.eval.sampling import auroc, evaluate_sampling
+from tests.schema_checks import check_result
 
 POLICIES = list_policies()
 
@@ -292,20 +293,20 @@ def test_auroc_on_continuous_scores_and_bad_input():
 def test_evaluate_sampling_on_tiny_zoo(tiny_zoo):
     small = dict(corruptions=["gaussian_noise", "fog"], samples_per_severity=8, batch=8)
     report = evaluate_sampling(tiny_zoo, budget=0.1, **small)
-    assert {"budget", "samples", "policies", "overall_error_rate", "error_ratio_vs_random",
-            "score_error_auroc"} <= set(report)
-    assert report["samples"] == 2 * 9 * 8 and report["budget"] == 0.1
-    assert set(report["policies"]) == {"uncertainty", "entropy", "random"}
-    for stats in report["policies"].values():
-        assert {"selected_fraction", "error_rate_selected", "mean_similarity"} <= set(stats)
-        assert stats["selected"] <= 0.1 * report["samples"] + 4
-    assert 0.0 <= report["overall_error_rate"] <= 1.0
-    assert report["score_error_auroc"] is None or 0.0 <= report["score_error_auroc"] <= 1.0
+    check_result(report, ("policies",), ("policies", "uncertainty"))
+    assert report.samples == 2 * 9 * 8 and report.budget == 0.1
+    assert set(report.policies) == {"uncertainty", "entropy", "random"}
+    for stats in report.policies.values():
+        assert stats.selected <= 0.1 * report.samples + 4
+    assert 0.0 <= report.overall_error_rate <= 1.0
+    assert report.score_error_auroc is None or 0.0 <= report.score_error_auroc <= 1.0
     again = evaluate_sampling(tiny_zoo, budget=0.1, **small)
-    assert again["policies"] == report["policies"]  # deterministic
+    assert again.policies == report.policies  # deterministic
     custom = evaluate_sampling(tiny_zoo, budget=0.1, ood_score=lambda p: -p.confidence, **small)
-    assert custom["ood_score"] == "callable"
-    assert evaluate_sampling(tiny_zoo, budget=0.1, ood_score=None, **small)["samples"] == 144
+    assert custom.ood_score == "callable"
+    plain = evaluate_sampling(tiny_zoo, budget=0.1, ood_score=None, **small)
+    assert plain.samples == 144
+    check_result(plain)
     with pytest.raises(ConfigError):
         evaluate_sampling(tiny_zoo, budget=0.0, **small)
     with pytest.raises(ConfigError):

@@ -24,6 +24,7 @@ from edgecl.ood.drift import (
     ks_2samp_statistic,
     list_drift_detectors,
 )
+from tests.schema_checks import check_result
 
 DETECTORS = list_drift_detectors()
 # Upper bound on the delay for a +2 sigma mean shift (observed max over 200 seeds:
@@ -210,15 +211,17 @@ def test_evaluate_drift_tiny(tiny_zoo):
         shifted=200,
         clean_samples=2000,
     )
-    assert out["score"] == "energy" and set(out["detectors"]) == {"ks", "page_hinkley"}
-    for res in out["detectors"].values():
-        sev = res["severity_5"]
-        assert set(sev) >= {"median_delay", "p90_delay", "missed", "per_corruption"}
-        assert set(sev["per_corruption"]) == {"gaussian_noise", "jpeg"}
-        assert sev["missed"] == sum(v is None for v in sev["per_corruption"].values())
-        for v in sev["per_corruption"].values():
+    data = check_result(out, ("detectors", "ks"), ("detectors", "ks", "severity_5"))
+    assert "median_delay" in data["detectors"]["page_hinkley"]["severity_5"]
+    assert out.score == "energy" and set(out.detectors) == {"ks", "page_hinkley"}
+    for res in out.detectors.values():
+        assert set(res.severities) == {5}
+        sev = res.severities[5]
+        assert set(sev.per_corruption) == {"gaussian_noise", "jpeg"}
+        assert sev.missed == sum(v is None for v in sev.per_corruption.values())
+        for v in sev.per_corruption.values():
             assert v is None or 0 <= v < 200
-        assert res["clean_samples"] == 2000 and res["false_alarms_per_10k"] >= 0.0
+        assert res.clean_samples == 2000 and res.false_alarms_per_10k >= 0.0
     logits = np.array([[0.0, 0.0], [10.0, -10.0]])
     assert stream_scores(logits, "energy") == pytest.approx([-math.log(2.0), -10.0], abs=1e-6)
     assert stream_scores(logits, "msp") == pytest.approx([0.5, 0.0], abs=1e-6)
@@ -234,6 +237,6 @@ def test_evaluate_drift_on_the_runtime_detector_score(tiny_zoo):
     out = evaluate_drift(tiny_zoo, detectors=("ks",), severities=(5,),
                          corruptions=("gaussian_noise",), clean_before=300, shifted=200,
                          clean_samples=1000, score="vim")
-    sev = out["detectors"]["ks"]["severity_5"]
-    assert out["score"] == "vim"
-    assert sev["missed"] == 0 and sev["median_delay"] < 200
+    sev = out.detectors["ks"].severities[5]
+    assert out.score == "vim"
+    assert sev.missed == 0 and sev.median_delay is not None and sev.median_delay < 200

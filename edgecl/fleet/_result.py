@@ -1,0 +1,101 @@
+"""The typed result of ``edgecl simulate`` (``edgecl/schemas/simulate.schema.json``).
+
+The figures are described in :mod:`edgecl.fleet._metrics`; the raw per-device logs the
+simulator collects stay plain dicts.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from edgecl._result import OMIT_NONE, JsonResult
+from edgecl.fleet._plans import Impairments
+
+__all__ = ["DeviceSummary", "SimulationReport", "SimulationResult", "StrategySummary",
+           "UpdateCounts"]
+
+
+@dataclass(frozen=True, slots=True)
+class UpdateCounts:
+    """Cloud updates summed over the devices of a strategy."""
+
+    applied: int
+    rejected: int
+    rolled_back: int
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceSummary:
+    """One device's own figures in one strategy."""
+
+    device_id: str
+    group: str
+    #: None when the device predicted nothing.
+    mean_online_acc: float | None
+    samples: int
+    uploads: int
+    bytes_up: int
+    bytes_down: int
+    updates_applied: int
+    updates_rejected: int
+    rolled_back: int
+    states_adapted: int
+    failed_calls: int
+    offline_s: float
+    pace: float
+    slow: bool
+    forgetting: float | None
+    seconds: float
+
+
+@dataclass(frozen=True, slots=True)
+class StrategySummary:
+    """One strategy over the whole fleet (``strategies.<name>``)."""
+
+    mean_online_acc: float
+    per_domain: dict[str, float]
+    #: ``(start_fraction, accuracy)`` per slice of the devices' streams; None when empty.
+    accuracy_over_time: list[tuple[float, float | None]]
+    bytes_up_per_device: float
+    bytes_down_per_device: float
+    upload_fraction: float
+    update_latency_s: float | None
+    updates: UpdateCounts
+    ood_auroc: float | None
+    forgetting: float | None
+    samples: int
+    per_device: list[DeviceSummary]
+
+
+@dataclass(frozen=True, slots=True)
+class SimulationReport:
+    """Where the HTML report, its plots and (when written) its JSON result are."""
+
+    html: str
+    plots: list[str]
+    json: str | None = field(default=None, metadata=OMIT_NONE)
+
+
+@dataclass(frozen=True, slots=True)
+class SimulationResult(JsonResult):
+    """:func:`~edgecl.fleet.simulate`: the fleet's settings and every strategy's figures."""
+
+    SCHEMA = "simulate"
+    scenario: str
+    devices: int
+    samples_per_device: int
+    steps: int
+    batch: int
+    seed: int
+    pace: float
+    budget: float
+    domains_per_device: int
+    backend: str
+    cloud_mode: str
+    #: How devices are grouped (a sentence).
+    groups: str
+    impairments: Impairments
+    strategies: dict[str, StrategySummary]
+    seconds: float
+    #: Set when a report directory was given.
+    report: SimulationReport | None = field(default=None, metadata=OMIT_NONE)
