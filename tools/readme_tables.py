@@ -1,4 +1,4 @@
-"""Render README tables from a zoo report and the JSON of ``edgecl bench`` / ``edgecl eval``.
+"""Render the Markdown tables of docs/results.md from zoo, bench and eval JSON.
 
     python tools/readme_tables.py zoo  $EDGECL_HOME/zoo/full-<digest>/report.json
     python tools/readme_tables.py bench bench.json          # edgecl bench device --json

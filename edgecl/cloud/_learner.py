@@ -76,7 +76,7 @@ class LearnerConfig:
         there, and a device whose state does is told to revert (0 turns it off).
     holdout_from_explored : with ``explored`` marks, hold out the random draws first. It
         makes validation unbiased but takes the most representative uploads out of
-        training, which costs more (measured in README, "The cloud-device loop").
+        training, which costs more (measured in docs/results.md, "The cloud-device loop").
     max_teacher_entropy : drop samples whose teacher entropy / ln C exceeds this.
     selected_weight : loss weight of the uploads a device selected for their uncertainty,
         relative to those it drew at random (``explored``); uploads without that mark

@@ -57,7 +57,7 @@ __all__ = [
 
 
 # Long memory and a deep token bucket: budget saved while the device is sure of itself is
-# spent when the world changes (measured with `edgecl eval sampling`, see README).
+# spent when the world changes (measured with `edgecl eval sampling`, see docs/results.md).
 UNCERTAINTY_BUDGET_DEFAULTS: dict[str, Any] = {"history": 8192, "burst": 512.0, "fill_gain": 0.0}
 
 
@@ -101,7 +101,7 @@ shift_span
         fires (:class:`~edgecl.device.SampleCollector` does): measured on the zoo's
         continual stream, holding 40% back and spending it at 40% of the samples for 200
         samples after each detected change beats uploading at an even rate by 5 to 7
-        points of online accuracy (README, "The cloud-device loop").
+        points of online accuracy (docs/results.md, "The cloud-device loop").
         Defaults here: ``history=8192``, ``burst=512``, ``fill_gain=0`` (a long view of
         what is unusual, and a deep bucket so quiet periods save budget for shifts).
 
