@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.metadata
 import json
 import os
 import platform
@@ -86,14 +87,26 @@ def build_zoo(variant: str = "full", *, home: str | os.PathLike[str] | None = No
 
 
 def _build_into(out: Path, recipe: ZooRecipe, show_progress: bool) -> dict[str, Any]:
-    torch = require("torch", "zoo")
+    require("torch", "zoo")
+    from edgecl.zoo.train import deterministic_torch
+
+    started = time.perf_counter()
+    with deterministic_torch(recipe.threads):
+        report = _train_and_evaluate(out, recipe, show_progress)
+    report["build_seconds"] = round(time.perf_counter() - started, 1)
+    report["machine"] = _machine(recipe.threads)
+    report["floors"] = {"thresholds": FLOORS, "failures": floor_failures(report)}
+    (out / REPORT).write_text(json.dumps(report, indent=2, sort_keys=True) + "\n")
+    return report
+
+
+def _train_and_evaluate(out: Path, recipe: ZooRecipe, show_progress: bool) -> dict[str, Any]:
+    """Train and export both models into ``out``; the report without timing and machine."""
     tqdm = require("tqdm.auto", "zoo").tqdm  # type: ignore[attr-defined]
 
     from edgecl.zoo import train as tr
     from edgecl.zoo.models import count_parameters
 
-    started = time.perf_counter()
-    torch.set_num_threads(max(1, min(4, os.cpu_count() or 1)))
     splits = load_mnist(recipe.seed)
     full = _fraction(splits.train, recipe.train_fraction)
     student_train = full.only(KNOWN_CLASSES)
@@ -110,7 +123,8 @@ def _build_into(out: Path, recipe: ZooRecipe, show_progress: bool) -> dict[str, 
                       extra={"zoo_recipe": recipe.digest(), "trained_on": "clean",
                              "novel_classes": [c for c in range(NUM_CLASSES)
                                                if c not in KNOWN_CLASSES]})
-        calibrate_student(out / STUDENT_DIR, calib.images, calib.labels)
+        calibrate_student(out / STUDENT_DIR, calib.images, calib.labels,
+                          threads=recipe.threads)
         bar.set_postfix_str("teacher augmentation")
         pool = tr.augmentation_pool(full, recipe, bar.update)
         bar.set_postfix_str("teacher")
@@ -124,25 +138,36 @@ def _build_into(out: Path, recipe: ZooRecipe, show_progress: bool) -> dict[str, 
     report["params"]["ratio"] = report["params"]["teacher"] / report["params"]["student"]
     report["recipe"] = recipe.to_dict()
     report["recipe_digest"] = recipe.digest()
-    report["build_seconds"] = round(time.perf_counter() - started, 1)
-    report["machine"] = {"cpus": os.cpu_count(), "python": platform.python_version(),
-                         "torch_threads": torch.get_num_threads()}
-    report["floors"] = {"thresholds": FLOORS, "failures": floor_failures(report)}
-    (out / REPORT).write_text(json.dumps(report, indent=2, sort_keys=True) + "\n")
     return report
+
+
+def _machine(threads: int) -> dict[str, Any]:
+    """Where the zoo was built: equal recipes give identical figures only where these match."""
+    import torch
+
+    versions = {}
+    for dist in ("torch", "numpy", "scipy", "onnxruntime", "pillow"):
+        try:
+            versions[dist] = importlib.metadata.version(dist)
+        except importlib.metadata.PackageNotFoundError:
+            versions[dist] = None
+    return {"cpus": os.cpu_count(), "python": platform.python_version(), "torch_threads": threads,
+            "cpu_capability": torch.backends.cpu.get_cpu_capability(), "versions": versions}
 
 
 def _fraction(split: Split, fraction: float) -> Split:
     return split if fraction >= 1.0 else split.take(max(10, int(len(split) * fraction)))
 
 
-def calibrate_student(bundle_dir: Path, images: np.ndarray, labels: np.ndarray) -> None:
+def calibrate_student(bundle_dir: Path, images: np.ndarray, labels: np.ndarray, *,
+                      threads: int = 1) -> None:
     """Fit every OOD detector on the bundle encoder's features for in-distribution
-    ``images`` and store them (with the feature statistics) in the bundle."""
+    ``images`` and store them (with the feature statistics) in the bundle; the encoder runs
+    on ``threads`` onnxruntime threads (fixed, so the fit does not depend on the machine)."""
     from edgecl.device import DeviceRuntime
     from edgecl.ood import calibrate_bundle
 
-    runtime = DeviceRuntime.open(bundle_dir, ood=None)
+    runtime = DeviceRuntime.open(bundle_dir, ood=None, threads=threads)
     calibrate_bundle(bundle_dir, runtime.encode(images, batch=256), labels)
 
 
@@ -159,7 +184,7 @@ def _evaluate(out: Path, teacher: Any, test: Split, recipe: ZooRecipe) -> dict[s
     from edgecl.device import DeviceRuntime
     from edgecl.zoo.train import torch_accuracy
 
-    runtime = DeviceRuntime.open(out / STUDENT_DIR)
+    runtime = DeviceRuntime.open(out / STUDENT_DIR, threads=recipe.threads)
     known = np.isin(test.labels, KNOWN_CLASSES)
 
     def student_acc(images: np.ndarray) -> float:

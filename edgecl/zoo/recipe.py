@@ -8,8 +8,9 @@ from dataclasses import asdict, dataclass, replace
 
 from edgecl._exceptions import ConfigError
 
-# Bump when training code changes the models or what the bundles carry (3: feature_stats).
-ZOO_CODE_VERSION = 3
+# Bump when training code changes the models or what the bundles carry (3: feature_stats;
+# 4: a fixed torch thread count, ``ZooRecipe.threads``, instead of min(4, cpu count)).
+ZOO_CODE_VERSION = 4
 
 # Corruptions the teacher never sees in training: its accuracy on them is earned.
 TEACHER_HELD_OUT: tuple[str, ...] = ("speckle_noise", "motion_blur", "shear", "zigzag", "fog")
@@ -17,7 +18,9 @@ TEACHER_HELD_OUT: tuple[str, ...] = ("speckle_noise", "motion_blur", "shear", "z
 
 @dataclass(frozen=True)
 class ZooRecipe:
-    """Hyperparameters of a zoo build. Equal recipes give identical models (same machine)."""
+    """Hyperparameters of a zoo build. Equal recipes give bit-identical models and reports on
+    the same machine and library versions; ``threads`` is part of the recipe because float
+    reductions in training (and so the models) depend on the number of threads."""
 
     variant: str = "full"
     seed: int = 0
@@ -34,7 +37,12 @@ class ZooRecipe:
     train_fraction: float = 1.0
     eval_severity: int = 5
     batch_size: int = 64
+    threads: int = 2
     code_version: int = ZOO_CODE_VERSION
+
+    def __post_init__(self) -> None:
+        if isinstance(self.threads, bool) or not isinstance(self.threads, int) or self.threads < 1:
+            raise ConfigError(f"threads must be an integer >= 1, got {self.threads!r}")
 
     def digest(self) -> str:
         """Short stable hash of the recipe (the cache key)."""

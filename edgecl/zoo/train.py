@@ -1,8 +1,13 @@
-"""Deterministic training of the reference student and teacher (torch, CPU)."""
+"""Deterministic training of the reference student and teacher (torch, CPU).
+
+Run it inside :func:`deterministic_torch`: every random draw is seeded from the recipe,
+and a fixed thread count keeps float reductions (gradients) in the same order.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 
 import numpy as np
 import torch
@@ -16,10 +21,26 @@ from edgecl.zoo.recipe import ZooRecipe
 Progress = Callable[[int], None]
 
 
+@contextmanager
+def deterministic_torch(threads: int) -> Iterator[None]:
+    """``threads`` intra-op threads and deterministic kernels inside the block; the caller's
+    thread count, deterministic-algorithms setting and torch RNG state are restored after."""
+    saved_threads = torch.get_num_threads()
+    saved_mode = (torch.are_deterministic_algorithms_enabled(),
+                  torch.is_deterministic_algorithms_warn_only_enabled())
+    with torch.random.fork_rng(devices=[]):
+        try:
+            torch.set_num_threads(threads)
+            torch.use_deterministic_algorithms(True)
+            yield
+        finally:
+            torch.use_deterministic_algorithms(saved_mode[0], warn_only=saved_mode[1])
+            torch.set_num_threads(saved_threads)
+
+
 def seed_everything(seed: int) -> None:
-    """Seed torch and fix its CPU threading so a recipe trains the same way every time."""
+    """Seed torch's global generator (weight init, dropout) for one training phase."""
     torch.manual_seed(seed)
-    torch.use_deterministic_algorithms(True, warn_only=True)
 
 
 def _fit(model: nn.Module, images: np.ndarray, labels: np.ndarray, *, epochs: int, lr: float,

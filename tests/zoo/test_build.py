@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
+import sys
 import time
+from pathlib import Path
 
-import numpy as np
 import pytest
 
+import edgecl
+from edgecl import ConfigError
 from edgecl.device import DeviceRuntime
 from edgecl.zoo import build_zoo, get_recipe, list_corruptions
 from edgecl.zoo.build import FLOORS, floor_failures, zoo_dir
@@ -49,14 +53,80 @@ def test_cache_reused_and_keyed_by_recipe(tiny_zoo, tmp_path):
     assert zoo_dir(changed, home) != tiny_zoo.path
 
 
-def test_student_training_is_deterministic(tiny_zoo, tmp_path):
-    """Same recipe, fresh cache: the exported student head is bit-identical."""
-    other = build_zoo("tiny", home=tmp_path, progress=False, teacher_epochs=1,
-                      teacher_aug_copies=1)
-    a = np.load(tiny_zoo.student_bundle / "heads.npz")
-    b = np.load(other.student_bundle / "heads.npz")
-    for key in a.files:
-        np.testing.assert_array_equal(a[key], b[key])
+_BUILD_TINY = ("import sys; from edgecl.zoo import build_zoo; "
+               "print(build_zoo('tiny', home=sys.argv[1], progress=False).path)")
+
+
+def _build_in_subprocess(home: Path) -> Path:
+    """Build the tiny zoo in a fresh interpreter with another hash seed and thread default."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1",
+           "PYTHONHASHSEED": "1" if os.environ.get("PYTHONHASHSEED") != "1" else "2"}
+    root = Path(edgecl.__file__).resolve().parents[1]  # same sources, same traced file paths
+    proc = subprocess.run([sys.executable, "-c", _BUILD_TINY, str(home)], cwd=root, env=env,
+                          capture_output=True, text=True, timeout=900, check=False)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return Path(proc.stdout.strip().splitlines()[-1])
+
+
+def _stable_files(zoo_path: Path) -> dict[str, bytes]:
+    """Every file a build writes, without timings and creation times."""
+    out = {}
+    for path in sorted(p for p in zoo_path.rglob("*") if p.is_file()):
+        rel = path.relative_to(zoo_path).as_posix()
+        if path.name in ("report.json", "manifest.json"):
+            data = json.loads(path.read_text())
+            for volatile in ("build_seconds", "created_at", "digest"):
+                data.pop(volatile, None)
+            out[rel] = json.dumps(data, sort_keys=True).encode()
+        else:
+            out[rel] = path.read_bytes()
+    return out
+
+
+def test_build_is_bit_identical_across_processes(tiny_zoo, tmp_path):
+    """Same recipe, fresh home, another process (PYTHONHASHSEED, thread defaults): every
+    model file and every report number is identical."""
+    torch = pytest.importorskip("torch")
+    other = _build_in_subprocess(tmp_path)
+    assert other.name == tiny_zoo.path.name
+    a, b = _stable_files(tiny_zoo.path), _stable_files(other)
+    assert sorted(a) == sorted(b)
+    assert {"teacher.pt2", "student/heads.npz", "student/encoder.onnx"} <= set(a)
+    assert [name for name in a if a[name] != b[name]] == []
+    report = json.loads((other / "report.json").read_text())
+    assert report["machine"]["torch_threads"] == get_recipe("tiny").threads
+    teacher_a, teacher_b = (torch.export.load(str(p / "teacher.pt2")).state_dict
+                            for p in (tiny_zoo.path, other))
+    assert all(torch.equal(teacher_a[k], teacher_b[k]) for k in teacher_a)
+
+
+def test_build_restores_torch_settings():
+    """The build pins threads and deterministic kernels only while it runs, and leaves the
+    caller's torch RNG state as it was."""
+    torch = pytest.importorskip("torch")
+    from edgecl.zoo.train import deterministic_torch
+
+    before = (torch.get_num_threads(), torch.are_deterministic_algorithms_enabled())
+    torch.set_num_threads(1)
+    torch.use_deterministic_algorithms(False)
+    state = torch.random.get_rng_state()
+    try:
+        with deterministic_torch(3):
+            assert torch.get_num_threads() == 3
+            assert torch.are_deterministic_algorithms_enabled()
+            torch.rand(4)
+        assert torch.get_num_threads() == 1
+        assert not torch.are_deterministic_algorithms_enabled()
+        assert torch.equal(torch.random.get_rng_state(), state)
+    finally:
+        torch.set_num_threads(before[0])
+        torch.use_deterministic_algorithms(before[1])
+
+
+def test_threads_are_part_of_the_recipe():
+    assert get_recipe("tiny", threads=1).digest() != get_recipe("tiny").digest()
+    with pytest.raises(ConfigError):
+        get_recipe("tiny", threads=0)
 
 
 def test_floor_failures_reports_misses():
