@@ -25,6 +25,13 @@ from edgecl.bundle._manifest import (
     Manifest,
     parse_manifest,
 )
+from edgecl.bundle._probe import (
+    PROBE_FILE,
+    probe_to_bytes,
+    read_probe,
+    synthetic_probe,
+    update_bounds,
+)
 from edgecl.heads import Head, head_from_spec
 
 _HEAD_PREFIX = "head/"
@@ -63,6 +70,17 @@ class ModelBundle:
     def class_names(self) -> tuple[str, ...]:
         """Class names, in head output order."""
         return self.manifest.class_names
+
+    def probe_inputs(self) -> np.ndarray:
+        """The fixed inputs every candidate update is tried on: the shipped ``probe.npz``,
+        else a deterministic synthetic probe from the input spec."""
+        shipped = read_probe(self.path, self.manifest)
+        return shipped if shipped is not None else synthetic_probe(self.input_spec)
+
+    def update_bounds(self) -> dict[str, float]:
+        """Largest absolute value per update part the manifest declares (others: the
+        default, :data:`edgecl.bundle.DEFAULT_UPDATE_BOUND`)."""
+        return update_bounds(self.manifest)
 
 
 def load_bundle(path: str | os.PathLike[str], *, verify_hashes: bool = True) -> ModelBundle:
@@ -133,8 +151,13 @@ def write_bundle(
     export_check: dict[str, Any] | None = None,
     extra: dict[str, Any] | None = None,
     overwrite: bool = False,
+    probe: np.ndarray | None = None,
 ) -> ModelBundle:
-    """Write a complete bundle atomically (a temp folder renamed into place) and load it."""
+    """Write a complete bundle atomically (a temp folder renamed into place) and load it.
+
+    ``probe``: in-distribution inputs ``(N, C, H, W)`` written as ``probe.npz``, on which
+    devices try every candidate update.
+    """
     from edgecl import __version__
 
     out = Path(out_dir)
@@ -149,9 +172,13 @@ def write_bundle(
         (tmp / ENCODER_PT2).write_bytes(encoder_pt2)
         with open(tmp / HEADS, "wb") as f:
             np.savez(f, **{_HEAD_PREFIX + k: v for k, v in head.arrays().items()})
+        names: tuple[str, ...] = (ENCODER_ONNX, ENCODER_PT2, HEADS)
+        if probe is not None:
+            (tmp / PROBE_FILE).write_bytes(probe_to_bytes(probe, input_spec))
+            names += (PROBE_FILE,)
         files = {
             fname: {"sha256": sha256_file(tmp / fname), "bytes": (tmp / fname).stat().st_size}
-            for fname in (ENCODER_ONNX, ENCODER_PT2, HEADS)
+            for fname in names
         }
         manifest = Manifest(
             name=name,

@@ -64,7 +64,9 @@ def export_bundle(
         The input spec. When ``mean``/``std`` are given the normalisation is baked into the
         exported graph, so devices feed raw values in ``value_range``.
     real_inputs : tensor or array, optional
-        Real samples ``(N, C, H, W)`` used in the parity check beside random ones.
+        Real samples ``(N, C, H, W)`` used in the parity check beside random ones; the
+        first 64 (those within ``value_range``) also become the bundle's ``probe.npz``, the
+        fixed inputs devices try every candidate update on.
     tolerance : float
         Largest accepted absolute difference between ONNX Runtime and torch outputs.
 
@@ -98,7 +100,18 @@ def export_bundle(
     return write_bundle(
         out_dir, name=name or Path(out_dir).name, encoder_onnx=onnx_bytes,
         encoder_pt2=pt2_bytes, head=np_head, input_spec=spec, class_names=names,
-        export_check=check, extra=extra, overwrite=overwrite)
+        export_check=check, extra=extra, overwrite=overwrite, probe=_probe(real, spec))
+
+
+def _probe(real: Any, spec: InputSpec) -> Any:
+    """Up to 64 finite real inputs within the value range, or None."""
+    if real is None:
+        return None
+    x = real.detach().cpu().numpy().astype(np.float32)[:64]
+    lo, hi = spec.value_range
+    flat = x.reshape(len(x), -1)
+    keep = np.isfinite(flat).all(axis=1) & (flat.min(axis=1) >= lo) & (flat.max(axis=1) <= hi)
+    return x[keep] if keep.any() else None
 
 
 def _as_batch(torch: Any, x: Any) -> Any:

@@ -249,7 +249,8 @@ class LearningCoordinator:
             payload = UpdatePayload(
                 version=version + 1, base_version=version,
                 encoder_sha256=self.learner.bundle.encoder_sha256, parts=publish,
-                metrics=metrics, created_ms=int(time.time() * 1000), device_id=target)
+                metrics=metrics, created_ms=int(time.time() * 1000),
+                **_addressee(self.store, target))
             self.store.publish(target, self.signer.sign(payload), payload)
             with self._lock:
                 self._working[target] = bundle_state.with_parts(version + 1, publish)
@@ -267,6 +268,13 @@ class LearningCoordinator:
         if self.on_result is not None:
             self.on_result(target, result)
         return result
+
+
+def _addressee(store: Any, target: str) -> dict[str, str]:
+    """Whom an update for ``target`` is addressed to: a group (``store.by_group``: no
+    device id, the group name) or one device (its id); devices accept nothing else."""
+    return ({"device_id": "", "group": target} if getattr(store, "by_group", False)
+            else {"device_id": target, "group": ""})
 
 
 def _differs(state: BaseState, bundle: BaseState) -> bool:

@@ -21,7 +21,7 @@ from edgecl.device._sampling import (
 from edgecl.device._state import ModelState, OODScorer
 from edgecl.device._sync import SyncClient, SyncStats
 from edgecl.device._transport import GrpcTransport, Transport, TransportError
-from edgecl.device._updates import CanaryPolicy, UpdateEvent, UpdateManager
+from edgecl.device._updates import CanaryPolicy, UpdateEvent, UpdateManager, UpdateOutcome
 from edgecl.device._validate import InputValidator
 from edgecl.device._verify import UpdateVerifier
 
@@ -49,6 +49,7 @@ __all__ = [
     "TransportError",
     "UpdateEvent",
     "UpdateManager",
+    "UpdateOutcome",
     "UpdateVerifier",
     "create_policy",
     "list_policies",

@@ -6,7 +6,11 @@ acknowledged (the rest are released and retried), so a sample leaves the outbox 
 the cloud has it. Failures back off exponentially with jitter; an expired token triggers
 re-registration; a sample the server rejects as invalid is isolated and dropped (counted),
 never retried forever. The update worker subscribes from the last version it handled,
-persisted atomically, so it resumes there after reconnects and restarts.
+persisted atomically, so it resumes there after reconnects and restarts. That cursor moves
+only past updates the ``on_update`` callback verified (signature, encoder, addressee,
+plausible version): an unsigned, forged or unreadable message never moves it, and no
+message, whatever it holds, stops the update worker (each failure is logged, counted and
+skipped).
 """
 
 from __future__ import annotations
@@ -27,7 +31,7 @@ from edgecl._retry import Backoff
 from edgecl.bundle._files import atomic_write_bytes
 from edgecl.device._outbox import Outbox, OutboxItem
 from edgecl.device._transport import GrpcTransport, Transport, TransportError
-from edgecl.wire import SignedUpdate, WireSample, payload_from_bytes
+from edgecl.wire import SignedUpdate, WireSample, payload_version
 
 log = logging.getLogger("edgecl.device")
 
@@ -46,6 +50,8 @@ class SyncStats:
     last_version: int
     connected: bool
     last_error: str
+    updates_rejected: int = 0
+    update_errors: int = 0
 
 
 def item_to_sample(item: OutboxItem) -> WireSample:
@@ -68,9 +74,12 @@ def item_to_sample(item: OutboxItem) -> WireSample:
 class SyncClient:
     """Background uploads from an :class:`Outbox` and update delivery to ``on_update``.
 
-    ``on_update(SignedUpdate) -> bool`` (e.g. an :class:`~edgecl.device.UpdateManager`)
-    applies an update; the client resumes after the newest update it handed over, whether
-    it was applied or rejected. ``state_path`` persists that version across restarts.
+    ``on_update(SignedUpdate)`` (e.g. an :class:`~edgecl.device.UpdateManager`, which the
+    client tells this device's id and group) applies an update and returns something
+    truthy iff it did. The client resumes after the newest *verified* update it handed
+    over: one applied, or one whose outcome says ``verified`` (genuine, for this device,
+    refused by a later check); anything else (False, an exception) leaves the cursor
+    where it is. ``state_path`` persists that version across restarts.
 
     Examples
     --------
@@ -98,6 +107,9 @@ class SyncClient:
         self._key, self._sha = enrollment_key, encoder_sha256
         self.batch_size, self.chunk_size = batch_size, chunk_size
         self.on_update = on_update
+        bind = getattr(on_update, "bind_device", None)
+        if callable(bind):  # the manager accepts only updates addressed to this device
+            bind(device_id, group)
         self.state_path = None if state_path is None else Path(state_path)
         self.poll_s, self.subscribe_updates = poll_s, subscribe
         self._backoff = backoff or Backoff()
@@ -109,7 +121,8 @@ class SyncClient:
         self._token: str | None = None
         self._max_batch = chunk_size
         self._counts = dict(uploaded=0, duplicates=0, poison_dropped=0, retries=0,
-                            registrations=0, updates_received=0, updates_applied=0)
+                            registrations=0, updates_received=0, updates_applied=0,
+                            updates_rejected=0, update_errors=0)
         self._connected = False
         self._last_error = ""
         self._in_flight = 0
@@ -322,25 +335,52 @@ class SyncClient:
                     if self._stop.is_set():
                         return
                 self._stop.wait(self.poll_s)
-            except (TransportError, ConfigError) as exc:
+            except Exception as exc:  # nothing a stream delivers may end this worker
                 if self._stop.is_set():
                     return
+                if not isinstance(exc, (TransportError, ConfigError)):
+                    log.exception("update stream failed")
+                    self._count("update_errors")
                 self._failed(exc, self._sub_backoff, token)
 
-    def _handle(self, update: SignedUpdate) -> None:
-        try:
-            version = payload_from_bytes(update.payload).version
-        except InvalidInput as exc:
-            log.warning("unreadable update skipped", extra={"reason": str(exc)})
-            return
-        if version <= self.last_version:
-            return
-        applied = bool(self.on_update(update)) if self.on_update is not None else True
+    def _count(self, name: str) -> None:
         with self._lock:
-            self._counts["updates_received"] += 1
-            self._counts["updates_applied"] += applied
-            self.last_version = version
-        self._save_version(version)
+            self._counts[name] += 1
+
+    def _handle(self, update: SignedUpdate) -> None:
+        """Hand one update to ``on_update``; move the cursor only past a verified one.
+        Never raises: a failure is logged, counted and skipped."""
+        self._count("updates_received")
+        if self.on_update is None:
+            return
+        try:
+            outcome = self.on_update(update)
+        except Exception:
+            log.exception("update callback failed; update skipped")
+            self._count("update_errors")
+            return
+        self._count("updates_applied" if outcome else "updates_rejected")
+        version = self._verified_version(update, outcome)
+        if version is None:
+            return
+        with self._lock:
+            moved = version > self.last_version
+            if moved:
+                self.last_version = version
+        if moved:
+            self._save_version(version)
+
+    @staticmethod
+    def _verified_version(update: SignedUpdate, outcome: Any) -> int | None:
+        """The version the cursor may move to after ``outcome``, or None."""
+        if hasattr(outcome, "verified"):  # an UpdateOutcome: it says what it verified
+            return int(outcome.version) if outcome.verified else None
+        if not outcome:
+            return None
+        try:  # a plain callback said it applied the update (so it verified it)
+            return payload_version(update.payload)
+        except InvalidInput:
+            return None
 
     def _load_version(self) -> int:
         if self.state_path is None or not self.state_path.exists():

@@ -1,4 +1,8 @@
-"""Checking a signed update before anything of it is used: signature, key, payload."""
+"""Checking a signed update before anything of it is used: signature, key, payload.
+
+Nothing of an update is decoded before its signature is verified: the payload bytes are
+untrusted until then, and every failure is an :class:`UpdateRejected`.
+"""
 
 from __future__ import annotations
 
@@ -36,14 +40,17 @@ class UpdateVerifier:
             raise UpdateRejected(f"payload of {len(update.payload)} bytes exceeds "
                                  f"{MAX_UPDATE_BYTES}")
         if update.key_id != self.key_id:
-            raise UpdateRejected(f"signed by unknown key {update.key_id!r} "
+            raise UpdateRejected(f"signed by unknown key {str(update.key_id)[:40]!r} "
                                  f"(this device trusts {self.key_id})")
         try:
-            self._key.verify(update.signature, update.payload)
-        except exceptions.InvalidSignature as exc:  # type: ignore[attr-defined]
+            self._key.verify(bytes(update.signature), bytes(update.payload))
+        except (exceptions.InvalidSignature, TypeError, ValueError) as exc:  # type: ignore[attr-defined]
             raise UpdateRejected("bad signature: the update was tampered with or signed "
                                  "by another key") from exc
         try:
             return payload_from_bytes(update.payload)
-        except InvalidInput as exc:
-            raise UpdateRejected(f"malformed payload: {exc}") from exc
+        except Exception as exc:  # signed but undecodable (a buggy job): refused, not raised
+            detail = str(exc) if isinstance(exc, InvalidInput) else repr(exc)
+            rejected = UpdateRejected(f"malformed payload: {detail}")
+            rejected.kind = "malformed"  # type: ignore[attr-defined]
+            raise rejected from exc

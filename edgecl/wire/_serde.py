@@ -94,18 +94,43 @@ def payload_to_bytes(payload: UpdatePayload, *, compress: bool = True,
     return msg.SerializeToString(deterministic=True)
 
 
-def payload_from_bytes(data: bytes) -> UpdatePayload:
-    """Parse and validate serialized payload bytes; float parts come back as float32."""
+def _parse_payload(data: bytes) -> Any:
     msg = pb.UpdatePayload()
     try:
-        msg.ParseFromString(data)
-    except DecodeError as exc:
+        msg.ParseFromString(bytes(data))
+    except (DecodeError, ValueError, TypeError, RecursionError) as exc:
         raise InvalidInput(f"update payload is not a valid UpdatePayload ({exc})") from exc
+    return msg
+
+
+def payload_version(data: bytes) -> int:
+    """The ``version`` field of serialized payload bytes, parsing nothing else
+    (:class:`InvalidInput` if they are not an ``UpdatePayload``). Trust it only after the
+    signature over ``data`` was verified."""
+    return int(_parse_payload(data).version)
+
+
+def _part_array(part: Any) -> np.ndarray:
+    """Decode one part; any failure of an untrusted tensor is :class:`InvalidInput`."""
+    try:
+        return tensor_from_proto(part.tensor, name=f"update part {part.name}")
+    except InvalidInput:
+        raise
+    except (ValueError, TypeError, OverflowError, MemoryError) as exc:
+        raise InvalidInput(f"update part {part.name} cannot be decoded ({exc})") from exc
+
+
+def payload_from_bytes(data: bytes) -> UpdatePayload:
+    """Parse and validate serialized payload bytes; float parts come back as float32.
+
+    Anything wrong with the bytes raises :class:`InvalidInput`, never another error.
+    """
+    msg = _parse_payload(data)
     parts: dict[str, np.ndarray] = {}
     for part in msg.parts:
         if part.name not in UPDATE_PARTS or part.name in parts:
-            raise InvalidInput(f"update has an unknown or repeated part {part.name!r}")
-        arr = tensor_from_proto(part.tensor, name=f"update part {part.name}")
+            raise InvalidInput(f"update has an unknown or repeated part {part.name[:40]!r}")
+        arr = _part_array(part)
         if arr.dtype.kind != "f":
             raise InvalidInput(f"update part {part.name} must be floating point")
         arr = arr.astype(np.float32)

@@ -52,21 +52,27 @@ def test_odd_segment_metrics_never_bypass_the_refusal_or_crash(rt, segment):
 
 
 @pytest.mark.parametrize("flag", [math.nan, math.inf, -5.0, 0.0, 1.0])
-def test_a_revert_flag_changes_only_whether_the_state_counts_as_a_cloud_update(rt, flag):
+def test_a_revert_flag_cannot_smuggle_a_state_other_than_the_bundles(rt, flag):
     signer = UpdateSigner.generate()
     m = UpdateManager(rt, UpdateVerifier(signer.public_key),
                       canary=CanaryPolicy(min_samples=10**9))
     parts = _head(rt, seed=1)
-    m.apply(signer.sign(UpdatePayload(version=1, base_version=0,
-                                      encoder_sha256=rt.bundle.encoder_sha256, parts=parts,
-                                      metrics={REVERT_METRIC: flag}), fp16=False))
     x = images(6)
+    before = rt.predict(x).logits
+    revert = math.isfinite(flag) and flag != 0.0  # non-finite metrics are dropped on the wire
+    payload = UpdatePayload(version=1, base_version=0, encoder_sha256=rt.bundle.encoder_sha256,
+                            parts=parts, metrics={REVERT_METRIC: flag})
+    if revert:  # a "revert" must carry the bundle's own head: refused, nothing changes
+        with pytest.raises(UpdateRejected, match="revert must carry the bundle's own head"):
+            m.apply(signer.sign(payload, fp16=False))
+        np.testing.assert_array_equal(rt.predict(x).logits, before)
+        return
+    m.apply(signer.sign(payload, fp16=False))
     feats = rt.encode_checked(x)
     np.testing.assert_allclose(rt.predict(x).logits,
                                feats @ parts["head.weight"].T + parts["head.bias"],
                                rtol=1e-4, atol=1e-4)  # served exactly as signed
-    # non-finite metrics are dropped on the wire: no revert flag
-    assert rt.state.metadata["serving_cloud"] is (not flag if math.isfinite(flag) else True)
+    assert rt.state.metadata["serving_cloud"] is True
 
 
 def test_observe_survives_inputs_the_guard_cannot_read_and_keeps_serving(rt):

@@ -31,7 +31,10 @@ def test_round_trip_manifest(small_bundle):
     assert check["n_real"] == 8 and check["n_random"] >= 16
     assert check["max_abs_diff"]["onnx_vs_torch"] <= 1e-4
     raw = json.loads((small_bundle / "manifest.json").read_text())
-    assert set(raw["files"]) == {"encoder.onnx", "encoder.pt2", "heads.npz"}
+    assert set(raw["files"]) == {"encoder.onnx", "encoder.pt2", "heads.npz", "probe.npz"}
+    probe = bundle.probe_inputs()  # the real inputs become the probe devices test updates on
+    assert probe.shape == (8, 1, 28, 28) and probe.dtype == np.float32
+    assert bundle.update_bounds() == {}
     assert raw["encoder_sha256"] == raw["files"]["encoder.onnx"]["sha256"]
 
 

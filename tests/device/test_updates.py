@@ -112,7 +112,7 @@ def test_bad_updates_are_rejected_and_the_device_keeps_serving(rt, signer, case)
     assert rt.state is before and m.cloud_version == 5
     np.testing.assert_array_equal(rt.predict(x).probabilities, want)
     assert m.events[-1].action == "rejected"
-    assert m(good) is True and m.cloud_version == 6  # still accepts a good one
+    assert m(good).applied and m.cloud_version == 6  # still accepts a good one
 
 
 def test_canary_rejects_a_degenerate_candidate(rt, signer):

@@ -136,3 +136,20 @@ def test_update_payload_round_trip_fp16_and_refusals():
     nan = payload_to_bytes(p.replace(parts={"prompt": np.full((2,), np.nan)}), fp16=False)
     with pytest.raises(InvalidInput, match="NaN"):
         payload_from_bytes(nan)
+
+
+def test_undecodable_update_parts_are_invalid_input_and_the_version_reads_alone():
+    from edgecl._exceptions import InvalidInput
+    from edgecl._proto import edgecl_pb2 as pb
+    from edgecl.wire import payload_from_bytes, payload_version
+
+    msg = pb.UpdatePayload(version=2**63 - 1, encoder_sha256="ab" * 32)
+    part = msg.parts.add(name="head.weight")
+    part.tensor.dtype = 1
+    part.tensor.shape.extend([2**32, 2**32])  # the product overflows int64 to 0
+    data = msg.SerializeToString()
+    with pytest.raises(InvalidInput):
+        payload_from_bytes(data)
+    assert payload_version(data) == 2**63 - 1
+    with pytest.raises(InvalidInput):
+        payload_version(b"\xff" * 16)
