@@ -50,6 +50,10 @@ def bench_cloud(*, variant: str = "tiny", home: str | None = None,
                "EDGECL_CLOUD_METRICS_PORT": "-1", "EDGECL_CLOUD_LEARNING_ENABLED": "false",
                "EDGECL_CLOUD_LIMITS_REQUESTS_PER_S": "1000000",
                "EDGECL_CLOUD_LIMITS_BURST": "1000000",
+               # throughput, not flow control, is measured: no per-sample or backlog bound
+               "EDGECL_CLOUD_LIMITS_SAMPLES_PER_S": "1e9",
+               "EDGECL_CLOUD_LIMITS_SAMPLE_BURST": "1e9",
+               "EDGECL_CLOUD_LIMITS_MAX_BACKLOG": "1000000000",
                "EDGECL_CLOUD_SERVER_MAX_WORKERS": str(max(concurrency) + 4),
                "EDGECL_CLOUD_TEACHER_THREADS": str(threads)}
         server = create_server(load_config(None, env=env), home=home).start(labelling=False)

@@ -1,10 +1,12 @@
-"""Bearer-token authentication, per-device rate limits and RPC metrics, in one interceptor.
+"""Bearer-token authentication, per-device rate limits, stream caps and RPC metrics, in one
+interceptor.
 
 Every RPC except ``Register`` (which checks the enrollment key itself), the health service
 and reflection must carry ``authorization: Bearer <token>``. The interceptor resolves the
-token to a device, applies the device's token bucket, and runs the handler with the
-device in :data:`current_device`; handlers read it to enforce that a device only touches
-its own data.
+token to a device, applies the device's token bucket and its cap on open streams, and runs
+the handler with the device in :data:`current_device`; handlers read it to enforce that a
+device only touches its own data. Refusals for load (RESOURCE_EXHAUSTED) carry a
+``retry-after-ms`` hint in the trailing metadata (:func:`hint_retry`).
 """
 
 from __future__ import annotations
@@ -17,13 +19,27 @@ from typing import Any
 
 import grpc
 
-from edgecl.cloud._errors import RateLimited, Unauthenticated, status_of
+from edgecl.cloud._errors import (
+    Overloaded,
+    RateLimited,
+    Unauthenticated,
+    client_status,
+    tolerant,
+)
 from edgecl.cloud._registry import Device, Registry
 
 SERVICE = "/edgecl.v1.EdgeCloud/"
 OPEN_METHODS = {SERVICE + "Register"}
+STREAM_METHODS = {SERVICE + "Upload", SERVICE + "Subscribe"}
+#: Trailing metadata key of the retry hint sent with RESOURCE_EXHAUSTED (milliseconds).
+RETRY_AFTER_KEY = "retry-after-ms"
 current_device: contextvars.ContextVar[Device | None] = contextvars.ContextVar(
     "edgecl_device", default=None)
+
+
+def hint_retry(context: Any, seconds: float) -> None:
+    """Tell the client, in the trailing metadata, to retry after ``seconds``."""
+    context.set_trailing_metadata(((RETRY_AFTER_KEY, str(max(1, round(seconds * 1000)))),))
 
 
 class TokenBucket:
@@ -41,15 +57,71 @@ class TokenBucket:
             tokens, last = self._state.get(key, (self.burst, now))
             return min(self.burst, tokens + (now - last) * self.rate)
 
-    def take(self, key: str) -> bool:
-        """Spend one token of ``key``; False when empty."""
+    def take(self, key: str, cost: float = 1.0) -> bool:
+        """Spend ``cost`` tokens of ``key``; False (nothing spent) when it has fewer."""
         now = time.monotonic()
         with self._lock:
             tokens, last = self._state.get(key, (self.burst, now))
             tokens = min(self.burst, tokens + (now - last) * self.rate)
-            ok = tokens >= 1.0
-            self._state[key] = (tokens - 1.0 if ok else tokens, now)
+            ok = tokens >= cost
+            self._state[key] = (tokens - cost if ok else tokens, now)
             return ok
+
+    def wait_s(self, key: str, cost: float = 1.0) -> float:
+        """Seconds until ``key`` has ``cost`` tokens (0 when it has them now)."""
+        return max(0.0, (min(cost, self.burst) - self.peek(key)) / self.rate)
+
+
+class StreamCaps:
+    """Open Upload and Subscribe streams: at most ``per_device`` per device and ``total``
+    in all, so streams never hold every RPC thread of the synchronous server."""
+
+    def __init__(self, per_device: int, total: int) -> None:
+        self.per_device, self.total = int(per_device), int(total)
+        self._open: dict[str, int] = {}
+        self._lock = threading.Lock()
+        self.open = 0
+
+    def acquire(self, device_id: str) -> Callable[[], None]:
+        """Count one stream of ``device_id``; an idempotent release, or :class:`Overloaded`."""
+        with self._lock:
+            mine = self._open.get(device_id, 0)
+            if mine >= self.per_device:
+                raise Overloaded(f"device {device_id} already has {mine} open streams (the "
+                                 f"limit per device); close one or retry later")
+            if self.open >= self.total:
+                raise Overloaded(f"all {self.total} stream slots of the service are taken; "
+                                 f"retry later (with backoff)")
+            self._open[device_id] = mine + 1
+            self.open += 1
+        released = threading.Event()
+
+        def release() -> None:
+            with self._lock:
+                if released.is_set():
+                    return
+                released.set()
+                self.open -= 1
+                left = self._open[device_id] - 1
+                if left:
+                    self._open[device_id] = left
+                else:
+                    del self._open[device_id]
+
+        return release
+
+    def of(self, device_id: str) -> int:
+        """Streams ``device_id`` holds now."""
+        with self._lock:
+            return self._open.get(device_id, 0)
+
+
+#: Retry hint for a stream refused at a cap (streams end within seconds or stream_max_s).
+STREAM_RETRY_S = 1.0
+
+
+def _noop() -> None:
+    pass
 
 
 def _token(context: Any) -> str:
@@ -66,8 +138,10 @@ def _token(context: Any) -> str:
 class AuthInterceptor(grpc.ServerInterceptor):
     """Authenticates, rate-limits and measures every EdgeCloud RPC."""
 
-    def __init__(self, registry: Registry, limiter: TokenBucket, metrics: Any) -> None:
+    def __init__(self, registry: Registry, limiter: TokenBucket, metrics: Any,
+                 streams: StreamCaps | None = None) -> None:
         self.registry, self.limiter, self.metrics = registry, limiter, metrics
+        self.streams = streams
 
     def intercept_service(self, continuation: Callable[[Any], Any], details: Any) -> Any:
         handler = continuation(details)
@@ -76,6 +150,7 @@ class AuthInterceptor(grpc.ServerInterceptor):
             return handler  # health, reflection: open
         name = method[len(SERVICE):]
         open_method = method in OPEN_METHODS
+        stream_method = method in STREAM_METHODS and self.streams is not None
         kind = ("unary_unary" if handler.unary_unary else "stream_unary"
                 if handler.stream_unary else "unary_stream" if handler.unary_stream
                 else "stream_stream")
@@ -89,25 +164,47 @@ class AuthInterceptor(grpc.ServerInterceptor):
             if device is None:
                 raise Unauthenticated("unknown or revoked token")
             if not self.limiter.take(device.device_id):
+                hint_retry(context, self.limiter.wait_s(device.device_id))
+                self.metrics.refused.labels("request_rate").inc()
                 raise RateLimited(f"device {device.device_id} is over its rate limit "
                                   f"({self.limiter.rate:g}/s)")
             return device
+
+        def admit(device: Device | None, context: Any) -> Callable[[], None]:
+            """A stream slot of ``device`` (its release), or Overloaded with a hint."""
+            if not stream_method or device is None or self.streams is None:
+                return _noop
+            try:
+                release = self.streams.acquire(device.device_id)
+            except Overloaded:
+                hint_retry(context, STREAM_RETRY_S)
+                self.metrics.refused.labels("streams").inc()
+                raise
+            context.add_callback(release)  # on cancel and deadline too
+            return release
+
+        def enter(context: Any) -> tuple[Device | None, Callable[[], None]]:
+            device = authenticate(context)
+            return device, admit(device, context)
 
         def unary(request: Any, context: Any) -> Any:
             started = time.perf_counter()
             code = "OK"
             self.metrics.in_flight.labels(name).inc()
+            release = _noop
             try:
                 try:
-                    device = authenticate(context)
+                    device, release = enter(context)
                 except Exception as exc:
-                    code = status_of(exc).name
-                    context.abort(status_of(exc), str(exc))
+                    status, message = client_status(exc, name)
+                    code = status.name
+                    context.abort(status, message)
                 token = current_device.set(device)
                 try:
                     return inner(request, context)
                 finally:
                     current_device.reset(token)
+                    release()
             except BaseException:
                 if code == "OK":
                     code = context.code().name if context.code() else "UNKNOWN"
@@ -120,17 +217,20 @@ class AuthInterceptor(grpc.ServerInterceptor):
             started = time.perf_counter()
             code = "OK"
             self.metrics.in_flight.labels(name).inc()
+            release = _noop
             try:
                 try:
-                    device = authenticate(context)
+                    device, release = enter(context)
                 except Exception as exc:
-                    code = status_of(exc).name
-                    context.abort(status_of(exc), str(exc))
+                    status, message = client_status(exc, name)
+                    code = status.name
+                    context.abort(status, message)
                 token = current_device.set(device)
                 try:
                     yield from inner(request, context)
                 finally:
                     current_device.reset(token)
+                    release()
                 if not context.is_active():
                     code = "CANCELLED"  # the client went away; the stream noticed and ended
             except GeneratorExit:
@@ -146,5 +246,5 @@ class AuthInterceptor(grpc.ServerInterceptor):
 
         behaviour = streaming if kind == "unary_stream" else unary
         factory = getattr(grpc, f"{kind}_rpc_method_handler")
-        return factory(behaviour, request_deserializer=handler.request_deserializer,
+        return factory(behaviour, request_deserializer=tolerant(handler.request_deserializer),
                        response_serializer=handler.response_serializer)

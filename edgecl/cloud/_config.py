@@ -8,6 +8,7 @@ typo never silently falls back to a default.
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import tomllib
 from collections.abc import Mapping
@@ -27,6 +28,7 @@ class ServerSection:
     max_message_bytes: int = 4 << 20
     max_workers: int = 64
     max_streams: int = 0
+    unary_workers: int = 0  # 0: min(4, max_workers // 8)
     stream_max_s: float = 300.0
     grace_s: float = 10.0
     tls_cert: str = ""
@@ -43,6 +45,12 @@ class LimitsSection:
     requests_per_s: float = 50.0
     burst: float = 100.0
     max_batch_samples: int = 256
+    samples_per_s: float = 100.0
+    sample_burst: float = 1024.0
+    max_streams_per_device: int = 4
+    max_backlog: int = 20000
+    max_report_keys: int = 64
+    max_report_key_chars: int = 64
 
 
 @dataclass(frozen=True)
@@ -129,6 +137,17 @@ class CloudConfig:
         threads), so open streams never take every thread from unary RPCs."""
         return self.server.max_streams or max(1, self.server.max_workers * 3 // 4)
 
+    @property
+    def reserved_workers(self) -> int:
+        """RPC threads no stream may hold (``server.unary_workers``, 0: 1/8 of them, at most
+        4), kept for Register, unary calls and health checks."""
+        return self.server.unary_workers or min(4, self.server.max_workers // 8)
+
+    @property
+    def stream_capacity(self) -> int:
+        """Most Upload and Subscribe streams open at once, all devices together."""
+        return self.server.max_workers - self.reserved_workers
+
     def validate(self) -> CloudConfig:
         """Check cross-field rules; returns self."""
         if not self.auth.enrollment_key:
@@ -145,11 +164,16 @@ class CloudConfig:
                     "limits.requests_per_s": self.limits.requests_per_s,
                     "limits.burst": self.limits.burst,
                     "limits.max_batch_samples": self.limits.max_batch_samples,
+                    "limits.samples_per_s": self.limits.samples_per_s,
+                    "limits.sample_burst": self.limits.sample_burst,
+                    "limits.max_streams_per_device": self.limits.max_streams_per_device,
+                    "limits.max_report_keys": self.limits.max_report_keys,
+                    "limits.max_report_key_chars": self.limits.max_report_key_chars,
                     "teacher.batch_size": self.teacher.batch_size,
                     "teacher.threads": self.teacher.threads}
         for name, value in positive.items():
-            if value <= 0:
-                raise ConfigError(f"{name} must be > 0, got {value}")
+            if not (0 < value < math.inf):  # also refuses nan
+                raise ConfigError(f"{name} must be finite and > 0, got {value}")
         if self.server.stream_max_s <= 0:
             raise ConfigError(f"server.stream_max_s must be > 0, got {self.server.stream_max_s}")
         if self.server.max_workers < 2:
@@ -159,7 +183,21 @@ class CloudConfig:
             raise ConfigError(f"server.max_streams must be in [0, server.max_workers) so "
                               f"unary RPCs always find a thread, got {self.server.max_streams}"
                               f" with max_workers={self.server.max_workers}")
+        self._validate_capacity()
         return self
+
+    def _validate_capacity(self) -> None:
+        """Rules of the thread budget, the sample bucket and the backlog bound."""
+        if not 0 <= self.server.unary_workers < self.server.max_workers:
+            raise ConfigError(f"server.unary_workers must be in [0, server.max_workers) so "
+                              f"streams have a thread, got {self.server.unary_workers}")
+        batch = self.limits.max_batch_samples
+        if self.limits.sample_burst < batch:
+            raise ConfigError(f"limits.sample_burst ({self.limits.sample_burst:g}) must be >= "
+                              f"limits.max_batch_samples ({batch}), or a full batch never fits")
+        if self.limits.max_backlog < batch:
+            raise ConfigError(f"limits.max_backlog ({self.limits.max_backlog}) must be >= "
+                              f"limits.max_batch_samples ({batch}), or a full batch never fits")
 
 
 def _as_dict(cfg: CloudConfig) -> dict[str, dict[str, Any]]:

@@ -32,15 +32,28 @@ class Metrics:
                                   "acknowledged again", registry=self.registry)
         self.updates = Counter("edgecl_updates_total", "learned candidates by outcome",
                                ["outcome"], registry=self.registry)
+        self.refused = Counter("edgecl_refused_total", "requests refused for load (reason: "
+                               "backlog, sample_rate, request_rate, streams)", ["reason"],
+                               registry=self.registry)
+        self.open_streams = Gauge("edgecl_streams_open", "open Upload and Subscribe streams",
+                                  registry=self.registry)
+        self.label_rate = Gauge("edgecl_teacher_samples_per_s", "recent labelling "
+                                "throughput", registry=self.registry)
         self.devices = Gauge("edgecl_devices_registered", "registered devices",
                              registry=self.registry)
         self._server: Any = None
 
-    def track(self, *, queue_depth: Any, streams: Any) -> None:
-        """Read the teacher queue depth and the open streams from these callables at each
-        scrape (exact values, no bookkeeping on the hot path)."""
+    def track(self, *, queue_depth: Any, streams: Any, open_streams: Any = None,
+              label_rate: Any = None) -> None:
+        """Read the teacher queue depth, the open Subscribe streams, all open streams and
+        the labelling rate from these callables at each scrape (exact values, no
+        bookkeeping on the hot path)."""
         self.queue_depth.set_function(_safe(queue_depth))
         self.streams.set_function(_safe(streams))
+        if open_streams is not None:
+            self.open_streams.set_function(_safe(open_streams))
+        if label_rate is not None:
+            self.label_rate.set_function(_safe(label_rate))
 
     def observe(self, method: str, code: str, seconds: float) -> None:
         """Count one RPC and its latency."""

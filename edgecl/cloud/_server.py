@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import logging
+import os
 import signal
 import sys
 import threading
@@ -16,18 +18,43 @@ import numpy as np
 
 from edgecl._exceptions import ConfigError
 from edgecl.bundle import ModelBundle, load_bundle
-from edgecl.cloud._auth import AuthInterceptor, TokenBucket
+from edgecl.cloud._auth import AuthInterceptor, StreamCaps, TokenBucket
 from edgecl.cloud._config import CloudConfig
 from edgecl.cloud._learner import LearnerConfig
 from edgecl.cloud._learning import LearningCoordinator, LearningPolicy
 from edgecl.cloud._metrics import Metrics
 from edgecl.cloud._registry import Registry
-from edgecl.cloud._servicer import EdgeCloudServicer
+from edgecl.cloud._servicer import Backlog, EdgeCloudServicer
 from edgecl.cloud._signing import UpdateSigner
 from edgecl.cloud._teacher import Teacher, TeacherPool
 from edgecl.wire import SignedUpdate, UpdatePayload, payload_from_bytes
 
 log = logging.getLogger("edgecl.cloud")
+#: Seconds a stop may take beyond ``grace`` for the batch being labelled and running
+#: learning jobs; whatever is left then is abandoned (labelled after the next start).
+STOP_SLACK_S = 3.0
+
+
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` (of a ``host:port`` address) is reachable from this machine only."""
+    host = host.strip("[]")
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:  # a name: may resolve to anything
+        return False
+
+
+def warn_if_plaintext(address: str, tls: bool) -> bool:
+    """Log a WARNING when serving plaintext beyond loopback; whether it warned."""
+    host = address.rsplit(":", 1)[0]
+    if tls or is_loopback(host):
+        return False
+    log.warning("serving PLAINTEXT on a non-loopback address: enrollment key, tokens and "
+                "uploads travel unencrypted; set [server] tls_cert and tls_key",
+                extra={"address": address})
+    return True
 
 
 class _JsonFormatter(logging.Formatter):
@@ -133,9 +160,18 @@ class CloudServer:
             max_batch_samples=config.limits.max_batch_samples,
             max_message_bytes=config.server.max_message_bytes,
             group_by=config.learning.group_by, metrics=self.metrics,
-            max_streams=config.stream_slots, stream_max_s=config.server.stream_max_s)
+            max_streams=config.stream_slots, stream_max_s=config.server.stream_max_s,
+            samples=TokenBucket(config.limits.samples_per_s, config.limits.sample_burst),
+            backlog=Backlog(self.registry.unlabelled_count, config.limits.max_backlog,
+                            lambda: self.teacher_pool.rate),
+            max_report_keys=config.limits.max_report_keys,
+            max_report_key_chars=config.limits.max_report_key_chars)
+        self.stream_caps = StreamCaps(config.limits.max_streams_per_device,
+                                      config.stream_capacity)
         self.metrics.track(queue_depth=self.registry.unlabelled_count,
-                           streams=lambda: self.servicer.streams.open)
+                           streams=lambda: self.servicer.streams.open,
+                           open_streams=lambda: self.stream_caps.open,
+                           label_rate=lambda: self.teacher_pool.rate)
         self.learning = self._learning() if config.learning.enabled else {}
         self.teacher_pool = TeacherPool(self.registry, self.teacher, shapes.pop(),
                                         batch_size=config.teacher.batch_size,
@@ -146,7 +182,8 @@ class CloudServer:
                                        thread_name_prefix="edgecl-rpc"),
             interceptors=[AuthInterceptor(self.registry,
                                           TokenBucket(config.limits.requests_per_s,
-                                                      config.limits.burst), self.metrics)],
+                                                      config.limits.burst), self.metrics,
+                                          self.stream_caps)],
             options=[("grpc.max_receive_message_length", limit),
                      ("grpc.max_send_message_length", limit),
                      ("grpc.so_reuseport", 0)],
@@ -169,11 +206,14 @@ class CloudServer:
             self.port = self._grpc.add_insecure_port(address)
         if self.port == 0:
             raise ConfigError(f"cannot bind {address}")
+        warn_if_plaintext(address, bool(config.server.tls_cert))
         self.host = address.rsplit(":", 1)[0]
         self.metrics_port: int | None = None
         self._stopped = threading.Event()
         self._stop_lock = threading.Lock()
         self.labelling = False  # whether the teacher pool labels in the background
+        self.unfinished: list[str] = []  # work a stop abandoned at its deadline
+        self._unlabelled_left = 0
         self._ticker = threading.Thread(target=self._tick, name="edgecl-tick", daemon=True)
 
     # -- construction helpers ------------------------------------------------------------
@@ -287,8 +327,10 @@ class CloudServer:
         return False
 
     def stop(self, grace: float | None = None) -> None:
-        """Graceful stop: refuse new RPCs, finish in-flight ones, label what was stored,
-        finish learning jobs, flush."""
+        """Graceful stop within ``grace`` (+ :data:`STOP_SLACK_S`): refuse new RPCs, give
+        in-flight ones ``grace`` seconds, finish the batch being labelled and running
+        learning jobs (what is left of them then is abandoned), flush. Unlabelled samples
+        stay stored and are labelled after the next start."""
         with self._stop_lock:  # a second SIGTERM while stopping waits for the first
             if self._stopped.is_set():
                 return
@@ -298,14 +340,31 @@ class CloudServer:
         for name in self._service_names:
             self.health.set(name, self._not_serving)
         self.servicer.stopping.set()
+        deadline = time.monotonic() + grace + STOP_SLACK_S
         self._grpc.stop(grace).wait(grace + 1.0)
-        self.teacher_pool.stop(drain=True, timeout=max(grace, 30.0))
-        for coordinator in self.learning.values():
-            coordinator.close(wait=True)
+        left = self._finish_work(deadline)
         self.metrics.close()
         self.registry.close()
-        log.info("stopped", extra={"target": self.target})
+        log.info("stopped", extra={"target": self.target, "unfinished": left,
+                                   "unlabelled_left": self._unlabelled_left})
         self._stopped.set()
+
+    def _finish_work(self, deadline: float) -> list[str]:
+        """Stop labelling and learning by ``deadline``; names of what did not finish."""
+        left = []
+        if not self.teacher_pool.stop(drain=False, timeout=deadline - time.monotonic()):
+            left.append("teacher")
+        for sha, coordinator in self.learning.items():
+            coordinator.close(wait=False)  # queued jobs are cancelled
+            running = [f for f in coordinator._running.values() if not f.done()]
+            if futures.wait(running, max(0.0, deadline - time.monotonic())).not_done:
+                left.append(f"learning:{sha[:12]}")
+        try:
+            self._unlabelled_left = self.registry.unlabelled_count()
+        except Exception:  # a registry in trouble: the count is only for the log
+            self._unlabelled_left = -1
+        self.unfinished = left
+        return left
 
     def wait(self) -> None:
         """Block until :meth:`stop` completes."""
@@ -338,4 +397,8 @@ def serve(config: CloudConfig, *, home: str | None = None) -> int:
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
     server.wait()
+    if server.unfinished:  # a learning job or batch past the deadline: exit without it
+        logging.shutdown()
+        sys.stdout.flush()
+        os._exit(0)  # what it had not committed is lost like after a crash: nothing acked
     return 0

@@ -8,20 +8,22 @@ from __future__ import annotations
 
 import hmac
 import logging
+import math
 import secrets
 import threading
 import time
-from typing import Any
+from collections.abc import Callable
+from typing import Any, NoReturn
 
-import numpy as np
-
+from edgecl._exceptions import InvalidInput
 from edgecl._proto import edgecl_pb2 as pb
 from edgecl._proto import edgecl_pb2_grpc as pb_grpc
 from edgecl.bundle import ModelBundle
-from edgecl.cloud._auth import TokenBucket, current_device
+from edgecl.cloud._auth import TokenBucket, current_device, hint_retry
 from edgecl.cloud._errors import (
     FailedPrecondition,
     NotFound,
+    Overloaded,
     PermissionDenied,
     RateLimited,
     Unauthenticated,
@@ -34,6 +36,52 @@ from edgecl.wire import check_device_id, sample_from_proto, update_to_proto
 log = logging.getLogger("edgecl.cloud")
 #: Wrong enrollment keys tolerated per client address: a burst, then one per 10 s.
 ENROLL_FAILURE_BURST, ENROLL_FAILURE_RATE = 10.0, 0.1
+#: Retry hint bounds (s) for uploads refused at the backlog bound; UNKNOWN_RATE_HINT_S
+#: while the labelling rate is not known yet (or labelling is paused).
+MIN_HINT_S, MAX_HINT_S, UNKNOWN_RATE_HINT_S = 0.25, 30.0, 1.0
+
+
+class Backlog:
+    """The bound on unlabelled samples: uploads past ``limit`` are refused, never stored.
+
+    ``count()`` (the registry's unlabelled count) is read at most every ``ttl`` seconds;
+    between reads the samples stored here are added and labelling is ignored, so the value
+    only over-estimates and the bound holds exactly. ``rate()`` is the labelling rate
+    (samples/s) behind the retry hint.
+    """
+
+    def __init__(self, count: Callable[[], int], limit: int, rate: Callable[[], float],
+                 ttl: float = 0.2) -> None:
+        self._count, self.limit, self._rate, self.ttl = count, int(limit), rate, ttl
+        self._lock = threading.Lock()
+        self._value, self._read_at = 0, -math.inf
+
+    def _current(self) -> int:
+        if time.monotonic() - self._read_at > self.ttl:
+            self._value, self._read_at = int(self._count()), time.monotonic()
+        return self._value
+
+    def retry_after(self, n: int) -> float:
+        """Seconds until ``n`` more samples may fit, from the labelling rate."""
+        rate, excess = float(self._rate()), self._value + n - self.limit
+        if rate <= 0.0:
+            return UNKNOWN_RATE_HINT_S
+        return min(MAX_HINT_S, max(MIN_HINT_S, excess / rate))
+
+    def check(self, n: int) -> float:
+        """0.0 when ``n`` more samples fit now, else the retry hint in seconds."""
+        with self._lock:
+            return 0.0 if self._current() + n <= self.limit else self.retry_after(n)
+
+    def store(self, n: int, add: Callable[[], tuple[int, int]]) -> tuple[int, int]:
+        """Run ``add`` (storing ``n`` samples) if they fit, else :class:`Overloaded`."""
+        with self._lock:
+            if self._current() + n > self.limit:
+                raise Overloaded(f"{self._value} samples wait for labelling (limit "
+                                 f"{self.limit}); retry later")
+            new, dup = add()
+            self._value += new
+            return new, dup
 
 
 class EdgeCloudServicer(pb_grpc.EdgeCloudServicer):
@@ -42,13 +90,17 @@ class EdgeCloudServicer(pb_grpc.EdgeCloudServicer):
     def __init__(self, registry: Registry, bundles: dict[str, ModelBundle], *,
                  enrollment_key: str, max_batch_samples: int, max_message_bytes: int,
                  group_by: str = "device", metrics: Any = None, max_streams: int = 48,
-                 stream_max_s: float = 300.0) -> None:
+                 stream_max_s: float = 300.0, samples: TokenBucket | None = None,
+                 backlog: Backlog | None = None, max_report_keys: int = 64,
+                 max_report_key_chars: int = 64) -> None:
         self.registry, self.bundles = registry, bundles
         self._key = enrollment_key.encode()
         self.max_batch_samples, self.max_message_bytes = max_batch_samples, max_message_bytes
         self.group_by, self.metrics = group_by, metrics
         self.streams, self.stream_max_s = StreamSlots(max_streams), float(stream_max_s)
         self._enroll_failures = TokenBucket(ENROLL_FAILURE_RATE, ENROLL_FAILURE_BURST)
+        self.samples, self.backlog = samples, backlog  # None: unbounded (embedding, tests)
+        self.max_report_keys, self.max_report_key_chars = max_report_keys, max_report_key_chars
         self.stopping = threading.Event()
 
     # -- helpers -----------------------------------------------------------------------
@@ -72,6 +124,52 @@ class EdgeCloudServicer(pb_grpc.EdgeCloudServicer):
                                      f"{device.encoder_sha256[:12]!r}, which this service no "
                                      f"longer serves; register again with a served bundle")
         return bundle
+
+    def _refuse(self, context: Any, reason: str, seconds: float, exc: Exception) -> NoReturn:
+        """Count a refusal for load, hint the retry, raise ``exc`` (RESOURCE_EXHAUSTED)."""
+        if self.metrics is not None:
+            self.metrics.refused.labels(reason).inc()
+        hint_retry(context, seconds)
+        raise exc
+
+    def _admit(self, device_id: str, n: int, context: Any) -> None:
+        """Refuse a batch of ``n`` samples past the backlog bound or the device's samples/s
+        bucket (checked before decoding; nothing of a refused batch is stored)."""
+        if self.backlog is not None and (wait := self.backlog.check(n)):
+            self._refuse(context, "backlog", wait, Overloaded(
+                f"the labelling backlog is full ({self.backlog.limit} samples); retry later"))
+        if self.samples is not None and not self.samples.take(device_id, n):
+            self._refuse(context, "sample_rate", self.samples.wait_s(device_id, n), RateLimited(
+                f"device {device_id} is over its sample rate ({self.samples.rate:g} "
+                f"samples/s, burst {self.samples.burst:g})"))
+
+    def _store(self, device_id: str, samples: list[Any], context: Any) -> tuple[int, int]:
+        """Commit ``samples`` inside the backlog bound."""
+        def add() -> tuple[int, int]:
+            return self.registry.add_samples(device_id, samples)
+
+        if self.backlog is None:
+            return add()
+        try:
+            return self.backlog.store(len(samples), add)
+        except Overloaded as exc:
+            self._refuse(context, "backlog", self.backlog.retry_after(len(samples)), exc)
+
+    def _check_report(self, stats: Any) -> dict[str, float]:
+        """A report's stats, or :class:`InvalidInput` beyond the bounds."""
+        if len(stats) > self.max_report_keys:
+            raise InvalidInput(f"a report holds at most {self.max_report_keys} stats, got "
+                               f"{len(stats)}")
+        out: dict[str, float] = {}
+        for key, value in stats.items():
+            if not key or len(key) > self.max_report_key_chars:
+                raise InvalidInput(f"report stat names must have 1 to "
+                                   f"{self.max_report_key_chars} characters, got {len(key)}")
+            if not math.isfinite(value):
+                raise InvalidInput(f"report stat {key[:self.max_report_key_chars]!r} is not "
+                                   f"finite ({value})")
+            out[key] = float(value)
+        return out
 
     # -- RPCs --------------------------------------------------------------------------
     @grpc_errors
@@ -113,9 +211,11 @@ class EdgeCloudServicer(pb_grpc.EdgeCloudServicer):
         for batch in request_iterator:
             device = self._device(batch.device_id)
             check_batch_size(len(batch.samples), self.max_batch_samples)  # before decoding
-            samples = [sample_from_proto(msg) for msg in batch.samples]
+            self._admit(device.device_id, len(batch.samples), context)
+            samples = [sample_from_proto(msg, max_bytes=self.max_message_bytes)
+                       for msg in batch.samples]
             check_samples(samples, bundle, max_batch_samples=self.max_batch_samples)
-            new, dup = self.registry.add_samples(device.device_id, samples)  # committed
+            new, dup = self._store(device.device_id, samples, context)  # committed
             accepted, duplicates = accepted + new, duplicates + dup
             acked.extend(s.sample_id for s in samples)
             if self.metrics is not None:
@@ -127,7 +227,7 @@ class EdgeCloudServicer(pb_grpc.EdgeCloudServicer):
     def Subscribe(self, request: Any, context: Any) -> Any:
         device = self._device(request.device_id)
         target = self.target_of(device)
-        after = int(request.after_version)
+        after = _after_version(request)
         slot = self.streams.acquire()
         context.add_callback(slot.release)  # on cancel, deadline or end
         try:
@@ -149,8 +249,9 @@ class EdgeCloudServicer(pb_grpc.EdgeCloudServicer):
     def FetchUpdate(self, request: Any, context: Any) -> Any:
         device = self._device(request.device_id)
         target = self.target_of(device)
+        after = _after_version(request)
         latest = self.registry.latest_version(target)
-        if latest <= request.after_version:
+        if latest <= after:
             raise NotFound(f"no update after version {request.after_version} "
                            f"(latest is {latest})")
         stored = self.registry.updates_after(target, latest - 1, limit=1)
@@ -159,6 +260,14 @@ class EdgeCloudServicer(pb_grpc.EdgeCloudServicer):
     @grpc_errors
     def Report(self, request: Any, context: Any) -> Any:
         device = self._device(request.device_id)
-        stats = {k: float(v) for k, v in request.stats.items() if np.isfinite(v)}
+        stats = self._check_report(request.stats)
         self.registry.add_report(device.device_id, int(request.state_version), stats)
         return pb.ReportAck(latest_version=self.registry.latest_version(self.target_of(device)))
+
+
+def _after_version(request: Any) -> int:
+    """The request's ``after_version``: a version the device holds, so never negative."""
+    after = int(request.after_version)
+    if after < 0:
+        raise InvalidInput(f"after_version must be >= 0, got {after}")
+    return after

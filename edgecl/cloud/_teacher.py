@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -83,20 +84,25 @@ class TeacherPool:
         self._idle = threading.Event()
         self._thread = threading.Thread(target=self._run, name="edgecl-teacher", daemon=True)
         self.labelled = 0
+        self.rate = 0.0  # samples/s of recent batches (EMA); 0 before the first
 
     def start(self) -> None:
         """Start the worker."""
         self._thread.start()
 
-    def stop(self, drain: bool = True, timeout: float = 60.0) -> None:
-        """Stop; with ``drain``, label what is already stored first."""
+    def stop(self, drain: bool = True, timeout: float = 60.0) -> bool:
+        """Stop; with ``drain``, label what is already stored first (at most ``timeout``).
+        Without, the batch being labelled finishes and the rest waits for the next start.
+        Whether the worker ended within ``timeout``."""
         if not self._thread.is_alive():
-            return
+            return True
+        deadline = time.monotonic() + timeout
         if drain:
             self.wait_idle(timeout)
         self._stop.set()
         self.registry_wake()
-        self._thread.join(timeout)
+        self._thread.join(max(0.0, deadline - time.monotonic()))
+        return not self._thread.is_alive()
 
     def registry_wake(self) -> None:
         with self.registry._changed:
@@ -104,8 +110,6 @@ class TeacherPool:
 
     def wait_idle(self, timeout: float = 60.0) -> bool:
         """Block until every stored sample is labelled (True) or ``timeout``."""
-        import time
-
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.registry.unlabelled_count() == 0:
@@ -115,7 +119,7 @@ class TeacherPool:
         return False
 
     def _run(self) -> None:
-        while not self._stop.is_set():
+        while not self._stop.is_set():  # checked between batches: a stop waits for one
             try:
                 done = self.step()
             except Exception:  # keep labelling after a bad batch; logged with traceback
@@ -126,6 +130,7 @@ class TeacherPool:
 
     def step(self) -> int:
         """Label one batch; the number of samples labelled."""
+        started = time.monotonic()
         keys, x = self.registry.unlabelled(self.batch_size, self.shape)
         if not keys:
             return 0
@@ -137,4 +142,10 @@ class TeacherPool:
             self.metrics.labelled.inc(n)
         if per_device and self.on_labelled is not None:
             self.on_labelled(per_device)
+        self._measure(len(keys), time.monotonic() - started)
         return len(keys)
+
+    def _measure(self, n: int, seconds: float) -> None:
+        """Fold one batch into :attr:`rate` (the hint for refused uploads)."""
+        now = n / max(seconds, 1e-6)
+        self.rate = now if self.rate == 0.0 else 0.8 * self.rate + 0.2 * now

@@ -3,10 +3,15 @@
 grpc is imported only when a :class:`GrpcTransport` is built, so ``import edgecl.device``
 stays light. Every call has a deadline. Failures become :class:`TransportError` carrying
 the gRPC status name, so the sync client decides (retry, re-register, drop) in one place.
+A RESOURCE_EXHAUSTED refusal may carry the service's ``retry-after-ms`` hint (e.g. while its
+labelling backlog is full): the error carries it as ``retry_after_s`` and the transport
+sends no request of that method before it has passed (the outbox keeps the samples).
 """
 
 from __future__ import annotations
 
+import threading
+import time
 from collections.abc import Iterator
 from typing import Any, Protocol
 
@@ -24,19 +29,39 @@ from edgecl.wire import (
 
 RETRYABLE = {"UNAVAILABLE", "DEADLINE_EXCEEDED", "RESOURCE_EXHAUSTED", "UNKNOWN", "INTERNAL",
              "ABORTED", "CANCELLED"}
+#: Trailing metadata key of the service's retry hint (milliseconds).
+RETRY_AFTER_KEY = "retry-after-ms"
+#: Longest retry hint honoured (s): a wrong or hostile hint cannot park a device for long.
+MAX_RETRY_AFTER_S = 60.0
 
 
 class TransportError(EdgeclError):
     """A failed call; ``code`` is the gRPC status name (e.g. ``"UNAVAILABLE"``)."""
 
-    def __init__(self, code: str, details: str) -> None:
+    def __init__(self, code: str, details: str, retry_after_s: float | None = None) -> None:
         super().__init__(f"{code}: {details}")
-        self.code, self.details = code, details
+        self.code, self.details, self.retry_after_s = code, details, retry_after_s
 
     @property
     def retryable(self) -> bool:
         """Whether trying again later may succeed."""
         return self.code in RETRYABLE
+
+
+def retry_after_of(exc: Any) -> float | None:
+    """The ``retry-after-ms`` hint of a failed gRPC call in seconds (capped), or None."""
+    try:
+        trailing = exc.trailing_metadata() or ()
+    except Exception:  # not a call error (e.g. a channel failure without metadata)
+        return None
+    for key, value in trailing:
+        if key == RETRY_AFTER_KEY:
+            try:
+                ms = float(value)
+            except (TypeError, ValueError):
+                return None
+            return min(MAX_RETRY_AFTER_S, ms / 1000.0) if ms > 0 else None
+    return None
 
 
 class Transport(Protocol):
@@ -78,12 +103,28 @@ class GrpcTransport:
         self.stub = edgecl_pb2_grpc.EdgeCloudStub(self.channel)
         self.deadline_s, self.compress = deadline_s, compress
         self._streams: list[Any] = []
+        self._not_before: dict[str, float] = {}  # method -> monotonic time of its hint
+        self._closed = threading.Event()
 
-    def _call(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
+    def _error(self, exc: Any, method: str) -> TransportError:
+        """The :class:`TransportError` of a failed call; remembers its retry hint."""
+        hint = retry_after_of(exc) if exc.code().name == "RESOURCE_EXHAUSTED" else None
+        if hint is not None:
+            self._not_before[method] = time.monotonic() + hint
+        return TransportError(exc.code().name, exc.details() or "", hint)
+
+    def _honour_hint(self, method: str) -> None:
+        """Wait out the service's last retry hint for ``method`` (a close ends the wait)."""
+        wait = self._not_before.get(method, 0.0) - time.monotonic()
+        if wait > 0 and self._closed.wait(wait):
+            raise TransportError("CANCELLED", "transport closed")
+
+    def _call(self, fn: Any, *args: Any, method: str = "", **kwargs: Any) -> Any:
+        self._honour_hint(method)
         try:
             return fn(*args, timeout=self.deadline_s, **kwargs)
         except self._grpc.RpcError as exc:
-            raise TransportError(exc.code().name, exc.details() or "") from exc
+            raise self._error(exc, method) from exc
 
     @staticmethod
     def _md(token: str) -> tuple[tuple[str, str], ...]:
@@ -93,14 +134,15 @@ class GrpcTransport:
                  group: str) -> Registration:
         req = self._pb.RegisterRequest(device_id=device_id, enrollment_key=enrollment_key,
                                        encoder_sha256=encoder_sha256, group=group)
-        return registration_from_proto(self._call(self.stub.Register, req))
+        return registration_from_proto(self._call(self.stub.Register, req, method="register"))
 
     def upload(self, token: str, batches: list[list[WireSample]]) -> UploadResult:
         msgs = [batch_to_proto(b, compress=self.compress) for b in batches]
         return upload_result_from_proto(self._call(self.stub.Upload, iter(msgs),
-                                                   metadata=self._md(token)))
+                                                   method="upload", metadata=self._md(token)))
 
     def subscribe(self, token: str, after_version: int) -> Iterator[SignedUpdate]:
+        self._honour_hint("subscribe")
         stream = self.stub.Subscribe(self._pb.SubscribeRequest(after_version=after_version),
                                      metadata=self._md(token))
         self._streams.append(stream)
@@ -108,7 +150,7 @@ class GrpcTransport:
             for msg in stream:
                 yield update_from_proto(msg)
         except self._grpc.RpcError as exc:
-            raise TransportError(exc.code().name, exc.details() or "") from exc
+            raise self._error(exc, "subscribe") from exc
         finally:
             self._streams.remove(stream)
 
@@ -116,7 +158,7 @@ class GrpcTransport:
         try:
             msg = self._call(self.stub.FetchUpdate,
                              self._pb.FetchUpdateRequest(after_version=after_version),
-                             metadata=self._md(token))
+                             method="fetch", metadata=self._md(token))
         except TransportError as exc:
             if exc.code == "NOT_FOUND":
                 return None
@@ -125,10 +167,12 @@ class GrpcTransport:
 
     def report(self, token: str, state_version: int, stats: dict[str, float]) -> int:
         req = self._pb.DeviceReport(state_version=state_version, stats=stats)
-        return int(self._call(self.stub.Report, req, metadata=self._md(token)).latest_version)
+        return int(self._call(self.stub.Report, req, method="report",
+                              metadata=self._md(token)).latest_version)
 
     def close(self) -> None:
-        """Cancel open streams and close the channel."""
+        """Cancel open streams, end waits for retry hints and close the channel."""
+        self._closed.set()
         for stream in list(self._streams):
             stream.cancel()
         self.channel.close()

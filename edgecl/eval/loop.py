@@ -110,7 +110,8 @@ def _server(variant: str, home: str | None, storage: str, learning: dict[str, st
     env = {"EDGECL_CLOUD_AUTH_ENROLLMENT_KEY": ENROLL, "EDGECL_CLOUD_TEACHER_ZOO": variant,
            "EDGECL_CLOUD_STORAGE_DIR": storage, "EDGECL_CLOUD_SERVER_ADDRESS": "127.0.0.1:0",
            "EDGECL_CLOUD_METRICS_PORT": "-1", "EDGECL_CLOUD_LIMITS_REQUESTS_PER_S": "100000",
-           "EDGECL_CLOUD_LIMITS_BURST": "100000",
+           "EDGECL_CLOUD_LIMITS_BURST": "100000", "EDGECL_CLOUD_LIMITS_SAMPLES_PER_S": "1000000",
+           "EDGECL_CLOUD_LIMITS_SAMPLE_BURST": "1000000",
            **{f"EDGECL_CLOUD_LEARNING_{k.upper()}": v for k, v in learning.items()}}
     # labelling from the device's sync, not in the background: reproducible learning jobs
     return create_server(load_config(None, env=env), home=home).start(labelling=False)

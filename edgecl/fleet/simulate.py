@@ -29,7 +29,8 @@ from edgecl.fleet._run import STRATEGIES, DeviceTask, uses_cloud
 #: 10 s), from the target's last 100, with 100 Adam steps.
 SIM_LEARNING = {"learning_trigger_samples": 16, "learning_trigger_seconds": 10.0,
                 "learning_window": 256, "learning_steps": 100,
-                "limits_requests_per_s": 100000, "limits_burst": 100000}
+                "limits_requests_per_s": 100000, "limits_burst": 100000,
+                "limits_samples_per_s": 1000000, "limits_sample_burst": 1000000}
 
 
 def simulate(*, devices: int = 4, scenario: str = "continual",

@@ -52,6 +52,18 @@ def test_sample_config_loads_and_env_overrides(tmp_path):
     auto = load_config(None, env={"EDGECL_CLOUD_AUTH_ENROLLMENT_KEY": "k",
                                   "EDGECL_CLOUD_SERVER_MAX_WORKERS": "8"})
     assert auto.stream_slots == 6 and cfg.stream_slots == 2  # 3/4 of the RPC threads
+    assert auto.stream_capacity == 7 and cfg.stream_capacity == 3  # threads for streams
+    assert cfg.limits.max_streams_per_device == 4 and cfg.limits.max_backlog == 20000
+    for key, value, match in [("LIMITS_SAMPLE_BURST", "100", "sample_burst"),
+                              ("LIMITS_MAX_BACKLOG", "10", "max_backlog"),
+                              ("LIMITS_SAMPLES_PER_S", "nan", "samples_per_s"),
+                              ("LIMITS_MAX_STREAMS_PER_DEVICE", "0", "max_streams_per_device"),
+                              ("LIMITS_MAX_REPORT_KEYS", "-1", "max_report_keys"),
+                              ("SERVER_UNARY_WORKERS", "8", "unary_workers")]:
+        with pytest.raises(ConfigError, match=match):
+            load_config(None, env={"EDGECL_CLOUD_AUTH_ENROLLMENT_KEY": "k",
+                                   "EDGECL_CLOUD_SERVER_MAX_WORKERS": "8",
+                                   f"EDGECL_CLOUD_{key}": value})
     bad.write_text("not toml [")
     with pytest.raises(ConfigError, match="TOML"):
         load_config(bad, env={"EDGECL_CLOUD_AUTH_ENROLLMENT_KEY": "k"})
@@ -163,6 +175,7 @@ def test_sigterm_during_uploads_stops_gracefully_and_loses_nothing_acknowledged(
     stored = reg.sample_ids("term-1")
     assert len(acked) >= 120 and acked <= stored  # every acknowledged sample is durable
     stats = reg.sample_stats()
-    assert stats["unlabelled"] == 0 and stats["max_label_count"] == 1  # drained on stop
+    assert stats["max_label_count"] <= 1  # never twice; what is left is labelled after the
+    # next start (a stop does not label the backlog: tests/adversarial/test_flood.py)
     assert not (tmp_path / "registry.sqlite-wal").exists() or \
         (tmp_path / "registry.sqlite-wal").stat().st_size == 0  # WAL checkpointed
