@@ -7,10 +7,26 @@ replicas (same two calls: ``put`` returns the sha256 key, ``get`` verifies it).
 from __future__ import annotations
 
 import hashlib
+import logging
+import os
 from pathlib import Path
 
 from edgecl._exceptions import StorageError
 from edgecl.bundle._files import atomic_write_bytes
+
+log = logging.getLogger("edgecl.cloud")
+
+
+def private_dir(path: Path) -> None:
+    """Make ``path`` (and missing parents) a directory only its owner can enter (0700);
+    an existing one open to others is tightened (a warning where that is not allowed)."""
+    path.mkdir(mode=0o700, parents=True, exist_ok=True)
+    if path.stat().st_mode & 0o077:
+        try:
+            os.chmod(path, 0o700)
+        except OSError as exc:
+            log.warning("storage directory is readable by others", extra={
+                "path": str(path), "error": str(exc)})
 
 
 class ArtifactStore:
@@ -18,7 +34,7 @@ class ArtifactStore:
 
     def __init__(self, root: Path) -> None:
         self.root = Path(root)
-        self.root.mkdir(parents=True, exist_ok=True)
+        private_dir(self.root)
 
     def _path(self, key: str) -> Path:
         if len(key) != 64 or not all(c in "0123456789abcdef" for c in key):
@@ -30,7 +46,7 @@ class ArtifactStore:
         key = hashlib.sha256(data).hexdigest()
         path = self._path(key)
         if not path.exists():
-            path.parent.mkdir(exist_ok=True)
+            path.parent.mkdir(mode=0o700, exist_ok=True)
             atomic_write_bytes(path, data)
         return key
 

@@ -58,24 +58,99 @@ def status_of(exc: BaseException) -> Any:
     return grpc.StatusCode.INTERNAL
 
 
+#: What a client learns of an unexpected failure (the traceback goes to the log only).
+INTERNAL_MESSAGE = "internal error; the service logged the details"
+#: What a client learns of a storage failure (the path and cause go to the log only).
+STORAGE_MESSAGE = "storage unavailable; retry later"
+#: Longest detail of an edgecl error sent to a client.
+MAX_DETAIL_CHARS = 200
+
+
+class Undecodable:
+    """Stands in for a request whose bytes are not a valid message (see :func:`tolerant`)."""
+
+    __slots__ = ("kind",)
+
+    def __init__(self, kind: str) -> None:
+        self.kind = kind
+
+
+def tolerant(deserializer: Callable[[bytes], Any] | None) -> Callable[[bytes], Any] | None:
+    """Wrap a request deserializer so undecodable bytes become an :class:`Undecodable`
+    (which :func:`grpc_errors` answers INVALID_ARGUMENT) instead of grpc's INTERNAL."""
+    if deserializer is None:
+        return None
+    kind = getattr(getattr(deserializer, "__self__", None), "__name__", "request")
+
+    def decode(data: bytes) -> Any:
+        try:
+            return deserializer(data)
+        except Exception:  # DecodeError, RecursionError, ... all mean bad bytes
+            return Undecodable(kind)
+
+    return decode
+
+
+def client_status(exc: BaseException, method: str = "") -> tuple[Any, str]:
+    """``(code, message)`` a client gets for ``exc``; logs what it does not get."""
+    code = status_of(exc)
+    if isinstance(exc, StorageError):
+        log.error("storage error", extra={"method": method, "error": str(exc)})
+        return code, STORAGE_MESSAGE
+    if isinstance(exc, EdgeclError):
+        detail = str(exc)
+        log.info("request refused", extra={"method": method, "code": code.name,
+                                           "reason": detail[:1000]})
+        if len(detail) > MAX_DETAIL_CHARS:
+            detail = detail[:MAX_DETAIL_CHARS - 3] + "..."
+        return code, detail
+    log.error("unexpected error", exc_info=exc, extra={"method": method})
+    return code, INTERNAL_MESSAGE
+
+
+def _checked(request: Any) -> Any:
+    """``request``, or InvalidInput when it (or, for a stream, an item) is undecodable."""
+    if isinstance(request, Undecodable):
+        raise InvalidInput(f"request is not a valid {request.kind} message")
+    if hasattr(request, "__next__"):  # client streaming: check every item as it comes
+        return (_checked(item) for item in request)
+    return request
+
+
 def grpc_errors(fn: F) -> F:
-    """Turn edgecl errors raised by a servicer method into gRPC statuses (abort)."""
+    """Turn errors raised by a servicer method into gRPC statuses (abort): edgecl errors
+    get their code and a short message, anything else INTERNAL with a generic message and
+    a logged traceback (never the exception text)."""
 
     @functools.wraps(fn)
     def wrapper(self: Any, request: Any, context: Any) -> Any:
         try:
-            result = fn(self, request, context)
-        except EdgeclError as exc:
-            context.abort(status_of(exc), str(exc))
-        if hasattr(result, "__next__"):  # server streaming: map errors while iterating
-            return _stream(result, context)
-        return result
+            result = fn(self, _checked(request), context)
+            if hasattr(result, "__next__"):  # server streaming: map errors while iterating
+                return _stream(result, context, fn.__name__)
+            return result
+        except Exception as exc:
+            if _is_abort(exc, context):
+                raise
+            failure = client_status(exc, fn.__name__)
+        context.abort(*failure)
 
     return wrapper  # type: ignore[return-value]
 
 
-def _stream(gen: Any, context: Any) -> Any:
+def _is_abort(exc: Exception, context: Any) -> bool:
+    """Whether ``exc`` is grpc's own abort (already carrying a status): let it through."""
+    code = getattr(context, "code", None)
+    return type(exc) is Exception and not exc.args and callable(code) and code() is not None
+
+
+def _stream(gen: Any, context: Any, method: str) -> Any:
     try:
         yield from gen
-    except EdgeclError as exc:
-        context.abort(status_of(exc), str(exc))
+    except Exception as exc:
+        if _is_abort(exc, context):
+            raise
+        failure = client_status(exc, method)
+    else:
+        return
+    context.abort(*failure)

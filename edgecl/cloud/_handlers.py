@@ -28,27 +28,39 @@ def check_samples(samples: Sequence[WireSample], bundle: ModelBundle, *,
                   max_batch_samples: int) -> None:
     """Raise :class:`InvalidInput` naming the first sample that does not fit ``bundle``.
 
-    A batch holds at most ``max_batch_samples`` distinct ids; each sample has an input of
-    the bundle's shape, float32, inside its value range (finiteness is checked when
-    decoding), and features, if any, of the bundle's feature length.
+    A batch holds at most ``max_batch_samples`` distinct ids; each sample has a finite
+    float32 input of the bundle's shape inside its value range, finite features (as float32),
+    if any, of the bundle's feature length, and a finite priority. Nothing of a batch is
+    stored unless all of it passes.
     """
     check_batch_size(len(samples), max_batch_samples)
-    spec = bundle.input_spec
-    shape, (lo, hi), dim = tuple(spec.shape), spec.value_range, bundle.manifest.feature_dim
     for s in samples:
-        if s.input is None:
-            raise InvalidInput(f"sample {s.sample_id} has no input")
-        if s.input.dtype != np.float32 or s.input.shape != shape:
-            raise InvalidInput(f"sample {s.sample_id}: input must be float32 {shape} like the "
-                               f"registered bundle, got {s.input.dtype} {s.input.shape}")
-        if s.input.min() < lo - RANGE_SLACK or s.input.max() > hi + RANGE_SLACK:
-            raise InvalidInput(f"sample {s.sample_id}: values outside the bundle's range "
-                               f"[{lo:g}, {hi:g}]")
-        if s.features is not None and s.features.shape != (dim,):
-            raise InvalidInput(f"sample {s.sample_id}: features must have shape ({dim},), "
-                               f"got {s.features.shape}")
+        _check_sample(s, bundle)
     if len({s.sample_id for s in samples}) != len(samples):
         raise InvalidInput("a batch repeats a sample_id")
+
+
+def _check_sample(s: WireSample, bundle: ModelBundle) -> None:
+    spec = bundle.input_spec
+    shape, (lo, hi), dim = tuple(spec.shape), spec.value_range, bundle.manifest.feature_dim
+    if s.input is None:
+        raise InvalidInput(f"sample {s.sample_id} has no input")
+    if s.input.dtype != np.float32 or s.input.shape != shape:
+        raise InvalidInput(f"sample {s.sample_id}: input must be float32 {shape} like the "
+                           f"registered bundle, got {s.input.dtype} {s.input.shape}")
+    if not np.isfinite(s.input).all():
+        raise InvalidInput(f"sample {s.sample_id}: input contains NaN or inf")
+    if s.input.min() < lo - RANGE_SLACK or s.input.max() > hi + RANGE_SLACK:
+        raise InvalidInput(f"sample {s.sample_id}: values outside the bundle's range "
+                           f"[{lo:g}, {hi:g}]")
+    if s.features is not None:
+        if s.features.dtype.kind != "f" or s.features.shape != (dim,):
+            raise InvalidInput(f"sample {s.sample_id}: features must be floating point "
+                               f"({dim},), got {s.features.dtype} {s.features.shape}")
+        if not np.isfinite(s.features.astype(np.float32)).all():  # as stored: float32
+            raise InvalidInput(f"sample {s.sample_id}: features contain NaN or inf")
+    if not np.isfinite(s.priority):
+        raise InvalidInput(f"sample {s.sample_id}: priority must be finite")
 
 
 class StreamSlots:

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
+import os
 import sqlite3
 import threading
 import time
@@ -21,10 +23,19 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from edgecl._exceptions import InvalidInput, StorageError
-from edgecl.cloud._artifacts import ArtifactStore
+from edgecl.bundle._files import fsync_dir
+from edgecl.cloud._artifacts import ArtifactStore, private_dir
 from edgecl.wire import SignedUpdate, UpdatePayload, WireSample
 
-SCHEMA_VERSION = 2
+log = logging.getLogger("edgecl.cloud")
+SCHEMA_VERSION = 3
+#: Tables every edgecl registry has had since schema 1.
+TABLES = {"meta", "devices", "samples", "updates", "rejections", "reports"}
+#: Bounds on what a device may store as labels (Register) and statistics (Report).
+MAX_ENTRIES, MAX_KEY_CHARS, MAX_VALUE_CHARS = 64, 64, 256
+#: Columns a sample's checksum covers (everything learning reads), checksum last.
+_SUM_COLS = ("device_id, sample_id, seq, received_ms, input, features, segment, explored, "
+             "device_label, teacher_label, teacher_uncertainty, checksum")
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS devices (
@@ -54,6 +65,7 @@ CREATE TABLE IF NOT EXISTS samples (
     teacher_uncertainty REAL,
     labelled_ms BIGINT,
     label_count INTEGER NOT NULL DEFAULT 0,
+    checksum TEXT,
     PRIMARY KEY (device_id, sample_id)
 );
 CREATE INDEX IF NOT EXISTS samples_unlabelled ON samples (labelled_ms, seq);
@@ -77,6 +89,15 @@ CREATE TABLE IF NOT EXISTS rejections (
     metrics_json TEXT NOT NULL,
     created_ms BIGINT NOT NULL
 );
+CREATE TABLE IF NOT EXISTS quarantine (
+    device_id TEXT NOT NULL,
+    sample_id TEXT NOT NULL,
+    seq BIGINT,
+    reason TEXT NOT NULL,
+    quarantined_ms BIGINT NOT NULL,
+    input BLOB,
+    features BLOB
+);
 CREATE TABLE IF NOT EXISTS reports (
     device_id TEXT NOT NULL,
     received_ms BIGINT NOT NULL,
@@ -88,9 +109,118 @@ CREATE TABLE IF NOT EXISTS reports (
 
 def _migrate(conn: sqlite3.Connection, version: int) -> None:
     """Bring a registry of an older schema ``version`` up to :data:`SCHEMA_VERSION`."""
-    if version < 2:  # 2: samples.explored (the device drew the sample at random)
+    columns = {r[1] for r in conn.execute("PRAGMA table_info(samples)")}
+    if version < 2 and "explored" not in columns:  # 2: the device drew it at random
         conn.execute("ALTER TABLE samples ADD COLUMN explored INTEGER NOT NULL DEFAULT 0")
+    if version < 3:  # 3: samples.checksum (verified on read) and the quarantine table
+        if "checksum" not in columns:
+            conn.execute("ALTER TABLE samples ADD COLUMN checksum TEXT")
+        _backfill_checksums(conn)
     conn.execute("UPDATE meta SET value = ? WHERE key = 'schema'", (str(SCHEMA_VERSION),))
+
+
+def _backfill_checksums(conn: sqlite3.Connection, chunk: int = 512) -> None:
+    """Checksum the samples stored before checksums existed (trusting them as they are)."""
+    while rows := conn.execute(f"SELECT {_SUM_COLS} FROM samples WHERE checksum IS NULL "
+                               "LIMIT ?", (chunk,)).fetchall():
+        conn.executemany("UPDATE samples SET checksum = ? WHERE device_id = ? AND "
+                         "sample_id = ?", [(_digest(*r[:-1]), r[0], r[1]) for r in rows])
+
+
+def _digest(device_id: str, sample_id: str, seq: int, received_ms: int, inp: bytes,
+            features: bytes | None, segment: int, explored: int, device_label: int | None,
+            teacher_label: int | None, uncertainty: float | None) -> str:
+    """sha256 of a stored sample: its keys, tensors, flags and labels."""
+    head = json.dumps([device_id, sample_id, seq, received_ms, segment, explored,
+                       device_label, teacher_label, uncertainty,
+                       -1 if features is None else len(features)]).encode()
+    h = hashlib.sha256(len(head).to_bytes(4, "little") + head)
+    h.update(inp)
+    h.update(features or b"")
+    return h.hexdigest()
+
+
+def _connect(path: Path) -> sqlite3.Connection:
+    conn = sqlite3.connect(path, timeout=30, check_same_thread=False)
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute("PRAGMA synchronous=FULL")
+    return conn
+
+
+def _create(path: Path) -> None:
+    """Create a new registry at ``path`` atomically (mode 0600): built beside it under a
+    temporary name, then linked into place, so an existing ``path`` is always complete."""
+    tmp = path.with_name(f".{path.name}.new-{os.getpid()}")
+    for leftover in (tmp, Path(f"{tmp}-wal"), Path(f"{tmp}-shm")):
+        leftover.unlink(missing_ok=True)
+    os.close(os.open(tmp, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
+    try:
+        conn = _connect(tmp)
+        try:
+            conn.executescript(f"BEGIN;{SCHEMA}INSERT INTO meta VALUES "
+                               f"('schema', '{SCHEMA_VERSION}');COMMIT;")
+        finally:
+            conn.close()
+        try:
+            os.link(tmp, path)
+        except FileExistsError:  # created meanwhile by another process: use that one
+            pass
+        fsync_dir(path.parent)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def _refuse(path: Path, problem: str) -> StorageError:
+    return StorageError(
+        f"registry {path}: {problem}. Refusing to start, so as not to lose devices, tokens "
+        f"and samples: restore the storage directory from a backup, or move {path.name} "
+        f"(and its -wal and -shm files) away to start an empty registry (every device then "
+        f"registers again)")
+
+
+def _check_file(path: Path) -> None:
+    """:class:`StorageError` when an existing registry file is empty; tighten its mode."""
+    if path.stat().st_size == 0:
+        raise _refuse(path, "the file is empty (0 bytes; truncated?)")
+    for p in (path, Path(f"{path}-wal"), Path(f"{path}-shm")):
+        if p.exists() and p.stat().st_mode & 0o077:
+            os.chmod(p, 0o600)
+
+
+def _check_database(conn: sqlite3.Connection, path: Path) -> int:
+    """The schema version of an existing registry; :class:`StorageError` when the file is
+    not a structurally sound edgecl registry (``PRAGMA quick_check``, tables, version)."""
+    try:
+        problems = [r[0] for r in conn.execute("PRAGMA quick_check(5)").fetchall()]
+        tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE "
+                                              "type = 'table'")}
+        row = (conn.execute("SELECT value FROM meta WHERE key = 'schema'").fetchone()
+               if "meta" in tables else None)
+    except sqlite3.DatabaseError as exc:
+        raise _refuse(path, f"not a readable SQLite database ({exc})") from exc
+    if problems != ["ok"]:
+        raise _refuse(path, f"the database is corrupt (quick_check: {'; '.join(problems)})")
+    if row is None or not TABLES <= tables or not str(row[0]).isdigit():
+        raise _refuse(path, f"not an edgecl registry (tables {sorted(tables)})")
+    version = int(row[0])
+    if version > SCHEMA_VERSION:
+        raise StorageError(f"{path} has schema {version}, newer than this edgecl "
+                           f"({SCHEMA_VERSION}); upgrade edgecl")
+    return version
+
+
+def _check_entries(what: str, entries: dict[str, Any]) -> None:
+    """:class:`InvalidInput` when a device-supplied map is too large to store."""
+    if len(entries) > MAX_ENTRIES:
+        raise InvalidInput(f"{what}: at most {MAX_ENTRIES} entries")
+    for key, value in entries.items():
+        if not key or len(key) > MAX_KEY_CHARS or len(str(value)) > MAX_VALUE_CHARS:
+            raise InvalidInput(f"{what}: keys need 1-{MAX_KEY_CHARS} characters, values "
+                               f"at most {MAX_VALUE_CHARS}")
+
+
+def _finite_or_none(value: float | None) -> float | None:
+    return None if value is None or not np.isfinite(value) else float(value)
 
 
 def _now_ms() -> int:
@@ -134,24 +264,24 @@ class Registry:
 
     def __init__(self, directory: str | Path) -> None:
         self.dir = Path(directory)
-        self.dir.mkdir(parents=True, exist_ok=True)
+        private_dir(self.dir)
         self.path = self.dir / "registry.sqlite"
         self.artifacts = ArtifactStore(self.dir / "artifacts")
         self._local = threading.local()
         self._write = threading.Lock()
         self._changed = threading.Condition()
+        self.quarantined = 0  # samples found corrupt (and moved aside) by this process
+        if not os.path.lexists(self.path):  # only a missing file makes a new registry
+            _create(self.path)
+        else:
+            _check_file(self.path)
         conn = self._conn()
         with self._write:
-            conn.executescript(SCHEMA)
-            row = conn.execute("SELECT value FROM meta WHERE key = 'schema'").fetchone()
-            if row is None:
-                conn.execute("INSERT INTO meta VALUES ('schema', ?)", (str(SCHEMA_VERSION),))
-            elif int(row[0]) > SCHEMA_VERSION:
-                raise StorageError(f"{self.path} has schema {row[0]}, newer than this "
-                                   f"edgecl ({SCHEMA_VERSION})")
-            elif int(row[0]) < SCHEMA_VERSION:
-                _migrate(conn, int(row[0]))
-            conn.commit()
+            version = _check_database(conn, self.path)
+            if version < SCHEMA_VERSION:
+                conn.executescript(SCHEMA)  # new tables and indexes (IF NOT EXISTS)
+                _migrate(conn, version)
+                conn.commit()
             self._seq = int(conn.execute("SELECT COALESCE(MAX(seq), 0) FROM samples")
                             .fetchone()[0])
 
@@ -159,13 +289,48 @@ class Registry:
         conn = getattr(self._local, "conn", None)
         if conn is None:
             try:
-                conn = sqlite3.connect(self.path, timeout=30, check_same_thread=False)
-                conn.execute("PRAGMA journal_mode=WAL")
-                conn.execute("PRAGMA synchronous=FULL")
+                conn = _connect(self.path)
             except sqlite3.DatabaseError as exc:
-                raise StorageError(f"cannot open registry {self.path}: {exc}") from exc
+                raise _refuse(self.path, f"not a readable SQLite database ({exc})") from exc
             self._local.conn = conn
         return conn
+
+    def _rows(self, sql: str, args: Any = ()) -> list[Any]:
+        """All rows of a read; a damaged database file is a :class:`StorageError`."""
+        try:
+            return self._conn().execute(sql, args).fetchall()
+        except sqlite3.DatabaseError as exc:
+            raise StorageError(f"registry {self.path}: read failed: {exc}") from exc
+
+    def _verified(self, rows: list[Any]) -> tuple[list[Any], int]:
+        """The rows (selected with :data:`_SUM_COLS` first) whose checksum matches, and
+        how many did not: those are logged, counted and moved to the quarantine table."""
+        good, bad = [], []
+        for r in rows:
+            (good if r[11] == _digest(*r[:11]) else bad).append(r)
+        for r in bad:
+            self._quarantine(r[0], r[1], "checksum mismatch")
+        return good, len(bad)
+
+    def _quarantine(self, device_id: str, sample_id: str, reason: str) -> None:
+        err = StorageError(f"registry {self.path}: sample {device_id}/{sample_id}: {reason}")
+        log.error("quarantined a corrupt sample", extra={"device": device_id,
+                                                          "sample": sample_id,
+                                                          "error": str(err)})
+        with self._write:
+            conn = self._conn()
+            conn.execute("INSERT INTO quarantine SELECT device_id, sample_id, seq, ?, ?, "
+                         "input, features FROM samples WHERE device_id = ? AND sample_id = ?",
+                         (reason, _now_ms(), device_id, sample_id))
+            conn.execute("DELETE FROM samples WHERE device_id = ? AND sample_id = ?",
+                         (device_id, sample_id))
+            conn.commit()
+        self.quarantined += 1
+
+    def quarantine(self) -> list[tuple[str, str, str]]:
+        """Samples moved aside as corrupt: ``(device_id, sample_id, reason)``."""
+        return [(r[0], r[1], r[2]) for r in
+                self._rows("SELECT device_id, sample_id, reason FROM quarantine")]
 
     def close(self) -> None:
         """Flush the WAL into the database file and close this thread's connection
@@ -184,6 +349,7 @@ class Registry:
     def register(self, device_id: str, token: str, encoder_sha256: str, group: str,
                  labels: dict[str, str]) -> None:
         """Create or re-enroll a device; the new token replaces the old one."""
+        _check_entries("labels", labels)
         with self._write:
             conn = self._conn()
             conn.execute(
@@ -196,17 +362,17 @@ class Registry:
 
     def device_for_token(self, token: str) -> Device | None:
         """The device owning ``token``, or None."""
-        row = self._conn().execute(
+        rows = self._rows(
             "SELECT device_id, encoder_sha256, grp FROM devices WHERE token_sha256 = ?",
-            (token_hash(token),)).fetchone()
-        return None if row is None else Device(*row)
+            (token_hash(token),))
+        return Device(*rows[0]) if rows else None
 
     def device(self, device_id: str) -> Device | None:
         """The registered device ``device_id``, or None."""
-        row = self._conn().execute(
+        rows = self._rows(
             "SELECT device_id, encoder_sha256, grp FROM devices WHERE device_id = ?",
-            (device_id,)).fetchone()
-        return None if row is None else Device(*row)
+            (device_id,))
+        return Device(*rows[0]) if rows else None
 
     def device_count(self) -> int:
         """Number of registered devices."""
@@ -214,28 +380,30 @@ class Registry:
 
     # -- samples -----------------------------------------------------------------------
     def add_samples(self, device_id: str, samples: list[WireSample]) -> tuple[int, int]:
-        """Store new samples in one committed transaction; ``(new, duplicates)``."""
+        """Store new samples in one committed transaction; ``(new, duplicates)``.
+
+        :class:`InvalidInput` (and nothing stored) when a sample has no input or holds NaN
+        or inf in its input, features or priority. Each row carries a checksum.
+        """
+        rows = [_sample_row(s) for s in samples]  # validates all before storing any
         now = _now_ms()
         new = 0
         with self._write:
             conn = self._conn()
             try:
-                for s in samples:
+                for s, (inp, feats) in zip(samples, rows):
                     self._seq += 1
-                    assert s.input is not None
+                    checksum = _digest(device_id, s.sample_id, self._seq, now, inp, feats,
+                                       s.segment, int(s.explored), s.device_label, None, None)
                     cur = conn.execute(
                         "INSERT INTO samples (device_id, sample_id, seq, received_ms, input, "
                         "features, priority, device_label, device_entropy, ood_score, "
-                        "state_version, segment, explored) "
-                        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
+                        "state_version, segment, explored, checksum) "
+                        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
                         "ON CONFLICT (device_id, sample_id) DO NOTHING",
-                        (device_id, s.sample_id, self._seq, now,
-                         np.ascontiguousarray(s.input, np.float32).tobytes(),
-                         None if s.features is None else
-                         np.ascontiguousarray(s.features, np.float32).tobytes(),
-                         s.priority, s.device_label, _finite(s.device_entropy),
-                         _finite(s.ood_score), s.state_version, s.segment,
-                         int(s.explored)))
+                        (device_id, s.sample_id, self._seq, now, inp, feats, s.priority,
+                         s.device_label, _finite(s.device_entropy), _finite(s.ood_score),
+                         s.state_version, s.segment, int(s.explored), checksum))
                     new += cur.rowcount
                 conn.commit()
             except sqlite3.Error as exc:
@@ -253,30 +421,47 @@ class Registry:
 
     def unlabelled(self, limit: int, shape: tuple[int, ...]) -> tuple[list[tuple[str, str]],
                                                                          np.ndarray]:
-        """Up to ``limit`` oldest unlabelled samples: their keys and inputs."""
-        rows = self._conn().execute(
-            "SELECT device_id, sample_id, input FROM samples WHERE labelled_ms IS NULL "
-            "ORDER BY seq LIMIT ?", (limit,)).fetchall()
+        """Up to ``limit`` oldest unlabelled samples whose checksum holds: keys and inputs
+        (corrupt ones are quarantined on the way)."""
+        while True:
+            rows, bad = self._verified(self._rows(
+                f"SELECT {_SUM_COLS} FROM samples WHERE labelled_ms IS NULL ORDER BY seq "
+                "LIMIT ?", (limit,)))
+            if rows or not bad:
+                break
         keys = [(r[0], r[1]) for r in rows]
-        x = np.frombuffer(bytearray(b"".join(r[2] for r in rows)), np.float32).reshape(
+        x = np.frombuffer(bytearray(b"".join(r[4] for r in rows)), np.float32).reshape(
             len(rows), *shape)
         return keys, x
 
     def set_labels(self, keys: list[tuple[str, str]], labels: np.ndarray,
                    uncertainty: np.ndarray) -> dict[str, int]:
-        """Record teacher labels for samples still unlabelled; newly labelled per device."""
+        """Record teacher labels for samples still unlabelled; newly labelled per device.
+        A sample whose checksum no longer holds is quarantined instead."""
         now = _now_ms()
         per_device: dict[str, int] = {}
+        corrupt: list[tuple[str, str]] = []
         with self._write:
             conn = self._conn()
             for (dev, sid), label, unc in zip(keys, labels.tolist(), uncertainty.tolist()):
-                cur = conn.execute(
+                row = conn.execute(f"SELECT {_SUM_COLS} FROM samples WHERE device_id = ? "
+                                   "AND sample_id = ? AND labelled_ms IS NULL",
+                                   (dev, sid)).fetchone()
+                if row is None:
+                    continue
+                if row[11] != _digest(*row[:11]):
+                    corrupt.append((dev, sid))
+                    continue
+                label, unc = int(label), _finite_or_none(unc)
+                checksum = _digest(*row[:9], label, unc)
+                conn.execute(
                     "UPDATE samples SET teacher_label = ?, teacher_uncertainty = ?, "
-                    "labelled_ms = ?, label_count = label_count + 1 WHERE device_id = ? "
-                    "AND sample_id = ? AND labelled_ms IS NULL", (label, unc, now, dev, sid))
-                if cur.rowcount:
-                    per_device[dev] = per_device.get(dev, 0) + 1
+                    "labelled_ms = ?, label_count = label_count + 1, checksum = ? WHERE "
+                    "device_id = ? AND sample_id = ?", (label, unc, now, checksum, dev, sid))
+                per_device[dev] = per_device.get(dev, 0) + 1
             conn.commit()
+        for dev, sid in corrupt:
+            self._quarantine(dev, sid, "checksum mismatch")
         return per_device
 
     def unlabelled_count(self) -> int:
@@ -342,14 +527,18 @@ class Registry:
                 segment = int(row[1])
                 where += " AND device_id = ? AND segment = ?"
                 args += [row[0], segment]
-        rows = self._conn().execute(f"SELECT input, explored FROM samples WHERE {where} "
-                                    "ORDER BY seq DESC LIMIT ?", (*args, limit)).fetchall()
+        while True:
+            rows, bad = self._verified(self._rows(
+                f"SELECT {_SUM_COLS} FROM samples WHERE {where} ORDER BY seq DESC LIMIT ?",
+                (*args, limit)))
+            if not bad:
+                break
         if not rows:
             return RecentUploads(np.zeros((0, *shape), np.float32), segment, np.zeros(0, bool))
         rows = rows[::-1]
-        data = bytearray(b"".join(r[0] for r in rows))
+        data = bytearray(b"".join(r[4] for r in rows))
         return RecentUploads(np.frombuffer(data, np.float32).reshape(len(rows), *shape),
-                             segment, np.array([bool(r[1]) for r in rows], bool))
+                             segment, np.array([bool(r[7]) for r in rows], bool))
 
     def devices_in(self, target: str, by_group: bool) -> list[str]:
         """Device ids whose uploads feed ``target``."""
@@ -387,15 +576,18 @@ class Registry:
 
     def latest_version(self, target: str) -> int:
         """Newest published version for ``target`` (0 if none)."""
-        row = self._conn().execute("SELECT COALESCE(MAX(version), 0) FROM updates WHERE "
-                                   "target = ?", (target,)).fetchone()
-        return int(row[0])
+        rows = self._rows("SELECT COALESCE(MAX(version), 0) FROM updates WHERE target = ?",
+                          (target,))
+        return int(rows[0][0])
 
     def updates_after(self, target: str, version: int, limit: int = 16) -> list[StoredUpdate]:
-        """Published updates of ``target`` newer than ``version``, oldest first."""
-        rows = self._conn().execute(
+        """Published updates of ``target`` newer than ``version``, oldest first
+        (:class:`InvalidInput` for a negative ``version``)."""
+        if version < 0:
+            raise InvalidInput(f"version must be >= 0, got {version}")
+        rows = self._rows(
             "SELECT version, artifact, signature, key_id FROM updates WHERE target = ? AND "
-            "version > ? ORDER BY version LIMIT ?", (target, version, limit)).fetchall()
+            "version > ? ORDER BY version LIMIT ?", (target, version, limit))
         return [StoredUpdate(target, int(v), SignedUpdate(self.artifacts.get(a), bytes(sig), k))
                 for v, a, sig, k in rows]
 
@@ -424,7 +616,8 @@ class Registry:
 
     # -- reports -----------------------------------------------------------------------
     def add_report(self, device_id: str, state_version: int, stats: dict[str, float]) -> None:
-        """Store one device report."""
+        """Store one device report (:class:`InvalidInput` when ``stats`` is too large)."""
+        _check_entries("stats", stats)
         with self._write:
             conn = self._conn()
             conn.execute("INSERT INTO reports VALUES (?, ?, ?, ?)",
@@ -442,3 +635,17 @@ class Registry:
 
 def _finite(value: float) -> float | None:
     return float(value) if np.isfinite(value) else None
+
+
+def _sample_row(s: WireSample) -> tuple[bytes, bytes | None]:
+    """The stored bytes of a sample's input and features; :class:`InvalidInput` if it
+    has no input or holds NaN or inf (checked as stored: float32)."""
+    if s.input is None:
+        raise InvalidInput(f"sample {s.sample_id} has no input")
+    arrays = [np.ascontiguousarray(s.input, np.float32)]
+    if s.features is not None:
+        arrays.append(np.ascontiguousarray(s.features, np.float32))
+    if not all(np.isfinite(a).all() for a in arrays) or not np.isfinite(s.priority):
+        raise InvalidInput(f"sample {s.sample_id}: NaN or inf in its input, features or "
+                           f"priority")
+    return arrays[0].tobytes(), None if s.features is None else arrays[1].tobytes()

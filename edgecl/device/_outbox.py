@@ -245,6 +245,10 @@ class Outbox:
         _OPEN.add(self)
 
     def _connect(self) -> sqlite3.Connection:
+        if not os.path.lexists(self.path):  # only a missing file makes a new outbox
+            _create(self.path, self.synchronous)
+        else:
+            _check_file(self.path)
         try:
             con = sqlite3.connect(self.path, timeout=_BUSY_TIMEOUT_MS / 1000,
                                   isolation_level=None, check_same_thread=False)
@@ -272,20 +276,20 @@ class Outbox:
         return con
 
     def _check_schema(self, con: sqlite3.Connection) -> None:
+        problems = [r[0] for r in con.execute("PRAGMA quick_check(5)")]
+        if problems != ["ok"]:
+            raise StorageError(f"{self.path}: corrupt or unreadable outbox database "
+                               f"(quick_check: {'; '.join(problems)}); {_RECOVER}")
         version = con.execute("PRAGMA user_version").fetchone()[0]
         tables = {r[0] for r in con.execute("SELECT name FROM sqlite_master "
                                              "WHERE type = 'table'")}
         if version > SCHEMA_VERSION:
             raise StorageError(f"{self.path}: outbox schema version {version} is newer than "
                               f"this edgecl supports ({SCHEMA_VERSION}); upgrade edgecl")
-        if version == 0 and not tables:
-            for statement in _SCHEMA.split(";"):
-                if statement.strip():
-                    con.execute(statement)
-            con.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
-        elif version != SCHEMA_VERSION or not {"outbox", "counters"} <= tables:
+        if version != SCHEMA_VERSION or not {"outbox", "counters"} <= tables:
             raise StorageError(f"{self.path}: not an edgecl outbox database "
-                              f"(user_version={version}, tables={sorted(tables)})")
+                              f"(user_version={version}, tables={sorted(tables)}); "
+                              f"{_RECOVER}")
 
     # ---------------------------------------------------------------- putting
     def _record(self, sample_id: Any, arrays: Any, priority: Any, meta: Any,
@@ -592,6 +596,50 @@ class Outbox:
             self._unsaved.subtract(pending)
             self._count += delta["count"]
             self._bytes += delta["bytes"]
+
+
+_RECOVER = ("refusing to open it, so as not to lose queued samples: restore it, or move it "
+            "(and its -wal and -shm files) away to start an empty outbox")
+
+
+def _create(path: str, synchronous: str) -> None:
+    """Create a new outbox at ``path`` atomically (mode 0600): built under a temporary
+    name beside it and linked into place, so an existing file is always complete."""
+    tmp = f"{path}.new-{os.getpid()}"
+    for leftover in (tmp, f"{tmp}-wal", f"{tmp}-shm"):
+        if os.path.lexists(leftover):
+            os.unlink(leftover)
+    try:
+        os.close(os.open(tmp, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
+        con = sqlite3.connect(tmp, isolation_level=None)
+        try:
+            con.execute("PRAGMA journal_mode=WAL")
+            con.execute(f"PRAGMA synchronous={synchronous}")
+            con.executescript(f"BEGIN;{_SCHEMA};PRAGMA user_version={SCHEMA_VERSION};COMMIT;")
+        finally:
+            con.close()
+        try:
+            os.link(tmp, path)
+        except FileExistsError:  # created meanwhile: open that one
+            pass
+    except (OSError, sqlite3.Error) as exc:
+        raise StorageError(f"{path}: cannot create outbox database: {exc}") from exc
+    finally:
+        if os.path.lexists(tmp):
+            os.unlink(tmp)
+
+
+def _check_file(path: str) -> None:
+    """:class:`StorageError` for an empty (truncated) outbox file; keep the files 0600."""
+    try:
+        if os.stat(path).st_size == 0:
+            raise StorageError(f"{path}: the outbox file is empty (0 bytes; truncated?); "
+                               f"{_RECOVER}")
+        for p in (path, f"{path}-wal", f"{path}-shm"):
+            if os.path.exists(p) and os.stat(p).st_mode & 0o077:
+                os.chmod(p, 0o600)
+    except OSError as exc:
+        raise StorageError(f"{path}: cannot open outbox database: {exc}") from exc
 
 
 def _storage_error(path: str, exc: sqlite3.Error) -> StorageError:

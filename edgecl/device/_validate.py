@@ -26,11 +26,15 @@ class InputValidator:
         self._expect = spec.describe()
 
     def check(self, images: Any) -> np.ndarray:
-        """Return ``images`` as a contiguous ``(N, C, H, W)`` array or raise InvalidInput."""
+        """Return ``images`` as a contiguous plain ``(N, C, H, W)`` ndarray (a subclass,
+        e.g. a MaskedArray, as its underlying data) or raise InvalidInput."""
         if type(images) is not np.ndarray:
             if not isinstance(images, np.ndarray):
                 raise InvalidInput(f"expected a numpy array: {self._expect}; "
                                    f"got {type(images).__name__}")
+            # a subclass (e.g. a MaskedArray) is checked and served as its real data:
+            # a mask must not hide NaN or out-of-range values from the checks
+            images = np.asarray(images).view(np.ndarray)
         if images.dtype != self._dtype:
             raise InvalidInput(f"wrong dtype {images.dtype}: expected {self._expect}")
         if images.ndim == len(self._shape):

@@ -46,31 +46,51 @@ def tensor_to_proto(array: np.ndarray, *, compress: bool = False, out: Any = Non
     return msg
 
 
+def check_shape(shape: tuple[int, ...], itemsize: int, max_bytes: int, name: str) -> int:
+    """Bytes a tensor of ``shape`` takes, or :class:`InvalidInput` when the rank, a dim or
+    the total exceeds what ``max_bytes`` allows (plain ints: no overflow, no allocation)."""
+    if len(shape) > MAX_RANK or any(d < 0 for d in shape):
+        raise InvalidInput(f"{name}: invalid shape (rank {len(shape)}, at most {MAX_RANK})")
+    limit = max(1, max_bytes // itemsize)  # elements; bounds every dim, even beside a 0
+    if any(d > limit for d in shape):
+        raise InvalidInput(f"{name}: a dimension exceeds the limit of {max_bytes} bytes")
+    total = itemsize
+    for d in shape:
+        total *= d
+    if total > max_bytes:
+        raise InvalidInput(f"{name}: {total} bytes exceeds the limit of {max_bytes}")
+    return total
+
+
+def _inflate(data: bytes, expected: int, name: str) -> bytes:
+    """zlib-inflate at most ``expected + 1`` bytes; the stream must end exactly there."""
+    try:
+        inflater = zlib.decompressobj()
+        out = inflater.decompress(data, expected + 1)
+    except zlib.error as exc:
+        raise InvalidInput(f"{name}: corrupt zlib data") from exc
+    if inflater.unconsumed_tail or not inflater.eof or inflater.unused_data:
+        raise InvalidInput(f"{name}: compressed data does not match its shape "
+                           f"(or has trailing bytes)")
+    return out
+
+
 def tensor_from_proto(msg: Any, *, name: str = "tensor",
                       max_bytes: int = MAX_TENSOR_BYTES) -> np.ndarray:
     """Decode a ``Tensor`` message into a new native-endian array.
 
     Raises :class:`InvalidInput` naming ``name`` for an unknown dtype or compression, a
-    negative or too large shape, or data whose length does not match the shape.
+    negative or too large shape (checked before anything is allocated), zlib data that
+    does not end exactly at the declared size, or data whose length does not match.
     """
     dtype = _DTYPES.get(int(msg.dtype))
     if dtype is None:
         raise InvalidInput(f"{name}: unknown or unspecified dtype {int(msg.dtype)}")
     shape = tuple(int(d) for d in msg.shape)
-    if len(shape) > MAX_RANK or any(d < 0 for d in shape):
-        raise InvalidInput(f"{name}: invalid shape {shape}")
-    expected = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
-    if expected > max_bytes:
-        raise InvalidInput(f"{name}: {expected} bytes exceeds the limit of {max_bytes}")
+    expected = check_shape(shape, dtype.itemsize, max_bytes, name)
     data = bytes(msg.data)
     if msg.compression == COMPRESSION_ZLIB:
-        try:
-            inflater = zlib.decompressobj()
-            data = inflater.decompress(data, expected + 1)
-            if inflater.unconsumed_tail or not inflater.eof:
-                raise InvalidInput(f"{name}: compressed data does not match shape {shape}")
-        except zlib.error as exc:
-            raise InvalidInput(f"{name}: corrupt zlib data ({exc})") from exc
+        data = _inflate(data, expected, name)
     elif msg.compression != COMPRESSION_NONE:
         raise InvalidInput(f"{name}: unknown compression {int(msg.compression)}")
     if len(data) != expected:

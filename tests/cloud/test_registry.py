@@ -1,12 +1,17 @@
-"""The registry keeps which uploads the devices drew at random, across a schema upgrade."""
+"""The registry keeps which uploads the devices drew at random, across schema upgrades,
+refuses a damaged file instead of starting empty, and never serves a corrupt sample."""
 
 from __future__ import annotations
 
 import sqlite3
+import stat
 
 import numpy as np
+import pytest
 
+from edgecl import InvalidInput, StorageError
 from edgecl.cloud import Registry
+from edgecl.cloud._registry import SCHEMA_VERSION
 from edgecl.device import Outbox
 from edgecl.device._sync import item_to_sample
 from edgecl.wire import WireSample
@@ -56,4 +61,100 @@ def test_a_schema_1_registry_is_upgraded_in_place(tmp_path):
     _label_all(reg, "dev", ["s0", "s1"])
     assert reg.recent_inputs_of(["dev"], 10, SHAPE).explored.tolist() == [False, True]
     with sqlite3.connect(path) as conn:
-        assert conn.execute("SELECT value FROM meta WHERE key = 'schema'").fetchone()[0] == "2"
+        assert conn.execute("SELECT value FROM meta WHERE key = 'schema'").fetchone()[0] == str(
+            SCHEMA_VERSION)
+
+
+def _filled(tmp_path, n: int = 3) -> Registry:
+    reg = Registry(tmp_path)
+    reg.register("dev", "tok", "sha", "", {})
+    reg.add_samples("dev", [_sample(i, False) for i in range(n)])
+    return reg
+
+
+def test_a_schema_2_registry_gets_checksums_and_keeps_serving(tmp_path):
+    _filled(tmp_path).close()
+    conn = sqlite3.connect(tmp_path / "registry.sqlite")  # what edgecl 0.2 wrote
+    conn.execute("DROP TABLE quarantine")
+    conn.execute("ALTER TABLE samples DROP COLUMN checksum")
+    conn.execute("UPDATE meta SET value = '2' WHERE key = 'schema'")
+    conn.commit()
+    conn.close()
+    reg = Registry(tmp_path)
+    keys, _ = reg.unlabelled(10, SHAPE)
+    assert [k[1] for k in keys] == ["s0", "s1", "s2"] and reg.quarantine() == []
+
+
+@pytest.mark.parametrize("size", [0, 100, 4096])
+def test_a_truncated_registry_is_refused_not_recreated(tmp_path, size):
+    _filled(tmp_path).close()
+    path = tmp_path / "registry.sqlite"
+    with open(path, "r+b") as f:
+        f.truncate(size)
+    with pytest.raises(StorageError, match="registry.sqlite.*(empty|corrupt|readable|not an)"):
+        Registry(tmp_path)
+    assert path.stat().st_size == size  # left as found, for the operator
+
+
+def test_a_foreign_database_is_refused(tmp_path):
+    conn = sqlite3.connect(tmp_path / "registry.sqlite")
+    conn.execute("CREATE TABLE other (x)")
+    conn.commit()
+    conn.close()
+    with pytest.raises(StorageError, match="not an edgecl registry"):
+        Registry(tmp_path)
+
+
+def test_a_flipped_byte_in_a_sample_is_quarantined_not_served(tmp_path):
+    reg = _filled(tmp_path)
+    reg.close()
+    conn = sqlite3.connect(tmp_path / "registry.sqlite")
+    blob = bytearray(conn.execute("SELECT input FROM samples WHERE sample_id = 's1'")
+                     .fetchone()[0])
+    blob[5] ^= 0x40
+    conn.execute("UPDATE samples SET input = ? WHERE sample_id = 's1'", (bytes(blob),))
+    conn.commit()
+    conn.close()
+    reg = Registry(tmp_path)
+    keys, _ = reg.unlabelled(10, SHAPE)
+    assert [k[1] for k in keys] == ["s0", "s2"]
+    assert reg.quarantine() == [("dev", "s1", "checksum mismatch")] and reg.quarantined == 1
+    _label_all(reg, "dev", ["s0", "s2"])
+    assert reg.recent_inputs_of(["dev"], 10, SHAPE).inputs.shape[0] == 2
+
+
+def test_a_changed_label_is_not_served_to_learning(tmp_path):
+    reg = _filled(tmp_path)
+    _label_all(reg, "dev", ["s0", "s1", "s2"])
+    with sqlite3.connect(tmp_path / "registry.sqlite") as conn:
+        conn.execute("UPDATE samples SET explored = 1 WHERE sample_id = 's0'")
+    assert reg.recent_inputs_of(["dev"], 10, SHAPE).inputs.shape[0] == 2
+    assert [q[1] for q in reg.quarantine()] == ["s0"]
+
+
+def test_non_finite_features_store_nothing_of_the_batch(tmp_path):
+    reg = Registry(tmp_path)
+    bad = WireSample("s9", input=np.zeros(SHAPE, np.float32),
+                     features=np.array([0.0, np.nan], np.float32))
+    with pytest.raises(InvalidInput, match="NaN or inf"):
+        reg.add_samples("dev", [_sample(0, False), bad])
+    assert reg.sample_count() == 0
+
+
+def test_storage_is_private(tmp_path):
+    reg = _filled(tmp_path / "store")
+    for path in [tmp_path / "store", tmp_path / "store" / "artifacts"]:
+        assert stat.S_IMODE(path.stat().st_mode) == 0o700
+    for path in (tmp_path / "store").glob("registry.sqlite*"):
+        assert stat.S_IMODE(path.stat().st_mode) == 0o600, path
+    reg.close()
+
+
+def test_negative_versions_and_oversized_maps_are_invalid_input(tmp_path):
+    reg = Registry(tmp_path)
+    with pytest.raises(InvalidInput):
+        reg.updates_after("dev", -1)
+    with pytest.raises(InvalidInput):
+        reg.register("dev", "tok", "sha", "", {f"k{i}": "v" for i in range(1000)})
+    with pytest.raises(InvalidInput):
+        reg.add_report("dev", 0, {"x" * 10_000: 1.0})

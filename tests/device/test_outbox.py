@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import signal
 import sqlite3
+import stat
 import subprocess
 import sys
 import threading
@@ -430,3 +431,40 @@ def test_newer_schema_is_refused(db):
 def test_missing_directory_is_a_clear_error(tmp_path):
     with pytest.raises(StorageError, match="outbox database"):
         Outbox(tmp_path / "no" / "such" / "dir.db")
+
+
+def test_a_truncated_outbox_is_refused_not_emptied(db):
+    with Outbox(db) as box:
+        for i in range(300):
+            box.put(f"s{i}", {"image": np.full(4, i, np.float32)}, priority=1.0)
+    with open(db, "r+b") as f:
+        f.truncate(0)
+    with pytest.raises(StorageError, match="empty"):
+        Outbox(db)
+    assert db.stat().st_size == 0  # left as found, never recreated
+
+
+def test_an_empty_sqlite_file_is_not_taken_for_a_new_outbox(db):
+    con = sqlite3.connect(db)
+    con.executescript("CREATE TABLE t (x); DROP TABLE t;")
+    con.close()
+    assert db.stat().st_size > 0
+    with pytest.raises(StorageError, match="not an edgecl outbox"):
+        Outbox(db)
+
+
+def test_a_half_truncated_outbox_is_refused(db):
+    with Outbox(db) as box:
+        for i in range(300):
+            box.put(f"s{i}", {"image": np.full(256, i, np.float32)}, priority=1.0)
+    with open(db, "r+b") as f:
+        f.truncate(db.stat().st_size // 2)
+    with pytest.raises(StorageError, match="corrupt or unreadable"):
+        Outbox(db)
+
+
+def test_outbox_files_are_private(db):
+    with Outbox(db) as box:
+        box.put_sync("s0", {"image": np.zeros(4, np.float32)}, priority=1.0)
+        for path in db.parent.glob(db.name + "*"):
+            assert stat.S_IMODE(path.stat().st_mode) == 0o600, path

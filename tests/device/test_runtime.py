@@ -62,6 +62,18 @@ def test_bad_input_is_typed_and_runtime_keeps_serving(rt, case):
     assert len(rt.predict(good)) == 2
 
 
+def test_masked_nan_is_refused_and_predictions_stay_finite(rt):
+    x = images(2, seed=3)
+    x[0, 0, 3, 3] = np.nan
+    hidden = np.ma.masked_invalid(x)  # the attack: NaN under the mask
+    with pytest.raises(InvalidInput, match="NaN"):
+        rt.predict(hidden)
+    clean = np.ma.MaskedArray(images(2, seed=3), mask=False)
+    pred = rt.predict(clean)
+    assert np.isfinite(pred.probabilities).all()
+    assert type(rt.predict(images(1)).probabilities) is np.ndarray
+
+
 def test_non_contiguous_input_accepted(rt):
     x = images(6, seed=2)
     view = x[::2]

@@ -39,3 +39,18 @@ def test_validator_accepts_exactly_what_fits(a):
     else:
         assert fits(a), f"invalid input accepted: dtype {a.dtype} shape {a.shape}"
         assert out.shape[1:] == (2, 3, 3) and out.flags.c_contiguous
+
+
+@settings(max_examples=100, deadline=None)
+@given(hnp.arrays(np.float32, (2, 2, 3, 3), elements=st.floats(width=32, allow_nan=True,
+                                                              allow_infinity=True)),
+       hnp.arrays(np.bool_, (2, 2, 3, 3)))
+def test_a_mask_hides_nothing_from_the_validator(data, mask):
+    masked = np.ma.MaskedArray(data, mask=mask)
+    try:
+        out = VALIDATOR.check(masked)
+    except InvalidInput:
+        assert not fits(data)
+    else:
+        assert fits(data) and type(out) is np.ndarray
+        assert np.array_equal(out, data)
