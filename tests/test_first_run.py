@@ -69,7 +69,8 @@ def test_zoo_build_prints_the_student_bundle_path(tiny_zoo):
 def test_a_missing_extra_is_named_not_a_traceback(tmp_path):
     """A cloud-only install (no zoo extra) serving the sample config on a fresh cache."""
     block = "import sys\nfor m in ('scipy', 'mlxtend', 'tqdm'):\n    sys.modules[m] = None"
-    env = {"EDGECL_CLOUD_AUTH_ENROLLMENT_KEY": "k", "EDGECL_CLOUD_SERVER_ADDRESS": "127.0.0.1:0",
+    env = {"EDGECL_CLOUD_AUTH_ENROLLMENT_KEY": "first-run-enrollment-key",
+           "EDGECL_CLOUD_SERVER_ADDRESS": "127.0.0.1:0",
            "EDGECL_CLOUD_METRICS_PORT": "-1", "EDGECL_HOME": str(tmp_path)}
     out = run_edgecl("serve", "--config", str(SAMPLE_CONFIG), env=env, pre=block)
     assert out.returncode == 2, out.stderr
@@ -93,7 +94,8 @@ def test_serve_with_the_sample_config_keeps_its_data_outside_the_checkout(tiny_z
     home = tmp_path / "home"
     (home / "zoo").mkdir(parents=True)
     (home / "zoo" / tiny_zoo.path.name).symlink_to(tiny_zoo.path)
-    env = {**os.environ, "EDGECL_CLOUD_AUTH_ENROLLMENT_KEY": "k", "EDGECL_HOME": str(home),
+    env = {**os.environ, "EDGECL_CLOUD_AUTH_ENROLLMENT_KEY": "first-run-enrollment-key",
+           "EDGECL_HOME": str(home),
            "EDGECL_CLOUD_SERVER_ADDRESS": "127.0.0.1:0", "EDGECL_CLOUD_METRICS_PORT": "-1",
            "EDGECL_CLOUD_TEACHER_ZOO": "tiny", "EDGECL_CLOUD_LOG_FORMAT": "text"}
     before = set(os.listdir(ROOT))

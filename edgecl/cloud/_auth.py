@@ -5,8 +5,10 @@ Every RPC except ``Register`` (which checks the enrollment key itself), the heal
 and reflection must carry ``authorization: Bearer <token>``. The interceptor resolves the
 token to a device, applies the device's token bucket and its cap on open streams, and runs
 the handler with the device in :data:`current_device`; handlers read it to enforce that a
-device only touches its own data. Refusals for load (RESOURCE_EXHAUSTED) carry a
-``retry-after-ms`` hint in the trailing metadata (:func:`hint_retry`).
+device only touches its own data. Tokens expire (``[auth] token_ttl_s``) and an operator
+can revoke one (:meth:`Registry.revoke_device`); both answer UNAUTHENTICATED. Refusals
+for load (RESOURCE_EXHAUSTED) carry a ``retry-after-ms`` hint in the trailing metadata
+(:func:`hint_retry`).
 """
 
 from __future__ import annotations
@@ -135,6 +137,27 @@ def _token(context: Any) -> str:
                           "'authorization: Bearer <token>')")
 
 
+def presented_token(context: Any) -> str:
+    """The bearer token a caller of ``Register`` sent to prove it is the device it
+    re-registers ("" when none or malformed)."""
+    try:
+        return _token(context)
+    except Unauthenticated:
+        return ""
+
+
+def identify(registry: Registry, token: str) -> Device:
+    """The device of a valid ``token``; :class:`Unauthenticated` when it is unknown,
+    revoked or expired (the message says how to recover)."""
+    found = registry.identify(token)
+    if found is None:
+        raise Unauthenticated("unknown or revoked token")
+    if found.expired():
+        raise Unauthenticated("token expired (auth.token_ttl_s); register again with the "
+                              "enrollment key, presenting this token")
+    return found.device
+
+
 class AuthInterceptor(grpc.ServerInterceptor):
     """Authenticates, rate-limits and measures every EdgeCloud RPC."""
 
@@ -159,10 +182,7 @@ class AuthInterceptor(grpc.ServerInterceptor):
         def authenticate(context: Any) -> Device | None:
             if open_method:
                 return None
-            token = _token(context)
-            device = self.registry.device_for_token(token)
-            if device is None:
-                raise Unauthenticated("unknown or revoked token")
+            device = identify(self.registry, _token(context))
             if not self.limiter.take(device.device_id):
                 hint_retry(context, self.limiter.wait_s(device.device_id))
                 self.metrics.refused.labels("request_rate").inc()

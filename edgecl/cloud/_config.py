@@ -35,9 +35,28 @@ class ServerSection:
     tls_key: str = ""
 
 
+#: Weakest enrollment key the service starts with: characters, distinct characters.
+MIN_KEY_CHARS, MIN_KEY_DISTINCT = 16, 8
+KEY_HINT = 'generate one with: python -c "import secrets; print(secrets.token_urlsafe(32))"'
+
+
 @dataclass(frozen=True)
 class AuthSection:
     enrollment_key: str = ""
+    token_ttl_s: float = 30 * 24 * 3600.0
+
+
+def check_enrollment_key(key: str) -> None:
+    """:class:`ConfigError` unless ``key`` is strong enough to guard Register: at least
+    :data:`MIN_KEY_CHARS` characters, :data:`MIN_KEY_DISTINCT` distinct ones, no padding."""
+    if not key:
+        raise ConfigError("auth.enrollment_key is required (set it in the file or with "
+                          f"EDGECL_CLOUD_AUTH_ENROLLMENT_KEY); {KEY_HINT}")
+    if key != key.strip():
+        raise ConfigError(f"auth.enrollment_key starts or ends with whitespace; {KEY_HINT}")
+    if len(key) < MIN_KEY_CHARS or len(set(key)) < MIN_KEY_DISTINCT:
+        raise ConfigError(f"auth.enrollment_key is too weak (it needs >= {MIN_KEY_CHARS} "
+                          f"characters, >= {MIN_KEY_DISTINCT} distinct); {KEY_HINT}")
 
 
 @dataclass(frozen=True)
@@ -150,9 +169,9 @@ class CloudConfig:
 
     def validate(self) -> CloudConfig:
         """Check cross-field rules; returns self."""
-        if not self.auth.enrollment_key:
-            raise ConfigError("auth.enrollment_key is required (set it in the file or with "
-                              "EDGECL_CLOUD_AUTH_ENROLLMENT_KEY)")
+        check_enrollment_key(self.auth.enrollment_key)
+        if not self.auth.token_ttl_s > 0 or not math.isfinite(self.auth.token_ttl_s):
+            raise ConfigError("auth.token_ttl_s must be a finite number of seconds > 0")
         if bool(self.server.tls_cert) != bool(self.server.tls_key):
             raise ConfigError("server.tls_cert and server.tls_key go together")
         if self.learning.group_by not in ("device", "group"):

@@ -27,6 +27,7 @@ import numpy as np
 
 from edgecl._exceptions import ConfigError
 from edgecl.cloud._learner import BaseState, LearnerConfig, LearnResult, UpdateLearner
+from edgecl.cloud._registry import DEVICE_TARGET
 from edgecl.cloud._segments import newest_segment_start
 from edgecl.cloud._signing import UpdateSigner
 from edgecl.wire import REVERT_METRIC, SignedUpdate, UpdatePayload
@@ -273,8 +274,11 @@ class LearningCoordinator:
 def _addressee(store: Any, target: str) -> dict[str, str]:
     """Whom an update for ``target`` is addressed to: a group (``store.by_group``: no
     device id, the group name) or one device (its id); devices accept nothing else."""
-    return ({"device_id": "", "group": target} if getattr(store, "by_group", False)
-            else {"device_id": target, "group": ""})
+    if not getattr(store, "by_group", False):
+        return {"device_id": target, "group": ""}
+    if target.startswith(DEVICE_TARGET):  # group mode, a device without a group
+        return {"device_id": target[len(DEVICE_TARGET):], "group": ""}
+    return {"device_id": "", "group": target}
 
 
 def _differs(state: BaseState, bundle: BaseState) -> bool:

@@ -25,10 +25,20 @@ import numpy as np
 from edgecl._exceptions import InvalidInput, StorageError
 from edgecl.bundle._files import fsync_dir
 from edgecl.cloud._artifacts import ArtifactStore, private_dir
+from edgecl.cloud._errors import PermissionDenied
 from edgecl.wire import SignedUpdate, UpdatePayload, WireSample
 
 log = logging.getLogger("edgecl.cloud")
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
+#: Lifetime of a bearer token unless the service says otherwise (``[auth] token_ttl_s``).
+DEFAULT_TOKEN_TTL_S = 30 * 24 * 3600.0
+#: ``devices.token_sha256`` of a device an operator revoked (no token matches it; a
+#: re-registration is refused until :meth:`Registry.release_device`) or released (its next
+#: registration with the enrollment key alone is accepted). Never a sha256 hex digest.
+REVOKED, RELEASED = "revoked:", "released:"
+#: Prefix of the update target of a device without a group under ``group_by = "group"``:
+#: "/" is never part of a group name, so a group can never name a device's target.
+DEVICE_TARGET = "device/"
 #: Tables every edgecl registry has had since schema 1.
 TABLES = {"meta", "devices", "samples", "updates", "rejections", "reports"}
 #: Bounds on what a device may store as labels (Register) and statistics (Report).
@@ -44,7 +54,8 @@ CREATE TABLE IF NOT EXISTS devices (
     encoder_sha256 TEXT NOT NULL,
     grp TEXT NOT NULL DEFAULT '',
     registered_ms BIGINT NOT NULL,
-    labels_json TEXT NOT NULL DEFAULT '{}'
+    labels_json TEXT NOT NULL DEFAULT '{}',
+    token_expires_ms BIGINT
 );
 CREATE UNIQUE INDEX IF NOT EXISTS devices_token ON devices (token_sha256);
 CREATE TABLE IF NOT EXISTS samples (
@@ -116,6 +127,11 @@ def _migrate(conn: sqlite3.Connection, version: int) -> None:
         if "checksum" not in columns:
             conn.execute("ALTER TABLE samples ADD COLUMN checksum TEXT")
         _backfill_checksums(conn)
+    if version < 4:  # 4: tokens expire (existing ones a default lifetime from now)
+        if "token_expires_ms" not in {r[1] for r in conn.execute("PRAGMA table_info(devices)")}:
+            conn.execute("ALTER TABLE devices ADD COLUMN token_expires_ms BIGINT")
+        conn.execute("UPDATE devices SET token_expires_ms = ? WHERE token_expires_ms IS NULL",
+                     (_now_ms() + int(DEFAULT_TOKEN_TTL_S * 1000),))
     conn.execute("UPDATE meta SET value = ? WHERE key = 'schema'", (str(SCHEMA_VERSION),))
 
 
@@ -241,6 +257,38 @@ class Device:
     group: str
 
 
+class Identity(NamedTuple):
+    """A token's device and when the token expires (epoch ms; None: never)."""
+
+    device: Device
+    expires_ms: int | None
+
+    def expired(self) -> bool:
+        """Whether the token is past its lifetime."""
+        return self.expires_ms is not None and _now_ms() >= self.expires_ms
+
+
+def device_target(device_id: str) -> str:
+    """The update target of a device without a group under ``group_by = "group"``."""
+    return DEVICE_TARGET + device_id
+
+
+def _check_proof(conn: sqlite3.Connection, device_id: str, proof: str) -> None:
+    """:class:`PermissionDenied` unless ``device_id`` is new, released, or ``proof`` is its
+    current token."""
+    row = conn.execute("SELECT token_sha256 FROM devices WHERE device_id = ?",
+                       (device_id,)).fetchone()
+    if row is None or row[0] == RELEASED + device_id:
+        return
+    if row[0] == REVOKED + device_id:
+        raise PermissionDenied(f"device {device_id!r} was revoked; it registers again only "
+                               f"after an operator's Registry.release_device({device_id!r})")
+    if not proof or row[0] != token_hash(proof):
+        raise PermissionDenied(f"device {device_id!r} exists: re-register with its current "
+                               f"bearer token, or (token lost) after an operator's "
+                               f"Registry.release_device({device_id!r})")
+
+
 class RecentUploads(NamedTuple):
     """A target's recent labelled uploads, oldest first (see
     :meth:`Registry.recent_inputs_of`)."""
@@ -347,25 +395,67 @@ class Registry:
 
     # -- devices -----------------------------------------------------------------------
     def register(self, device_id: str, token: str, encoder_sha256: str, group: str,
-                 labels: dict[str, str]) -> None:
-        """Create or re-enroll a device; the new token replaces the old one."""
+                 labels: dict[str, str], *, proof: str | None = None,
+                 ttl_s: float = DEFAULT_TOKEN_TTL_S) -> None:
+        """Create or re-enroll a device; the new token (valid ``ttl_s``) replaces the old.
+
+        With ``proof`` (the service passes what the caller presented, "" for nothing), an
+        existing device re-enrolls only when ``proof`` is its current token (expired or not)
+        or an operator released it (:meth:`release_device`); else :class:`PermissionDenied`
+        and nothing changes. ``proof=None`` (operator use) skips the check.
+        """
         _check_entries("labels", labels)
+        expires = _now_ms() + int(ttl_s * 1000)
         with self._write:
             conn = self._conn()
+            if proof is not None:
+                _check_proof(conn, device_id, proof)
             conn.execute(
-                "INSERT INTO devices VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (device_id) DO "
-                "UPDATE SET token_sha256 = excluded.token_sha256, encoder_sha256 = "
-                "excluded.encoder_sha256, grp = excluded.grp, labels_json = excluded.labels_json",
+                "INSERT INTO devices (device_id, token_sha256, encoder_sha256, grp, "
+                "registered_ms, labels_json, token_expires_ms) VALUES (?, ?, ?, ?, ?, ?, ?) "
+                "ON CONFLICT (device_id) DO UPDATE SET token_sha256 = excluded.token_sha256, "
+                "encoder_sha256 = excluded.encoder_sha256, grp = excluded.grp, labels_json = "
+                "excluded.labels_json, token_expires_ms = excluded.token_expires_ms",
                 (device_id, token_hash(token), encoder_sha256, group, _now_ms(),
-                 json.dumps(labels, sort_keys=True)))
+                 json.dumps(labels, sort_keys=True), expires))
             conn.commit()
 
-    def device_for_token(self, token: str) -> Device | None:
-        """The device owning ``token``, or None."""
+    def identify(self, token: str) -> Identity | None:
+        """The device owning ``token`` and when the token expires, or None."""
         rows = self._rows(
-            "SELECT device_id, encoder_sha256, grp FROM devices WHERE token_sha256 = ?",
-            (token_hash(token),))
-        return Device(*rows[0]) if rows else None
+            "SELECT device_id, encoder_sha256, grp, token_expires_ms FROM devices WHERE "
+            "token_sha256 = ?", (token_hash(token),))
+        if not rows:
+            return None
+        expires = rows[0][3]
+        return Identity(Device(*rows[0][:3]), None if expires is None else int(expires))
+
+    def device_for_token(self, token: str) -> Device | None:
+        """The device owning ``token`` while the token has not expired, or None."""
+        found = self.identify(token)
+        return None if found is None or found.expired() else found.device
+
+    def revoke_device(self, device_id: str) -> bool:
+        """Operator revocation: the device's token stops working at once, and the id cannot
+        register again (not even with its token) until :meth:`release_device`. False when
+        no such device."""
+        return self._set_token_marker(device_id, REVOKED)
+
+    def release_device(self, device_id: str) -> bool:
+        """Operator release: the next registration of ``device_id`` with the enrollment key
+        alone is accepted (a device that lost its token; a replaced device). Its current
+        token stops working. False when no such device."""
+        return self._set_token_marker(device_id, RELEASED)
+
+    def _set_token_marker(self, device_id: str, marker: str) -> bool:
+        with self._write:
+            conn = self._conn()
+            cur = conn.execute("UPDATE devices SET token_sha256 = ? WHERE device_id = ?",
+                               (marker + device_id, device_id))
+            conn.commit()
+        log.warning("operator changed a device's identity", extra={
+            "device": device_id, "action": marker.rstrip(":")})
+        return cur.rowcount > 0
 
     def device(self, device_id: str) -> Device | None:
         """The registered device ``device_id``, or None."""
@@ -544,9 +634,11 @@ class Registry:
         """Device ids whose uploads feed ``target``."""
         if not by_group:
             return [target]
+        if target.startswith(DEVICE_TARGET):  # a device without a group
+            return [target[len(DEVICE_TARGET):]]
         rows = self._conn().execute("SELECT device_id FROM devices WHERE grp = ?",
                                     (target,)).fetchall()
-        return [r[0] for r in rows] or [target]
+        return [r[0] for r in rows]
 
     # -- updates -----------------------------------------------------------------------
     def publish(self, target: str, update: SignedUpdate, payload: UpdatePayload) -> None:

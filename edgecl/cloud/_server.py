@@ -161,6 +161,7 @@ class CloudServer:
             max_message_bytes=config.server.max_message_bytes,
             group_by=config.learning.group_by, metrics=self.metrics,
             max_streams=config.stream_slots, stream_max_s=config.server.stream_max_s,
+            token_ttl_s=config.auth.token_ttl_s,
             samples=TokenBucket(config.limits.samples_per_s, config.limits.sample_burst),
             backlog=Backlog(self.registry.unlabelled_count, config.limits.max_backlog,
                             lambda: self.teacher_pool.rate),

@@ -19,7 +19,7 @@ from edgecl._exceptions import InvalidInput
 from edgecl._proto import edgecl_pb2 as pb
 from edgecl._proto import edgecl_pb2_grpc as pb_grpc
 from edgecl.bundle import ModelBundle
-from edgecl.cloud._auth import TokenBucket, current_device, hint_retry
+from edgecl.cloud._auth import TokenBucket, current_device, hint_retry, presented_token
 from edgecl.cloud._errors import (
     FailedPrecondition,
     NotFound,
@@ -30,7 +30,7 @@ from edgecl.cloud._errors import (
     grpc_errors,
 )
 from edgecl.cloud._handlers import StreamSlots, check_batch_size, check_samples
-from edgecl.cloud._registry import Device, Registry
+from edgecl.cloud._registry import DEFAULT_TOKEN_TTL_S, Device, Registry, device_target
 from edgecl.wire import check_device_id, sample_from_proto, update_to_proto
 
 log = logging.getLogger("edgecl.cloud")
@@ -92,7 +92,8 @@ class EdgeCloudServicer(pb_grpc.EdgeCloudServicer):
                  group_by: str = "device", metrics: Any = None, max_streams: int = 48,
                  stream_max_s: float = 300.0, samples: TokenBucket | None = None,
                  backlog: Backlog | None = None, max_report_keys: int = 64,
-                 max_report_key_chars: int = 64) -> None:
+                 max_report_key_chars: int = 64,
+                 token_ttl_s: float = DEFAULT_TOKEN_TTL_S) -> None:
         self.registry, self.bundles = registry, bundles
         self._key = enrollment_key.encode()
         self.max_batch_samples, self.max_message_bytes = max_batch_samples, max_message_bytes
@@ -101,12 +102,16 @@ class EdgeCloudServicer(pb_grpc.EdgeCloudServicer):
         self._enroll_failures = TokenBucket(ENROLL_FAILURE_RATE, ENROLL_FAILURE_BURST)
         self.samples, self.backlog = samples, backlog  # None: unbounded (embedding, tests)
         self.max_report_keys, self.max_report_key_chars = max_report_keys, max_report_key_chars
+        self.token_ttl_s = float(token_ttl_s)
         self.stopping = threading.Event()
 
     # -- helpers -----------------------------------------------------------------------
     def target_of(self, device: Device) -> str:
-        """Where a device's updates are published: its group or itself."""
-        return device.group if self.group_by == "group" and device.group else device.device_id
+        """Where a device's updates are published: its id, or with ``group_by = "group"``
+        its group, or (no group) ``device/<id>``: group and device targets never collide."""
+        if self.group_by != "group":
+            return device.device_id
+        return device.group or device_target(device.device_id)
 
     @staticmethod
     def _device(claimed: str = "") -> Device:
@@ -174,8 +179,10 @@ class EdgeCloudServicer(pb_grpc.EdgeCloudServicer):
     # -- RPCs --------------------------------------------------------------------------
     @grpc_errors
     def Register(self, request: Any, context: Any) -> Any:
-        # Open method (no token). Re-registering a device id issues a new token and
-        # revokes the old one (only the token's sha256 is stored).
+        # Open method (no token needed). Re-registering an existing device id needs its
+        # current token (expired or not) in the authorization metadata, or an operator's
+        # Registry.release_device; it issues a new token and revokes the old one (only the
+        # token's sha256 is stored).
         peer = (context.peer() or "").rsplit(":", 1)[0]
         if self._enroll_failures.peek(peer) < 1.0:
             raise RateLimited("too many wrong enrollment keys from this address; retry later")
@@ -191,8 +198,13 @@ class EdgeCloudServicer(pb_grpc.EdgeCloudServicer):
         if request.group:
             check_device_id(request.group)
         token = secrets.token_urlsafe(32)
-        self.registry.register(device_id, token, request.encoder_sha256, request.group,
-                               dict(request.labels))
+        try:
+            self.registry.register(device_id, token, request.encoder_sha256, request.group,
+                                   dict(request.labels), proof=presented_token(context),
+                                   ttl_s=self.token_ttl_s)
+        except PermissionDenied:
+            self._enroll_failures.take(peer)  # guessing tokens costs like guessing keys
+            raise
         device = Device(device_id, request.encoder_sha256, request.group)
         if self.metrics is not None:
             self.metrics.devices.set(self.registry.device_count())

@@ -4,17 +4,19 @@ Predict never waits on the network: the app only writes to the outbox. The uploa
 leases items, uploads them with a deadline and acknowledges exactly the ids the server
 acknowledged (the rest are released and retried), so a sample leaves the outbox only once
 the cloud has it. Failures back off exponentially with jitter; an expired token triggers
-re-registration; a sample the server rejects as invalid is isolated and dropped (counted),
-never retried forever. The update worker subscribes from the last version it handled,
-persisted atomically, so it resumes there after reconnects and restarts. That cursor moves
-only past updates the ``on_update`` callback verified (signature, encoder, addressee,
-plausible version): an unsigned, forged or unreadable message never moves it, and no
-message, whatever it holds, stops the update worker (each failure is logged, counted and
-skipped).
+re-registration, which presents the last token (persisted in ``state_path``): the service
+re-registers an existing device id only for its current token. A sample the server
+rejects as invalid is isolated and dropped (counted), never retried forever. The update
+worker subscribes from the last version it handled, persisted atomically, so it resumes
+there after reconnects and restarts. That cursor moves only past updates the
+``on_update`` callback verified (signature, encoder, addressee, plausible version): an
+unsigned, forged or unreadable message never moves it, and no message, whatever it holds,
+stops the update worker (each failure is logged, counted and skipped).
 """
 
 from __future__ import annotations
 
+import inspect
 import json
 import logging
 import math
@@ -126,7 +128,7 @@ class SyncClient:
         self._connected = False
         self._last_error = ""
         self._in_flight = 0
-        self.last_version = self._load_version()
+        self.last_version, self._proof = self._load_state()
         self._threads: list[threading.Thread] = []
 
     # -- lifecycle ---------------------------------------------------------------------
@@ -204,10 +206,13 @@ class SyncClient:
 
     # -- calls usable from the app -------------------------------------------------------
     def register(self) -> str:
-        """Register (or re-register) and return the token."""
-        reg = self.transport.register(self.device_id, self._key, self._sha, self.group)
+        """Register (or re-register, presenting the last token) and return the token."""
         with self._lock:
-            self._token = reg.token
+            proof = self._proof
+        reg = self._register_call(proof)
+        with self._lock:
+            self._token = self._proof = reg.token
+            self._save_state()
             self._max_batch = max(1, min(self.chunk_size, reg.max_batch_samples or
                                          self.chunk_size))
             self._counts["registrations"] += 1
@@ -220,6 +225,14 @@ class SyncClient:
     def report(self, state_version: int, stats: dict[str, float]) -> int:
         """Send device statistics; returns the newest published version."""
         return self.transport.report(self._ensure_token(), state_version, stats)
+
+    def _register_call(self, proof: str) -> Any:
+        """The transport's register, presenting ``proof`` when it takes one (a transport
+        written before re-registration needed proof does not)."""
+        args = (self.device_id, self._key, self._sha, self.group)
+        if proof and _takes_token(self.transport.register):
+            return self.transport.register(*args, current_token=proof)
+        return self.transport.register(*args)
 
     # -- workers -------------------------------------------------------------------------
     def _ensure_token(self) -> str:
@@ -364,11 +377,9 @@ class SyncClient:
         if version is None:
             return
         with self._lock:
-            moved = version > self.last_version
-            if moved:
+            if version > self.last_version:
                 self.last_version = version
-        if moved:
-            self._save_version(version)
+                self._save_state()
 
     @staticmethod
     def _verified_version(update: SignedUpdate, outcome: Any) -> int | None:
@@ -382,18 +393,34 @@ class SyncClient:
         except InvalidInput:
             return None
 
-    def _load_version(self) -> int:
+    def _load_state(self) -> tuple[int, str]:
+        """The persisted update cursor and last token (0 and "" when none)."""
         if self.state_path is None or not self.state_path.exists():
-            return 0
+            return 0, ""
         try:
-            return int(json.loads(self.state_path.read_text())["last_version"])
-        except (ValueError, KeyError, TypeError, OSError):
+            state = json.loads(self.state_path.read_text())
+            return int(state["last_version"]), str(state.get("token") or "")
+        except (ValueError, KeyError, TypeError, AttributeError, OSError):
             log.warning("unreadable sync state; starting from version 0",
                         extra={"path": str(self.state_path)})
-            return 0
+            return 0, ""
 
-    def _save_version(self, version: int) -> None:
-        if self.state_path is not None:
-            self.state_path.parent.mkdir(parents=True, exist_ok=True)
-            atomic_write_bytes(self.state_path, json.dumps({"last_version": version}).encode())
+    def _save_state(self) -> None:
+        """Persist the cursor and the token (mode 0600: the token is a credential); call
+        with ``_lock`` held."""
+        if self.state_path is None:
+            return
+        self.state_path.parent.mkdir(parents=True, exist_ok=True)
+        data = {"last_version": self.last_version, "token": self._proof}
+        atomic_write_bytes(self.state_path, json.dumps(data).encode())
+        os.chmod(self.state_path, 0o600)
 
+
+def _takes_token(register: Callable[..., Any]) -> bool:
+    """Whether a transport's ``register`` accepts ``current_token``."""
+    try:
+        params = inspect.signature(register).parameters
+    except (TypeError, ValueError):
+        return False
+    return "current_token" in params or any(
+        p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())

@@ -68,7 +68,9 @@ class Transport(Protocol):
     """What the sync client needs from the network (gRPC here; a simulator may differ)."""
 
     def register(self, device_id: str, enrollment_key: str, encoder_sha256: str,
-                 group: str) -> Registration: ...
+                 group: str, *, current_token: str = "") -> Registration:
+        """Register; ``current_token`` (the device's last token) proves a re-registration."""
+        ...
 
     def upload(self, token: str, batches: list[list[WireSample]]) -> UploadResult: ...
 
@@ -131,10 +133,12 @@ class GrpcTransport:
         return (("authorization", f"Bearer {token}"),)
 
     def register(self, device_id: str, enrollment_key: str, encoder_sha256: str,
-                 group: str) -> Registration:
+                 group: str, *, current_token: str = "") -> Registration:
         req = self._pb.RegisterRequest(device_id=device_id, enrollment_key=enrollment_key,
                                        encoder_sha256=encoder_sha256, group=group)
-        return registration_from_proto(self._call(self.stub.Register, req, method="register"))
+        md = self._md(current_token) if current_token else None  # proves a re-registration
+        return registration_from_proto(self._call(self.stub.Register, req, method="register",
+                                                  metadata=md))
 
     def upload(self, token: str, batches: list[list[WireSample]]) -> UploadResult:
         msgs = [batch_to_proto(b, compress=self.compress) for b in batches]

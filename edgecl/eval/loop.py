@@ -43,7 +43,7 @@ LOOP_SCENARIOS: dict[str, dict[str, Any]] = {
 }
 #: Accuracy over the first this many samples of every visit: ``first_200_worst_delta``.
 FIRST_SAMPLES = 200
-ENROLL = "eval-loop"
+ENROLL = "eval-loop-enrollment-key"
 
 
 def _per_domain(correct: np.ndarray, domains: np.ndarray, names: list[str]) -> dict[str, float]:

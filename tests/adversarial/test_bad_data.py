@@ -58,7 +58,7 @@ def test_non_finite_features_are_refused_and_nothing_is_stored(server, value):
 @pytest.mark.parametrize("shape", [[1 << 32, 1 << 32], [0, 1 << 62], [1 << 62, 0],
                                    [-1], [1] * 9, [(1 << 63) - 1]])
 def test_absurd_tensor_shapes_are_invalid_argument(server, shape):
-    client = register(server, "shapes")
+    client = register(server, "shapes-" + "x".join(map(str, shape)))  # one id per case
     _refused(lambda: client.upload([_batch_with_tensor(shape)]))
     _refused(lambda: client.upload([_batch_with_tensor(shape, name="features")]))
 

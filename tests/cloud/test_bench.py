@@ -1,5 +1,5 @@
-"""`edgecl bench cloud` / `bench swap` run end to end on tiny settings and report every key
-(checked against their JSON Schemas)."""
+"""`edgecl bench cloud` / `bench swap` / `bench soak` run end to end on tiny settings and
+report every key (checked against their JSON Schemas)."""
 
 from __future__ import annotations
 
@@ -29,3 +29,14 @@ def test_bench_swap_reports_swap_latency_and_predict_tail(tiny_zoo):
     assert out.swaps >= 1 and out.apply_ms_p50 > 0 and out.swap_us_p50 > 0
     assert out.calls_per_mode == 100
     assert out.predict_p99_ms_swapping >= out.predict_p50_ms_swapping > 0
+
+
+def test_bench_soak_loses_no_acknowledged_sample(tiny_zoo):
+    from edgecl.bench.soak import bench_soak
+
+    out = bench_soak(devices=3, minutes=0.1, variant="tiny",
+                     home=str(tiny_zoo.path.parent.parent), rss_every_s=1.0)
+    data = check_result(out, ("machine",))
+    assert out.drained and out.acked == out.stored == out.samples_put > 0
+    assert out.lost == 0 and out.errors == {}
+    assert out.rss_peak_mb >= out.rss_final_mb > 0 and len(data["rss_mb"]) >= 2

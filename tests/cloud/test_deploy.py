@@ -26,30 +26,30 @@ ROOT = Path(__file__).resolve().parents[2]
 
 def test_sample_config_loads_and_env_overrides(tmp_path):
     cfg = load_config(ROOT / "cloud" / "edgecl-cloud.toml",
-                      env={"EDGECL_CLOUD_AUTH_ENROLLMENT_KEY": "s3cret",
+                      env={"EDGECL_CLOUD_AUTH_ENROLLMENT_KEY": "s3cret-enrollment-key",
                            "EDGECL_CLOUD_SERVER_MAX_WORKERS": "3",
                            "EDGECL_CLOUD_LEARNING_PARTS": "prompt,head"})
-    assert cfg.auth.enrollment_key == "s3cret" and cfg.server.max_workers == 3
+    assert cfg.auth.enrollment_key == "s3cret-enrollment-key" and cfg.server.max_workers == 3
     assert cfg.learning.parts == ["prompt", "head"] and cfg.metrics.port == 9464
     with pytest.raises(ConfigError, match="enrollment_key"):
         load_config(ROOT / "cloud" / "edgecl-cloud.toml", env={})
     bad = tmp_path / "bad.toml"
     bad.write_text('[server]\nadress = "x"\n')
     with pytest.raises(ConfigError, match="adress"):
-        load_config(bad, env={"EDGECL_CLOUD_AUTH_ENROLLMENT_KEY": "k"})
+        load_config(bad, env={"EDGECL_CLOUD_AUTH_ENROLLMENT_KEY": KEY})
     bad.write_text('[server]\nmax_workers = "many"\n')
     with pytest.raises(ConfigError, match="max_workers"):
-        load_config(bad, env={"EDGECL_CLOUD_AUTH_ENROLLMENT_KEY": "k"})
+        load_config(bad, env={"EDGECL_CLOUD_AUTH_ENROLLMENT_KEY": KEY})
     with pytest.raises(ConfigError, match="section"):
-        load_config(None, env={"EDGECL_CLOUD_NOPE_X": "1", "EDGECL_CLOUD_AUTH_ENROLLMENT_KEY": "k"})
+        load_config(None, env={"EDGECL_CLOUD_NOPE_X": "1", "EDGECL_CLOUD_AUTH_ENROLLMENT_KEY": KEY})
     with pytest.raises(ConfigError, match="max_streams"):
-        load_config(None, env={"EDGECL_CLOUD_AUTH_ENROLLMENT_KEY": "k",
+        load_config(None, env={"EDGECL_CLOUD_AUTH_ENROLLMENT_KEY": KEY,
                                "EDGECL_CLOUD_SERVER_MAX_WORKERS": "8",
                                "EDGECL_CLOUD_SERVER_MAX_STREAMS": "8"})
     with pytest.raises(ConfigError, match="max_workers"):
-        load_config(None, env={"EDGECL_CLOUD_AUTH_ENROLLMENT_KEY": "k",
+        load_config(None, env={"EDGECL_CLOUD_AUTH_ENROLLMENT_KEY": KEY,
                                "EDGECL_CLOUD_SERVER_MAX_WORKERS": "1"})
-    auto = load_config(None, env={"EDGECL_CLOUD_AUTH_ENROLLMENT_KEY": "k",
+    auto = load_config(None, env={"EDGECL_CLOUD_AUTH_ENROLLMENT_KEY": KEY,
                                   "EDGECL_CLOUD_SERVER_MAX_WORKERS": "8"})
     assert auto.stream_slots == 6 and cfg.stream_slots == 2  # 3/4 of the RPC threads
     assert auto.stream_capacity == 7 and cfg.stream_capacity == 3  # threads for streams
@@ -61,12 +61,12 @@ def test_sample_config_loads_and_env_overrides(tmp_path):
                               ("LIMITS_MAX_REPORT_KEYS", "-1", "max_report_keys"),
                               ("SERVER_UNARY_WORKERS", "8", "unary_workers")]:
         with pytest.raises(ConfigError, match=match):
-            load_config(None, env={"EDGECL_CLOUD_AUTH_ENROLLMENT_KEY": "k",
+            load_config(None, env={"EDGECL_CLOUD_AUTH_ENROLLMENT_KEY": KEY,
                                    "EDGECL_CLOUD_SERVER_MAX_WORKERS": "8",
                                    f"EDGECL_CLOUD_{key}": value})
     bad.write_text("not toml [")
     with pytest.raises(ConfigError, match="TOML"):
-        load_config(bad, env={"EDGECL_CLOUD_AUTH_ENROLLMENT_KEY": "k"})
+        load_config(bad, env={"EDGECL_CLOUD_AUTH_ENROLLMENT_KEY": KEY})
 
 
 def _self_signed(tmp: Path) -> tuple[Path, Path]:

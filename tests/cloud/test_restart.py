@@ -76,7 +76,11 @@ def test_a_device_whose_encoder_is_no_longer_served_must_register_again(tiny_zoo
             stale.upload([_batch("s", 1)])
         assert info.value.code() == grpc.StatusCode.FAILED_PRECONDITION
         assert "no longer serves" in info.value.details()
-        fresh = register(srv, "stale-1")  # with a served encoder: fine again
+        # with a served encoder (and its current token, which proves the id): fine again
+        again = c.stub.Register(pb.RegisterRequest(
+            device_id="stale-1", enrollment_key=KEY, encoder_sha256=next(iter(srv.bundles))),
+            metadata=stale.md, timeout=5)
+        fresh = Client(c.stub, "stale-1", again.token, again)
         assert fresh.upload([_batch("s", 1)]).accepted == 1
     finally:
         srv.stop(grace=1.0)

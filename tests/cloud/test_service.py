@@ -51,11 +51,15 @@ def test_register_checks_key_encoder_and_id(server):
     code, msg = _code(reg(encoder_sha256="ab" * 32))
     assert code == grpc.StatusCode.FAILED_PRECONDITION and "encoder" in msg
     assert _code(reg(device_id="bad id!"))[0] == grpc.StatusCode.INVALID_ARGUMENT
-    # re-enrolling replaces the token: the old one stops working
-    again = register(server, "reg-1")
+    # re-enrolling needs the current token, and replaces it: the old one stops working
+    code, _ = _code(reg(device_id="reg-1"))
+    assert code == grpc.StatusCode.PERMISSION_DENIED
+    again = c.stub.Register(pb.RegisterRequest(device_id="reg-1", enrollment_key=KEY,
+                                               encoder_sha256=sha), metadata=c.md, timeout=5)
     code, _ = _code(lambda: c.stub.Report(pb.DeviceReport(), metadata=c.md, timeout=5))
     assert code == grpc.StatusCode.UNAUTHENTICATED
-    again.stub.Report(pb.DeviceReport(state_version=1), metadata=again.md, timeout=5)
+    c.stub.Report(pb.DeviceReport(state_version=1),
+                  metadata=(("authorization", f"Bearer {again.token}"),), timeout=5)
 
 
 def test_every_rpc_needs_a_valid_token(server):

@@ -17,7 +17,7 @@ from edgecl._retry import Backoff
 from edgecl.bundle import load_bundle
 from edgecl.device import DeviceRuntime, Outbox, SyncClient, TransportError
 from edgecl.wire import UpdatePayload
-from tests.cloud.conftest import KEY, cloud_env, register, start_server
+from tests.cloud.conftest import KEY, cloud_env, start_server
 from tests.conftest import images
 
 FAST = Backoff(initial_s=0.02, factor=2.0, max_s=0.5, seed=0)
@@ -114,7 +114,8 @@ def test_revoked_token_leads_to_re_registration(server, tmp_path):
             _client(box, server.target, sha, "rereg-1", subscribe=False) as c:
         _fill(box, 5)
         assert c.flush(30)
-        register(server, "rereg-1")  # someone re-enrolls the id: our token is revoked
+        server.registry.release_device("rereg-1")  # the operator resets the id: our
+        # token stops working, and the client registers again
         _fill(box, 5, start=5)
         assert c.flush(30)
         stats = c.stats()
