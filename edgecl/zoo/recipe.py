@@ -9,8 +9,9 @@ from dataclasses import asdict, dataclass, replace
 from edgecl._exceptions import ConfigError
 
 # Bump when training code changes the models or what the bundles carry (3: feature_stats;
-# 4: a fixed torch thread count, ``ZooRecipe.threads``, instead of min(4, cpu count)).
-ZOO_CODE_VERSION = 4
+# 4: a fixed torch thread count, ``ZooRecipe.threads``, instead of min(4, cpu count);
+# 5: the student bundle carries probe.npz, the inputs every update is tried on).
+ZOO_CODE_VERSION = 5
 
 # Corruptions the teacher never sees in training: its accuracy on them is earned.
 TEACHER_HELD_OUT: tuple[str, ...] = ("speckle_noise", "motion_blur", "shear", "zigzag", "fog")
