@@ -260,7 +260,7 @@ def build_parser() -> argparse.ArgumentParser:
     bv.set_defaults(func=cmd_bundle_verify)
 
     bench = add(sub, "bench", "benchmarks of speed and memory: device, cloud, swap, "
-                  "adapt").add_subparsers(
+                  "adapt, soak").add_subparsers(
         dest="bench_command", required=True, metavar="COMMAND")
     bd = add(bench, "device", "predict latency and memory: SDK vs bare onnxruntime vs "
              "torch eager")
@@ -300,6 +300,16 @@ def build_parser() -> argparse.ArgumentParser:
     bad.add_argument("--edge", action="store_true", help="the 224x224 edge encoder (random "
                      "inputs) instead of the zoo student (corrupted digits)")
     bad.set_defaults(func=cmd_bench_adapt)
+    bk = add(bench, "soak", "many devices upload for minutes to an edgecl serve subprocess: "
+             "lost samples, server RSS growth, client errors (exit 1 if any acked is lost)")
+    common(bk, with_json=True)
+    bk.add_argument("--devices", type=int, default=100, help="simulated devices, each with "
+                    "its own outbox and sync client")
+    bk.add_argument("--minutes", type=float, default=10.0, help="how long the devices upload")
+    bk.add_argument("--rate", type=float, default=1.0, help="samples per second per device")
+    bk.add_argument("--rss-every", type=float, default=5.0, help="seconds between samples "
+                    "of the server's RSS")
+    bk.set_defaults(func=cmd_bench_soak)
 
     ev = add(sub, "eval", "evaluations on the reference zoo: ood, drift, sampling, "
                "adapt, loop").add_subparsers(
@@ -429,6 +439,15 @@ def cmd_bench_cloud(args: argparse.Namespace) -> int:
                          threads=args.threads)
     print(result.to_json(indent=2))
     return 0
+
+
+def cmd_bench_soak(args: argparse.Namespace) -> int:
+    from edgecl.bench.soak import bench_soak
+
+    result = bench_soak(devices=args.devices, minutes=args.minutes, variant=args.variant,
+                        home=args.home, rate=args.rate, rss_every_s=args.rss_every)
+    _emit(result, args.json)
+    return 1 if result.lost else 0
 
 
 def cmd_bench_swap(args: argparse.Namespace) -> int:

@@ -38,7 +38,8 @@ def test_every_result_type_has_a_valid_published_schema():
     names = schema_names()
     assert names == sorted({cls.SCHEMA for cls in _result_classes()})
     assert {"eval-ood", "eval-drift", "eval-sampling", "eval-adapt", "eval-loop",
-            "bench-device", "bench-cloud", "bench-swap", "bench-adapt", "simulate"} == set(names)
+            "bench-device", "bench-cloud", "bench-swap", "bench-adapt", "bench-soak",
+            "simulate"} == set(names)
     for name in names:
         spec = schema(name)
         Draft202012Validator.check_schema(spec)

@@ -4,6 +4,7 @@
 - :func:`bench_cloud`: upload throughput, RPC latency and the teacher's labelling rate.
 - :func:`bench_swap`: hot-swap latency and predict latency during swaps.
 - :func:`bench_adapt`: predict latency with the adaptation worker on vs off.
+- :func:`bench_soak`: many devices for minutes: lost samples, server RSS growth, errors.
 
 Each returns a typed result (see :mod:`edgecl.bench.results`) whose ``to_json()`` matches
 the JSON Schema in ``edgecl/schemas/``.
@@ -23,9 +24,11 @@ from edgecl.bench.results import (
     DeviceMachine,
     ModelBench,
     OodOverhead,
+    SoakBenchResult,
     SwapBenchResult,
     TorchReference,
 )
+from edgecl.bench.soak import bench_soak
 from edgecl.bench.swap import bench_swap
 
 __all__ = [
@@ -36,11 +39,13 @@ __all__ = [
     "DeviceMachine",
     "ModelBench",
     "OodOverhead",
+    "SoakBenchResult",
     "SwapBenchResult",
     "TorchReference",
     "bench_adapt",
     "bench_cloud",
     "bench_device",
     "bench_ood_overhead",
+    "bench_soak",
     "bench_swap",
 ]

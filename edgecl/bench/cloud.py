@@ -13,6 +13,9 @@ import numpy as np
 from edgecl.bench._timing import summary_ms
 from edgecl.bench.results import CloudBenchResult, CloudMachine
 
+#: Enrollment key of the throwaway service the benchmark starts.
+BENCH_KEY = "bench-enrollment-key"
+
 
 def bench_cloud(*, variant: str = "tiny", home: str | None = None,
                 concurrency: tuple[int, ...] = (1, 10, 100), uploads_per_device: int = 20,
@@ -45,7 +48,7 @@ def bench_cloud(*, variant: str = "tiny", home: str | None = None,
     p50s: dict[str, float] = {}
     p99s: dict[str, float] = {}
     with tempfile.TemporaryDirectory() as tmp:
-        env = {"EDGECL_CLOUD_AUTH_ENROLLMENT_KEY": "bench", "EDGECL_CLOUD_TEACHER_ZOO": variant,
+        env = {"EDGECL_CLOUD_AUTH_ENROLLMENT_KEY": BENCH_KEY, "EDGECL_CLOUD_TEACHER_ZOO": variant,
                "EDGECL_CLOUD_STORAGE_DIR": tmp, "EDGECL_CLOUD_SERVER_ADDRESS": "127.0.0.1:0",
                "EDGECL_CLOUD_METRICS_PORT": "-1", "EDGECL_CLOUD_LEARNING_ENABLED": "false",
                "EDGECL_CLOUD_LIMITS_REQUESTS_PER_S": "1000000",
@@ -83,7 +86,7 @@ def _uploads(target: str, sha: str, c: int, n: int, batch: int, pool: np.ndarray
     for d in range(c):
         stub = pb_grpc.EdgeCloudStub(grpc.insecure_channel(target))
         resp = stub.Register(pb.RegisterRequest(device_id=f"bench-c{c}-{d}",
-                                                enrollment_key="bench", encoder_sha256=sha),
+                                                enrollment_key=BENCH_KEY, encoder_sha256=sha),
                              timeout=30)
         clients.append((stub, (("authorization", f"Bearer {resp.token}"),)))
     latencies: list[list[float]] = [[] for _ in range(c)]

@@ -17,6 +17,7 @@ __all__ = [
     "DeviceMachine",
     "ModelBench",
     "OodOverhead",
+    "SoakBenchResult",
     "SwapBenchResult",
     "TorchReference",
 ]
@@ -132,6 +133,43 @@ class CloudBenchResult(JsonResult):
     teacher_samples_per_s_raw: float
     teacher_batch: int
     teacher_rounds: int
+
+
+@dataclass(frozen=True, slots=True)
+class SoakBenchResult(JsonResult):
+    """:func:`~edgecl.bench.bench_soak`: ``devices`` devices upload for ``minutes`` to an
+    ``edgecl serve`` subprocess; acknowledged vs stored samples, server RSS over time,
+    client error codes, acknowledged and labelled rates."""
+
+    SCHEMA = "bench-soak"
+    devices: int
+    minutes: float
+    variant: str
+    rate_per_device: float
+    rss_every_s: float
+    run_s: float
+    samples_put: int
+    #: Distinct samples the service acknowledged (accepted or duplicate).
+    acked: int
+    #: Samples in the registry after the server stopped.
+    stored: int
+    #: ``acked - stored``: acknowledged samples missing from the registry (must be 0).
+    lost: int
+    #: Whether every outbox was empty at the end.
+    drained: bool
+    labelled: int
+    acked_per_s: float
+    labelled_per_s: float
+    rss_first_minute_mb: float
+    rss_final_mb: float
+    rss_peak_mb: float
+    #: Final RSS over the RSS at one minute, in percent.
+    rss_growth_pct: float
+    #: ``[seconds since start, MiB]`` pairs of the server process.
+    rss_mb: list[list[float]]
+    #: Failed client calls by gRPC status code.
+    errors: dict[str, int]
+    machine: CloudMachine
 
 
 # -- bench_swap / bench_adapt ---------------------------------------------------------------
