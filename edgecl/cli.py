@@ -8,6 +8,7 @@ import importlib
 import json
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 from edgecl._exceptions import ConfigError, EdgeclError
@@ -167,7 +168,6 @@ def cmd_eval_loop(args: argparse.Namespace) -> int:
 
 
 def cmd_simulate(args: argparse.Namespace) -> int:
-    from pathlib import Path
 
     from edgecl.fleet import Impairments, simulate, summary_table
 
@@ -417,6 +417,17 @@ def build_parser() -> argparse.ArgumentParser:
                     "the default storage dir (default: $EDGECL_HOME or ~/.cache/edgecl)")
     sv.set_defaults(func=cmd_serve)
 
+    keys = add(sub, "keys", "keys rotate: manage the service's update signing key"
+               ).add_subparsers(dest="keys_command", required=True, metavar="COMMAND")
+    kr = add(keys, "rotate", "make a new signing key current, endorsed by the old one (devices "
+             "that trust the old key follow the rotation); restart the service after it")
+    kr.add_argument("--key", default=None, help="the service's signing key (PEM; default: "
+                    "cloud/signing_key.pem under the cache root, the default of "
+                    "[learning] signing_key)")
+    kr.add_argument("--home", default=None, help="cache root (default: $EDGECL_HOME or "
+                    "~/.cache/edgecl)")
+    kr.set_defaults(func=cmd_keys_rotate)
+
     dm = add(sub, "demo", "a small fleet under drift against the real cloud service: every "
              "strategy, a summary and an HTML report (~6 min on 2 cores)")
     common(dm)
@@ -494,6 +505,17 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from edgecl.cloud import load_config, serve
 
     return serve(load_config(args.config), home=args.home)
+
+
+def cmd_keys_rotate(args: argparse.Namespace) -> int:
+    from edgecl import default_home
+    from edgecl.cloud import rotate_signing_key
+
+    key = Path(args.key) if args.key else default_home(args.home) / "cloud" / "signing_key.pem"
+    old, new = rotate_signing_key(key)
+    print(json.dumps({"signing_key": str(key.resolve()), "old_key_id": old,
+                      "new_key_id": new, "public_key": str(key.resolve()) + ".pub"}))
+    return 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:

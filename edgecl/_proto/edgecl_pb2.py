@@ -26,7 +26,7 @@ _sym_db = _symbol_database.Default()
 from edgecl._proto import tensor_pb2 as edgecl_dot_v1_dot_tensor__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16\x65\x64gecl/v1/edgecl.proto\x12\tedgecl.v1\x1a\x16\x65\x64gecl/v1/tensor.proto\"\xca\x01\n\x0fRegisterRequest\x12\x11\n\tdevice_id\x18\x01 \x01(\t\x12\x16\n\x0e\x65nrollment_key\x18\x02 \x01(\t\x12\x16\n\x0e\x65ncoder_sha256\x18\x03 \x01(\t\x12\r\n\x05group\x18\x04 \x01(\t\x12\x36\n\x06labels\x18\x05 \x03(\x0b\x32&.edgecl.v1.RegisterRequest.LabelsEntry\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\x99\x01\n\x10RegisterResponse\x12\r\n\x05token\x18\x01 \x01(\t\x12\x13\n\x0binput_shape\x18\x02 \x03(\x03\x12\x13\n\x0b\x66\x65\x61ture_dim\x18\x03 \x01(\x03\x12\x16\n\x0elatest_version\x18\x04 \x01(\x03\x12\x19\n\x11max_message_bytes\x18\x05 \x01(\x03\x12\x19\n\x11max_batch_samples\x18\x06 \x01(\x03\"\x85\x02\n\x06Sample\x12\x11\n\tsample_id\x18\x01 \x01(\t\x12\x14\n\x0ctimestamp_ms\x18\x02 \x01(\x03\x12\x10\n\x08priority\x18\x03 \x01(\x02\x12 \n\x05input\x18\x04 \x01(\x0b\x32\x11.edgecl.v1.Tensor\x12#\n\x08\x66\x65\x61tures\x18\x05 \x01(\x0b\x32\x11.edgecl.v1.Tensor\x12\x14\n\x0c\x64\x65vice_label\x18\x06 \x01(\x05\x12\x16\n\x0e\x64\x65vice_entropy\x18\x07 \x01(\x02\x12\x11\n\tood_score\x18\x08 \x01(\x02\x12\x15\n\rstate_version\x18\t \x01(\x03\x12\x0f\n\x07segment\x18\n \x01(\x03\x12\x10\n\x08\x65xplored\x18\x0b \x01(\x08\"D\n\x0bSampleBatch\x12\"\n\x07samples\x18\x01 \x03(\x0b\x32\x11.edgecl.v1.Sample\x12\x11\n\tdevice_id\x18\x02 \x01(\t\"D\n\tUploadAck\x12\x10\n\x08\x61\x63\x63\x65pted\x18\x01 \x01(\x03\x12\x12\n\nduplicates\x18\x02 \x01(\x03\x12\x11\n\tacked_ids\x18\x03 \x03(\t\"<\n\x10SubscribeRequest\x12\x15\n\rafter_version\x18\x01 \x01(\x03\x12\x11\n\tdevice_id\x18\x02 \x01(\t\">\n\x12\x46\x65tchUpdateRequest\x12\x15\n\rafter_version\x18\x01 \x01(\x03\x12\x11\n\tdevice_id\x18\x02 \x01(\t\"=\n\nUpdatePart\x12\x0c\n\x04name\x18\x01 \x01(\t\x12!\n\x06tensor\x18\x02 \x01(\x0b\x32\x11.edgecl.v1.Tensor\"\x92\x02\n\rUpdatePayload\x12\x0f\n\x07version\x18\x01 \x01(\x03\x12\x14\n\x0c\x62\x61se_version\x18\x02 \x01(\x03\x12\x16\n\x0e\x65ncoder_sha256\x18\x03 \x01(\t\x12$\n\x05parts\x18\x04 \x03(\x0b\x32\x15.edgecl.v1.UpdatePart\x12\x36\n\x07metrics\x18\x05 \x03(\x0b\x32%.edgecl.v1.UpdatePayload.MetricsEntry\x12\x12\n\ncreated_ms\x18\x06 \x01(\x03\x12\x11\n\tdevice_id\x18\x07 \x01(\t\x12\r\n\x05group\x18\x08 \x01(\t\x1a.\n\x0cMetricsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\"<\n\x06Update\x12\x0f\n\x07payload\x18\x01 \x01(\x0c\x12\x11\n\tsignature\x18\x02 \x01(\x0c\x12\x0e\n\x06key_id\x18\x03 \x01(\t\"\xaf\x01\n\x0c\x44\x65viceReport\x12\x14\n\x0ctimestamp_ms\x18\x01 \x01(\x03\x12\x15\n\rstate_version\x18\x02 \x01(\x03\x12\x31\n\x05stats\x18\x03 \x03(\x0b\x32\".edgecl.v1.DeviceReport.StatsEntry\x12\x11\n\tdevice_id\x18\x04 \x01(\t\x1a,\n\nStatsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\"#\n\tReportAck\x12\x16\n\x0elatest_version\x18\x01 \x01(\x03\x32\xc3\x02\n\tEdgeCloud\x12\x43\n\x08Register\x12\x1a.edgecl.v1.RegisterRequest\x1a\x1b.edgecl.v1.RegisterResponse\x12\x38\n\x06Upload\x12\x16.edgecl.v1.SampleBatch\x1a\x14.edgecl.v1.UploadAck(\x01\x12=\n\tSubscribe\x12\x1b.edgecl.v1.SubscribeRequest\x1a\x11.edgecl.v1.Update0\x01\x12?\n\x0b\x46\x65tchUpdate\x12\x1d.edgecl.v1.FetchUpdateRequest\x1a\x11.edgecl.v1.Update\x12\x37\n\x06Report\x12\x17.edgecl.v1.DeviceReport\x1a\x14.edgecl.v1.ReportAckb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16\x65\x64gecl/v1/edgecl.proto\x12\tedgecl.v1\x1a\x16\x65\x64gecl/v1/tensor.proto\"\x95\x02\n\x0fRegisterRequest\x12\x11\n\tdevice_id\x18\x01 \x01(\t\x12\x16\n\x0e\x65nrollment_key\x18\x02 \x01(\t\x12\x16\n\x0e\x65ncoder_sha256\x18\x03 \x01(\t\x12\r\n\x05group\x18\x04 \x01(\t\x12\x36\n\x06labels\x18\x05 \x03(\x0b\x32&.edgecl.v1.RegisterRequest.LabelsEntry\x12\x19\n\x11\x64\x65vice_public_key\x18\x06 \x01(\x0c\x12\x15\n\rproof_counter\x18\x07 \x01(\x03\x12\x17\n\x0fproof_signature\x18\x08 \x01(\x0c\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\x99\x01\n\x10RegisterResponse\x12\r\n\x05token\x18\x01 \x01(\t\x12\x13\n\x0binput_shape\x18\x02 \x03(\x03\x12\x13\n\x0b\x66\x65\x61ture_dim\x18\x03 \x01(\x03\x12\x16\n\x0elatest_version\x18\x04 \x01(\x03\x12\x19\n\x11max_message_bytes\x18\x05 \x01(\x03\x12\x19\n\x11max_batch_samples\x18\x06 \x01(\x03\"\x85\x02\n\x06Sample\x12\x11\n\tsample_id\x18\x01 \x01(\t\x12\x14\n\x0ctimestamp_ms\x18\x02 \x01(\x03\x12\x10\n\x08priority\x18\x03 \x01(\x02\x12 \n\x05input\x18\x04 \x01(\x0b\x32\x11.edgecl.v1.Tensor\x12#\n\x08\x66\x65\x61tures\x18\x05 \x01(\x0b\x32\x11.edgecl.v1.Tensor\x12\x14\n\x0c\x64\x65vice_label\x18\x06 \x01(\x05\x12\x16\n\x0e\x64\x65vice_entropy\x18\x07 \x01(\x02\x12\x11\n\tood_score\x18\x08 \x01(\x02\x12\x15\n\rstate_version\x18\t \x01(\x03\x12\x0f\n\x07segment\x18\n \x01(\x03\x12\x10\n\x08\x65xplored\x18\x0b \x01(\x08\"D\n\x0bSampleBatch\x12\"\n\x07samples\x18\x01 \x03(\x0b\x32\x11.edgecl.v1.Sample\x12\x11\n\tdevice_id\x18\x02 \x01(\t\"D\n\tUploadAck\x12\x10\n\x08\x61\x63\x63\x65pted\x18\x01 \x01(\x03\x12\x12\n\nduplicates\x18\x02 \x01(\x03\x12\x11\n\tacked_ids\x18\x03 \x03(\t\"<\n\x10SubscribeRequest\x12\x15\n\rafter_version\x18\x01 \x01(\x03\x12\x11\n\tdevice_id\x18\x02 \x01(\t\">\n\x12\x46\x65tchUpdateRequest\x12\x15\n\rafter_version\x18\x01 \x01(\x03\x12\x11\n\tdevice_id\x18\x02 \x01(\t\"=\n\nUpdatePart\x12\x0c\n\x04name\x18\x01 \x01(\t\x12!\n\x06tensor\x18\x02 \x01(\x0b\x32\x11.edgecl.v1.Tensor\"\x92\x02\n\rUpdatePayload\x12\x0f\n\x07version\x18\x01 \x01(\x03\x12\x14\n\x0c\x62\x61se_version\x18\x02 \x01(\x03\x12\x16\n\x0e\x65ncoder_sha256\x18\x03 \x01(\t\x12$\n\x05parts\x18\x04 \x03(\x0b\x32\x15.edgecl.v1.UpdatePart\x12\x36\n\x07metrics\x18\x05 \x03(\x0b\x32%.edgecl.v1.UpdatePayload.MetricsEntry\x12\x12\n\ncreated_ms\x18\x06 \x01(\x03\x12\x11\n\tdevice_id\x18\x07 \x01(\t\x12\r\n\x05group\x18\x08 \x01(\t\x1a.\n\x0cMetricsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\"m\n\x06Update\x12\x0f\n\x07payload\x18\x01 \x01(\x0c\x12\x11\n\tsignature\x18\x02 \x01(\x0c\x12\x0e\n\x06key_id\x18\x03 \x01(\t\x12/\n\x0c\x65ndorsements\x18\x04 \x03(\x0b\x32\x19.edgecl.v1.KeyEndorsement\"P\n\x0eKeyEndorsement\x12\x12\n\npublic_key\x18\x01 \x01(\x0c\x12\x17\n\x0f\x65ndorser_key_id\x18\x02 \x01(\t\x12\x11\n\tsignature\x18\x03 \x01(\x0c\"\xaf\x01\n\x0c\x44\x65viceReport\x12\x14\n\x0ctimestamp_ms\x18\x01 \x01(\x03\x12\x15\n\rstate_version\x18\x02 \x01(\x03\x12\x31\n\x05stats\x18\x03 \x03(\x0b\x32\".edgecl.v1.DeviceReport.StatsEntry\x12\x11\n\tdevice_id\x18\x04 \x01(\t\x1a,\n\nStatsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\"#\n\tReportAck\x12\x16\n\x0elatest_version\x18\x01 \x01(\x03\x32\xc3\x02\n\tEdgeCloud\x12\x43\n\x08Register\x12\x1a.edgecl.v1.RegisterRequest\x1a\x1b.edgecl.v1.RegisterResponse\x12\x38\n\x06Upload\x12\x16.edgecl.v1.SampleBatch\x1a\x14.edgecl.v1.UploadAck(\x01\x12=\n\tSubscribe\x12\x1b.edgecl.v1.SubscribeRequest\x1a\x11.edgecl.v1.Update0\x01\x12?\n\x0b\x46\x65tchUpdate\x12\x1d.edgecl.v1.FetchUpdateRequest\x1a\x11.edgecl.v1.Update\x12\x37\n\x06Report\x12\x17.edgecl.v1.DeviceReport\x1a\x14.edgecl.v1.ReportAckb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -40,35 +40,37 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_DEVICEREPORT_STATSENTRY']._loaded_options = None
   _globals['_DEVICEREPORT_STATSENTRY']._serialized_options = b'8\001'
   _globals['_REGISTERREQUEST']._serialized_start=62
-  _globals['_REGISTERREQUEST']._serialized_end=264
-  _globals['_REGISTERREQUEST_LABELSENTRY']._serialized_start=219
-  _globals['_REGISTERREQUEST_LABELSENTRY']._serialized_end=264
-  _globals['_REGISTERRESPONSE']._serialized_start=267
-  _globals['_REGISTERRESPONSE']._serialized_end=420
-  _globals['_SAMPLE']._serialized_start=423
-  _globals['_SAMPLE']._serialized_end=684
-  _globals['_SAMPLEBATCH']._serialized_start=686
-  _globals['_SAMPLEBATCH']._serialized_end=754
-  _globals['_UPLOADACK']._serialized_start=756
-  _globals['_UPLOADACK']._serialized_end=824
-  _globals['_SUBSCRIBEREQUEST']._serialized_start=826
-  _globals['_SUBSCRIBEREQUEST']._serialized_end=886
-  _globals['_FETCHUPDATEREQUEST']._serialized_start=888
-  _globals['_FETCHUPDATEREQUEST']._serialized_end=950
-  _globals['_UPDATEPART']._serialized_start=952
-  _globals['_UPDATEPART']._serialized_end=1013
-  _globals['_UPDATEPAYLOAD']._serialized_start=1016
-  _globals['_UPDATEPAYLOAD']._serialized_end=1290
-  _globals['_UPDATEPAYLOAD_METRICSENTRY']._serialized_start=1244
-  _globals['_UPDATEPAYLOAD_METRICSENTRY']._serialized_end=1290
-  _globals['_UPDATE']._serialized_start=1292
-  _globals['_UPDATE']._serialized_end=1352
-  _globals['_DEVICEREPORT']._serialized_start=1355
-  _globals['_DEVICEREPORT']._serialized_end=1530
-  _globals['_DEVICEREPORT_STATSENTRY']._serialized_start=1486
-  _globals['_DEVICEREPORT_STATSENTRY']._serialized_end=1530
-  _globals['_REPORTACK']._serialized_start=1532
-  _globals['_REPORTACK']._serialized_end=1567
-  _globals['_EDGECLOUD']._serialized_start=1570
-  _globals['_EDGECLOUD']._serialized_end=1893
+  _globals['_REGISTERREQUEST']._serialized_end=339
+  _globals['_REGISTERREQUEST_LABELSENTRY']._serialized_start=294
+  _globals['_REGISTERREQUEST_LABELSENTRY']._serialized_end=339
+  _globals['_REGISTERRESPONSE']._serialized_start=342
+  _globals['_REGISTERRESPONSE']._serialized_end=495
+  _globals['_SAMPLE']._serialized_start=498
+  _globals['_SAMPLE']._serialized_end=759
+  _globals['_SAMPLEBATCH']._serialized_start=761
+  _globals['_SAMPLEBATCH']._serialized_end=829
+  _globals['_UPLOADACK']._serialized_start=831
+  _globals['_UPLOADACK']._serialized_end=899
+  _globals['_SUBSCRIBEREQUEST']._serialized_start=901
+  _globals['_SUBSCRIBEREQUEST']._serialized_end=961
+  _globals['_FETCHUPDATEREQUEST']._serialized_start=963
+  _globals['_FETCHUPDATEREQUEST']._serialized_end=1025
+  _globals['_UPDATEPART']._serialized_start=1027
+  _globals['_UPDATEPART']._serialized_end=1088
+  _globals['_UPDATEPAYLOAD']._serialized_start=1091
+  _globals['_UPDATEPAYLOAD']._serialized_end=1365
+  _globals['_UPDATEPAYLOAD_METRICSENTRY']._serialized_start=1319
+  _globals['_UPDATEPAYLOAD_METRICSENTRY']._serialized_end=1365
+  _globals['_UPDATE']._serialized_start=1367
+  _globals['_UPDATE']._serialized_end=1476
+  _globals['_KEYENDORSEMENT']._serialized_start=1478
+  _globals['_KEYENDORSEMENT']._serialized_end=1558
+  _globals['_DEVICEREPORT']._serialized_start=1561
+  _globals['_DEVICEREPORT']._serialized_end=1736
+  _globals['_DEVICEREPORT_STATSENTRY']._serialized_start=1692
+  _globals['_DEVICEREPORT_STATSENTRY']._serialized_end=1736
+  _globals['_REPORTACK']._serialized_start=1738
+  _globals['_REPORTACK']._serialized_end=1773
+  _globals['_EDGECLOUD']._serialized_start=1776
+  _globals['_EDGECLOUD']._serialized_end=2099
 # @@protoc_insertion_point(module_scope)

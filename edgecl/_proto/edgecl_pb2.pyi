@@ -9,7 +9,7 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class RegisterRequest(_message.Message):
-    __slots__ = ("device_id", "enrollment_key", "encoder_sha256", "group", "labels")
+    __slots__ = ("device_id", "enrollment_key", "encoder_sha256", "group", "labels", "device_public_key", "proof_counter", "proof_signature")
     class LabelsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -22,12 +22,18 @@ class RegisterRequest(_message.Message):
     ENCODER_SHA256_FIELD_NUMBER: _ClassVar[int]
     GROUP_FIELD_NUMBER: _ClassVar[int]
     LABELS_FIELD_NUMBER: _ClassVar[int]
+    DEVICE_PUBLIC_KEY_FIELD_NUMBER: _ClassVar[int]
+    PROOF_COUNTER_FIELD_NUMBER: _ClassVar[int]
+    PROOF_SIGNATURE_FIELD_NUMBER: _ClassVar[int]
     device_id: str
     enrollment_key: str
     encoder_sha256: str
     group: str
     labels: _containers.ScalarMap[str, str]
-    def __init__(self, device_id: _Optional[str] = ..., enrollment_key: _Optional[str] = ..., encoder_sha256: _Optional[str] = ..., group: _Optional[str] = ..., labels: _Optional[_Mapping[str, str]] = ...) -> None: ...
+    device_public_key: bytes
+    proof_counter: int
+    proof_signature: bytes
+    def __init__(self, device_id: _Optional[str] = ..., enrollment_key: _Optional[str] = ..., encoder_sha256: _Optional[str] = ..., group: _Optional[str] = ..., labels: _Optional[_Mapping[str, str]] = ..., device_public_key: _Optional[bytes] = ..., proof_counter: _Optional[int] = ..., proof_signature: _Optional[bytes] = ...) -> None: ...
 
 class RegisterResponse(_message.Message):
     __slots__ = ("token", "input_shape", "feature_dim", "latest_version", "max_message_bytes", "max_batch_samples")
@@ -141,14 +147,26 @@ class UpdatePayload(_message.Message):
     def __init__(self, version: _Optional[int] = ..., base_version: _Optional[int] = ..., encoder_sha256: _Optional[str] = ..., parts: _Optional[_Iterable[_Union[UpdatePart, _Mapping]]] = ..., metrics: _Optional[_Mapping[str, float]] = ..., created_ms: _Optional[int] = ..., device_id: _Optional[str] = ..., group: _Optional[str] = ...) -> None: ...
 
 class Update(_message.Message):
-    __slots__ = ("payload", "signature", "key_id")
+    __slots__ = ("payload", "signature", "key_id", "endorsements")
     PAYLOAD_FIELD_NUMBER: _ClassVar[int]
     SIGNATURE_FIELD_NUMBER: _ClassVar[int]
     KEY_ID_FIELD_NUMBER: _ClassVar[int]
+    ENDORSEMENTS_FIELD_NUMBER: _ClassVar[int]
     payload: bytes
     signature: bytes
     key_id: str
-    def __init__(self, payload: _Optional[bytes] = ..., signature: _Optional[bytes] = ..., key_id: _Optional[str] = ...) -> None: ...
+    endorsements: _containers.RepeatedCompositeFieldContainer[KeyEndorsement]
+    def __init__(self, payload: _Optional[bytes] = ..., signature: _Optional[bytes] = ..., key_id: _Optional[str] = ..., endorsements: _Optional[_Iterable[_Union[KeyEndorsement, _Mapping]]] = ...) -> None: ...
+
+class KeyEndorsement(_message.Message):
+    __slots__ = ("public_key", "endorser_key_id", "signature")
+    PUBLIC_KEY_FIELD_NUMBER: _ClassVar[int]
+    ENDORSER_KEY_ID_FIELD_NUMBER: _ClassVar[int]
+    SIGNATURE_FIELD_NUMBER: _ClassVar[int]
+    public_key: bytes
+    endorser_key_id: str
+    signature: bytes
+    def __init__(self, public_key: _Optional[bytes] = ..., endorser_key_id: _Optional[str] = ..., signature: _Optional[bytes] = ...) -> None: ...
 
 class DeviceReport(_message.Message):
     __slots__ = ("timestamp_ms", "state_version", "stats", "device_id")

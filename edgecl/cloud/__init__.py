@@ -14,7 +14,7 @@ from edgecl.cloud._learning import LearningCoordinator, LearningPolicy, UpdateSt
 from edgecl.cloud._registry import RecentUploads, Registry
 from edgecl.cloud._segments import newest_segment_start
 from edgecl.cloud._server import CloudServer, configure_logging, create_server, serve
-from edgecl.cloud._signing import UpdateSigner, key_id
+from edgecl.cloud._signing import UpdateSigner, key_id, rotate_signing_key
 from edgecl.cloud._teacher import Teacher, TeacherPool
 from edgecl.cloud._validation import Verdict, negative_flip_rate, validate_candidate
 
@@ -40,6 +40,7 @@ __all__ = [
     "load_config",
     "negative_flip_rate",
     "newest_segment_start",
+    "rotate_signing_key",
     "serve",
     "validate_candidate",
 ]

@@ -31,7 +31,8 @@ from edgecl.cloud._errors import (
 )
 from edgecl.cloud._handlers import StreamSlots, check_batch_size, check_samples
 from edgecl.cloud._registry import DEFAULT_TOKEN_TTL_S, Device, Registry, device_target
-from edgecl.wire import check_device_id, sample_from_proto, update_to_proto
+from edgecl.cloud._signing import UpdateSigner
+from edgecl.wire import SignedUpdate, check_device_id, sample_from_proto, update_to_proto
 
 log = logging.getLogger("edgecl.cloud")
 #: Wrong enrollment keys tolerated per client address: a burst, then one per 10 s.
@@ -93,8 +94,10 @@ class EdgeCloudServicer(pb_grpc.EdgeCloudServicer):
                  stream_max_s: float = 300.0, samples: TokenBucket | None = None,
                  backlog: Backlog | None = None, max_report_keys: int = 64,
                  max_report_key_chars: int = 64,
-                 token_ttl_s: float = DEFAULT_TOKEN_TTL_S) -> None:
+                 token_ttl_s: float = DEFAULT_TOKEN_TTL_S,
+                 signer: UpdateSigner | None = None) -> None:
         self.registry, self.bundles = registry, bundles
+        self.signer = signer  # None: updates go out as stored (no key rotation)
         self._key = enrollment_key.encode()
         self.max_batch_samples, self.max_message_bytes = max_batch_samples, max_message_bytes
         self.group_by, self.metrics = group_by, metrics
@@ -129,6 +132,12 @@ class EdgeCloudServicer(pb_grpc.EdgeCloudServicer):
                                      f"{device.encoder_sha256[:12]!r}, which this service no "
                                      f"longer serves; register again with a served bundle")
         return bundle
+
+    def _outgoing(self, update: SignedUpdate) -> Any:
+        """The ``Update`` message of a stored update: under the current signing key, with
+        the key rotation chain (devices that trust an older key follow it)."""
+        return update_to_proto(update if self.signer is None else
+                               self.signer.for_sending(update))
 
     def _refuse(self, context: Any, reason: str, seconds: float, exc: Exception) -> NoReturn:
         """Count a refusal for load, hint the retry, raise ``exc`` (RESOURCE_EXHAUSTED)."""
@@ -250,7 +259,7 @@ class EdgeCloudServicer(pb_grpc.EdgeCloudServicer):
                    and time.monotonic() < ends):
                 updates = self.registry.updates_after(target, after)
                 for stored in updates:
-                    yield update_to_proto(stored.update)
+                    yield self._outgoing(stored.update)
                     after = stored.version
                 if not updates:
                     self.registry.wait_changed(0.25)
@@ -267,7 +276,7 @@ class EdgeCloudServicer(pb_grpc.EdgeCloudServicer):
             raise NotFound(f"no update after version {request.after_version} "
                            f"(latest is {latest})")
         stored = self.registry.updates_after(target, latest - 1, limit=1)
-        return update_to_proto(stored[0].update)
+        return self._outgoing(stored[0].update)
 
     @grpc_errors
     def Report(self, request: Any, context: Any) -> Any:

@@ -23,14 +23,18 @@ from edgecl.wire._tensor import MAX_TENSOR_BYTES, tensor_from_proto, tensor_to_p
 from edgecl.wire._types import (
     REVERT_METRIC,
     UPDATE_PARTS,
+    KeyEndorsement,
     Registration,
     SignedUpdate,
     UpdatePayload,
     UploadResult,
     WireSample,
+    endorsement_message,
+    registration_message,
 )
 
 __all__ = [
+    "KeyEndorsement",
     "MAX_TENSOR_BYTES",
     "REVERT_METRIC",
     "Registration",
@@ -41,10 +45,12 @@ __all__ = [
     "WireSample",
     "batch_to_proto",
     "check_device_id",
+    "endorsement_message",
     "payload_from_bytes",
     "payload_to_bytes",
     "payload_version",
     "registration_from_proto",
+    "registration_message",
     "sample_from_proto",
     "sample_to_proto",
     "tensor_from_proto",

@@ -17,6 +17,7 @@ from edgecl._proto import edgecl_pb2 as pb
 from edgecl.wire._tensor import MAX_TENSOR_BYTES, tensor_from_proto, tensor_to_proto
 from edgecl.wire._types import (
     UPDATE_PARTS,
+    KeyEndorsement,
     Registration,
     SignedUpdate,
     UpdatePayload,
@@ -144,15 +145,27 @@ def payload_from_bytes(data: bytes) -> UpdatePayload:
                          group=msg.group)
 
 
+#: Most key endorsements one update may carry (the service keeps its last rotations).
+MAX_ENDORSEMENTS = 16
+
+
 def update_to_proto(update: SignedUpdate) -> Any:
     """The ``Update`` message of a signed update."""
-    return pb.Update(payload=update.payload, signature=update.signature, key_id=update.key_id)
+    return pb.Update(payload=update.payload, signature=update.signature, key_id=update.key_id,
+                     endorsements=[pb.KeyEndorsement(public_key=e.public_key,
+                                                     endorser_key_id=e.endorser_key_id,
+                                                     signature=e.signature)
+                                   for e in update.endorsements])
 
 
 def update_from_proto(msg: Any) -> SignedUpdate:
-    """A :class:`SignedUpdate` from an ``Update`` message (verify it before use)."""
+    """A :class:`SignedUpdate` from an ``Update`` message (verify it before use); at most
+    :data:`MAX_ENDORSEMENTS` endorsements are kept (the newest)."""
+    endorsements = tuple(KeyEndorsement(bytes(e.public_key), str(e.endorser_key_id),
+                                        bytes(e.signature))
+                         for e in list(msg.endorsements)[-MAX_ENDORSEMENTS:])
     return SignedUpdate(payload=bytes(msg.payload), signature=bytes(msg.signature),
-                        key_id=msg.key_id)
+                        key_id=msg.key_id, endorsements=endorsements)
 
 
 def registration_from_proto(msg: Any) -> Registration:

@@ -76,12 +76,42 @@ class UpdatePayload:
 
 
 @dataclass(frozen=True)
+class KeyEndorsement:
+    """A new signing key of the service (raw 32-byte Ed25519 public key), signed by the key
+    it replaces (see :func:`endorsement_message`)."""
+
+    public_key: bytes
+    endorser_key_id: str
+    signature: bytes
+
+
+@dataclass(frozen=True)
 class SignedUpdate:
-    """An update as shipped: serialized payload bytes, their signature and the key id."""
+    """An update as shipped: serialized payload bytes, their signature and the key id,
+    with the service's key rotations (oldest first) so a device can follow them."""
 
     payload: bytes
     signature: bytes
     key_id: str
+    endorsements: tuple[KeyEndorsement, ...] = ()
+
+
+#: Domain separators of what devices and the service sign besides update payloads.
+ENDORSEMENT_CONTEXT = b"edgecl-key-endorsement/v1\0"
+REGISTRATION_CONTEXT = b"edgecl-register/v1\0"
+
+
+def endorsement_message(public_key: bytes) -> bytes:
+    """The bytes a signing key signs to endorse its successor ``public_key``."""
+    return ENDORSEMENT_CONTEXT + bytes(public_key)
+
+
+def registration_message(device_id: str, encoder_sha256: str, group: str, counter: int,
+                         public_key: bytes) -> bytes:
+    """The bytes a device signs with its own key to prove a registration is its own."""
+    fields = [device_id.encode(), encoder_sha256.encode(), group.encode(),
+              str(int(counter)).encode(), bytes(public_key).hex().encode()]
+    return REGISTRATION_CONTEXT + b"\0".join(fields)
 
 
 @dataclass(frozen=True)
