@@ -46,7 +46,8 @@ def test_help_names_every_command_and_every_option_has_help():
     parser = cli.build_parser()
     commands = _subparsers(parser)
     top = [c for c in commands if " " not in c]
-    assert set(top) == {"zoo", "export", "bundle", "bench", "eval", "simulate", "serve", "demo"}
+    assert set(top) == {"zoo", "export", "bundle", "bench", "eval", "simulate", "serve", "keys",
+                        "demo"}
     text = parser.format_help()
     assert all(name in text for name in top) and "`" not in text
     undocumented = [f"{cmd} {opt}" for cmd, sub in commands.items() for action in sub._actions

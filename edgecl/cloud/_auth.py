@@ -28,7 +28,8 @@ from edgecl.cloud._errors import (
     client_status,
     tolerant,
 )
-from edgecl.cloud._registry import Device, Registry
+from edgecl.cloud._identity import Device
+from edgecl.cloud._registry import Registry
 
 SERVICE = "/edgecl.v1.EdgeCloud/"
 OPEN_METHODS = {SERVICE + "Register"}

@@ -8,6 +8,7 @@ typo never silently falls back to a default.
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import math
 import os
 import tomllib
@@ -33,6 +34,9 @@ class ServerSection:
     grace_s: float = 10.0
     tls_cert: str = ""
     tls_key: str = ""
+    # no tls_cert/tls_key: generate and serve a development CA + certificate under
+    # <storage dir>/tls/ (edgecl/cloud/_tls.py); off here, on in the sample config
+    tls_dev: bool = False
 
 
 #: Weakest enrollment key the service starts with: characters, distinct characters.
@@ -68,6 +72,7 @@ class LimitsSection:
     sample_burst: float = 1024.0
     max_streams_per_device: int = 4
     max_backlog: int = 20000
+    max_samples_per_device: int = 100000
     max_report_keys: int = 64
     max_report_key_chars: int = 64
 
@@ -124,6 +129,35 @@ class LearningSection:
 @dataclass(frozen=True)
 class MetricsSection:
     port: int = -1
+    bind: str = "127.0.0.1"  # address of /metrics: loopback only unless a token is set
+    token: str = ""  # bearer token /metrics requires (empty: none, loopback only)
+
+
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` (of a ``host:port`` address) is reachable from this machine only."""
+    host = host.strip("[]")
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:  # a name: may resolve to anything
+        return False
+
+
+def check_metrics(metrics: MetricsSection) -> None:
+    """:class:`ConfigError` when ``/metrics`` would answer beyond this machine without a
+    token, or the token is weak."""
+    token = metrics.token
+    if token and (token != token.strip() or len(token) < MIN_KEY_CHARS
+                  or len(set(token)) < MIN_KEY_DISTINCT):
+        raise ConfigError(f"metrics.token is too weak (it needs >= {MIN_KEY_CHARS} characters,"
+                          f" >= {MIN_KEY_DISTINCT} distinct, no surrounding whitespace); "
+                          f"{KEY_HINT}")
+    if metrics.port >= 0 and not token and not is_loopback(metrics.bind):
+        raise ConfigError(f"metrics.bind = {metrics.bind!r} would serve /metrics beyond this "
+                          f"machine without a token: set [metrics] token (or "
+                          f"EDGECL_CLOUD_METRICS_TOKEN; scrapers then send 'Authorization: "
+                          f"Bearer <token>'), or bind = \"127.0.0.1\"; {KEY_HINT}")
 
 
 @dataclass(frozen=True)
@@ -174,6 +208,7 @@ class CloudConfig:
             raise ConfigError("auth.token_ttl_s must be a finite number of seconds > 0")
         if bool(self.server.tls_cert) != bool(self.server.tls_key):
             raise ConfigError("server.tls_cert and server.tls_key go together")
+        check_metrics(self.metrics)
         if self.learning.group_by not in ("device", "group"):
             raise ConfigError("learning.group_by must be 'device' or 'group'")
         if self.log.format not in ("json", "text"):
@@ -217,6 +252,10 @@ class CloudConfig:
         if self.limits.max_backlog < batch:
             raise ConfigError(f"limits.max_backlog ({self.limits.max_backlog}) must be >= "
                               f"limits.max_batch_samples ({batch}), or a full batch never fits")
+        quota, least = self.limits.max_samples_per_device, max(batch, 2 * self.learning.window)
+        if quota and quota < least:
+            raise ConfigError(f"limits.max_samples_per_device ({quota}) must be 0 (no bound) "
+                              f"or >= {least} (a full batch and twice learning.window)")
 
 
 def _as_dict(cfg: CloudConfig) -> dict[str, dict[str, Any]]:

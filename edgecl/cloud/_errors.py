@@ -29,6 +29,10 @@ class Overloaded(EdgeclError):
     """The service is at a capacity limit (e.g. open update streams); retry later."""
 
 
+class QuotaExceeded(Overloaded):
+    """A device is at its storage bound with nothing it may free yet; retry later."""
+
+
 class NotFound(EdgeclError):
     """Something asked for does not exist."""
 

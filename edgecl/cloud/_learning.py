@@ -26,8 +26,8 @@ from typing import Any, Protocol
 import numpy as np
 
 from edgecl._exceptions import ConfigError
+from edgecl.cloud._identity import DEVICE_TARGET
 from edgecl.cloud._learner import BaseState, LearnerConfig, LearnResult, UpdateLearner
-from edgecl.cloud._registry import DEVICE_TARGET
 from edgecl.cloud._segments import newest_segment_start
 from edgecl.cloud._signing import UpdateSigner
 from edgecl.wire import REVERT_METRIC, SignedUpdate, UpdatePayload

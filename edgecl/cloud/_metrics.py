@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import hmac
+import socket
+import threading
+from collections.abc import Callable, Iterable
 from typing import Any
+from wsgiref.simple_server import WSGIRequestHandler, make_server
 
 
 class Metrics:
@@ -33,7 +38,7 @@ class Metrics:
         self.updates = Counter("edgecl_updates_total", "learned candidates by outcome",
                                ["outcome"], registry=self.registry)
         self.refused = Counter("edgecl_refused_total", "requests refused for load (reason: "
-                               "backlog, sample_rate, request_rate, streams)", ["reason"],
+                               "backlog, sample_rate, request_rate, streams, quota)", ["reason"],
                                registry=self.registry)
         self.open_streams = Gauge("edgecl_streams_open", "open Upload and Subscribe streams",
                                   registry=self.registry)
@@ -60,17 +65,23 @@ class Metrics:
         self.rpcs.labels(method, code).inc()
         self.latency.labels(method).observe(seconds)
 
-    def serve(self, port: int, address: str = "127.0.0.1") -> int:
-        """Expose ``/metrics`` over HTTP on ``port`` (0: any free port); returns the port."""
-        from prometheus_client import start_http_server
+    def serve(self, port: int, address: str = "127.0.0.1", token: str = "") -> int:
+        """Expose ``/metrics`` over HTTP on ``address``:``port`` (0: any free port); returns
+        the port. With ``token`` every request needs ``Authorization: Bearer <token>``
+        (401 otherwise)."""
+        from prometheus_client import make_wsgi_app
 
-        self._server, _thread = start_http_server(port, addr=address, registry=self.registry)
+        app = make_wsgi_app(self.registry)
+        self._server = _http_server(address, port, bearer_auth(app, token) if token else app)
+        threading.Thread(target=self._server.serve_forever, name="edgecl-metrics",
+                         daemon=True).start()
         return int(self._server.server_port)
 
     def close(self) -> None:
-        """Stop the HTTP endpoint."""
+        """Stop the HTTP endpoint and release its port."""
         if self._server is not None:
             self._server.shutdown()
+            self._server.server_close()
             self._server = None
 
     def text(self) -> str:
@@ -88,3 +99,38 @@ def _safe(fn: Any) -> Any:
             return 0.0
 
     return read
+
+
+def bearer_auth(app: Callable[..., Iterable[bytes]], token: str) -> Callable[..., Iterable[bytes]]:
+    """WSGI middleware: ``app`` for requests with ``Authorization: Bearer <token>``, 401
+    for all others (constant-time comparison)."""
+    expected = f"Bearer {token}".encode()
+
+    def guarded(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+        given = environ.get("HTTP_AUTHORIZATION", "").encode("latin-1", "replace")
+        if hmac.compare_digest(given, expected):
+            return app(environ, start_response)
+        start_response("401 Unauthorized", [("Content-Type", "text/plain; charset=utf-8"),
+                                             ("WWW-Authenticate", 'Bearer realm="metrics"')])
+        return [b"401 Unauthorized: send Authorization: Bearer <[metrics] token>\n"]
+
+    return guarded
+
+
+class _QuietHandler(WSGIRequestHandler):
+    def log_message(self, format: str, *args: Any) -> None:
+        """No access log on stderr."""
+
+
+def _http_server(address: str, port: int, app: Callable[..., Iterable[bytes]]) -> Any:
+    """A thread-per-request WSGI server bound to ``address``:``port`` (IPv4 or IPv6)."""
+    from prometheus_client.exposition import ThreadingWSGIServer
+
+    host = address.strip("[]")
+    family = socket.getaddrinfo(host or None, port, type=socket.SOCK_STREAM,
+                                flags=socket.AI_PASSIVE)[0][0]
+
+    class Server(ThreadingWSGIServer):
+        address_family = family
+
+    return make_server(host, port, app, Server, handler_class=_QuietHandler)

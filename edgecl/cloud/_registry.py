@@ -15,7 +15,6 @@ import logging
 import os
 import sqlite3
 import threading
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -25,20 +24,23 @@ import numpy as np
 from edgecl._exceptions import InvalidInput, StorageError
 from edgecl.bundle._files import fsync_dir
 from edgecl.cloud._artifacts import ArtifactStore, private_dir
-from edgecl.cloud._errors import PermissionDenied
-from edgecl.wire import SignedUpdate, UpdatePayload, WireSample
+from edgecl.cloud._errors import Overloaded, QuotaExceeded
+from edgecl.cloud._identity import (
+    DEFAULT_TOKEN_TTL_S,
+    DEVICE_TARGET,
+    RELEASED,
+    REVOKED,
+    Device,
+    Identity,
+    StoredCredentials,
+    check_reregistration,
+    now_ms,
+    token_hash,
+)
+from edgecl.wire import RegistrationProof, SignedUpdate, UpdatePayload, WireSample
 
 log = logging.getLogger("edgecl.cloud")
-SCHEMA_VERSION = 4
-#: Lifetime of a bearer token unless the service says otherwise (``[auth] token_ttl_s``).
-DEFAULT_TOKEN_TTL_S = 30 * 24 * 3600.0
-#: ``devices.token_sha256`` of a device an operator revoked (no token matches it; a
-#: re-registration is refused until :meth:`Registry.release_device`) or released (its next
-#: registration with the enrollment key alone is accepted). Never a sha256 hex digest.
-REVOKED, RELEASED = "revoked:", "released:"
-#: Prefix of the update target of a device without a group under ``group_by = "group"``:
-#: "/" is never part of a group name, so a group can never name a device's target.
-DEVICE_TARGET = "device/"
+SCHEMA_VERSION = 5
 #: Tables every edgecl registry has had since schema 1.
 TABLES = {"meta", "devices", "samples", "updates", "rejections", "reports"}
 #: Bounds on what a device may store as labels (Register) and statistics (Report).
@@ -55,7 +57,9 @@ CREATE TABLE IF NOT EXISTS devices (
     grp TEXT NOT NULL DEFAULT '',
     registered_ms BIGINT NOT NULL,
     labels_json TEXT NOT NULL DEFAULT '{}',
-    token_expires_ms BIGINT
+    token_expires_ms BIGINT,
+    device_key BLOB,
+    proof_counter BIGINT NOT NULL DEFAULT 0
 );
 CREATE UNIQUE INDEX IF NOT EXISTS devices_token ON devices (token_sha256);
 CREATE TABLE IF NOT EXISTS samples (
@@ -132,6 +136,13 @@ def _migrate(conn: sqlite3.Connection, version: int) -> None:
             conn.execute("ALTER TABLE devices ADD COLUMN token_expires_ms BIGINT")
         conn.execute("UPDATE devices SET token_expires_ms = ? WHERE token_expires_ms IS NULL",
                      (_now_ms() + int(DEFAULT_TOKEN_TTL_S * 1000),))
+    if version < 5:  # 5: devices' own public keys and registration counters
+        have = {r[1] for r in conn.execute("PRAGMA table_info(devices)")}
+        if "device_key" not in have:
+            conn.execute("ALTER TABLE devices ADD COLUMN device_key BLOB")
+        if "proof_counter" not in have:
+            conn.execute("ALTER TABLE devices ADD COLUMN proof_counter BIGINT NOT NULL "
+                         "DEFAULT 0")
     conn.execute("UPDATE meta SET value = ? WHERE key = 'schema'", (str(SCHEMA_VERSION),))
 
 
@@ -240,53 +251,7 @@ def _finite_or_none(value: float | None) -> float | None:
 
 
 def _now_ms() -> int:
-    return int(time.time() * 1000)
-
-
-def token_hash(token: str) -> str:
-    """sha256 of a bearer token (only hashes are stored)."""
-    return hashlib.sha256(token.encode()).hexdigest()
-
-
-@dataclass(frozen=True)
-class Device:
-    """A registered device."""
-
-    device_id: str
-    encoder_sha256: str
-    group: str
-
-
-class Identity(NamedTuple):
-    """A token's device and when the token expires (epoch ms; None: never)."""
-
-    device: Device
-    expires_ms: int | None
-
-    def expired(self) -> bool:
-        """Whether the token is past its lifetime."""
-        return self.expires_ms is not None and _now_ms() >= self.expires_ms
-
-
-def device_target(device_id: str) -> str:
-    """The update target of a device without a group under ``group_by = "group"``."""
-    return DEVICE_TARGET + device_id
-
-
-def _check_proof(conn: sqlite3.Connection, device_id: str, proof: str) -> None:
-    """:class:`PermissionDenied` unless ``device_id`` is new, released, or ``proof`` is its
-    current token."""
-    row = conn.execute("SELECT token_sha256 FROM devices WHERE device_id = ?",
-                       (device_id,)).fetchone()
-    if row is None or row[0] == RELEASED + device_id:
-        return
-    if row[0] == REVOKED + device_id:
-        raise PermissionDenied(f"device {device_id!r} was revoked; it registers again only "
-                               f"after an operator's Registry.release_device({device_id!r})")
-    if not proof or row[0] != token_hash(proof):
-        raise PermissionDenied(f"device {device_id!r} exists: re-register with its current "
-                               f"bearer token, or (token lost) after an operator's "
-                               f"Registry.release_device({device_id!r})")
+    return now_ms()
 
 
 class RecentUploads(NamedTuple):
@@ -310,8 +275,12 @@ class StoredUpdate:
 class Registry:
     """Devices, samples, labels, updates and reports in one SQLite database."""
 
-    def __init__(self, directory: str | Path) -> None:
+    def __init__(self, directory: str | Path, *, max_samples_per_device: int = 0) -> None:
         self.dir = Path(directory)
+        #: Stored samples kept per device (0: no bound); see :meth:`add_samples`.
+        self.max_samples_per_device = int(max_samples_per_device)
+        self._counts: dict[str, int] = {}  # stored samples per device, read lazily
+        self.pruned = 0  # labelled samples dropped for the per-device bound by this process
         private_dir(self.dir)
         self.path = self.dir / "registry.sqlite"
         self.artifacts = ArtifactStore(self.dir / "artifacts")
@@ -396,29 +365,46 @@ class Registry:
     # -- devices -----------------------------------------------------------------------
     def register(self, device_id: str, token: str, encoder_sha256: str, group: str,
                  labels: dict[str, str], *, proof: str | None = None,
+                 device_proof: RegistrationProof | None = None,
                  ttl_s: float = DEFAULT_TOKEN_TTL_S) -> None:
         """Create or re-enroll a device; the new token (valid ``ttl_s``) replaces the old.
 
-        With ``proof`` (the service passes what the caller presented, "" for nothing), an
-        existing device re-enrolls only when ``proof`` is its current token (expired or not)
-        or an operator released it (:meth:`release_device`); else :class:`PermissionDenied`
-        and nothing changes. ``proof=None`` (operator use) skips the check.
+        With ``proof`` (the service passes the bearer token the caller presented, "" for
+        none), an existing device re-enrolls only as
+        :func:`~edgecl.cloud._identity.check_reregistration` allows: signed by its own key
+        (``device_proof``, already verified) when it registered with one, else with its
+        current token, or after an operator's :meth:`release_device`; else
+        :class:`PermissionDenied` and nothing changes. ``device_proof``'s key and counter
+        are stored. ``proof=None`` (operator use) skips the check.
         """
         _check_entries("labels", labels)
         expires = _now_ms() + int(ttl_s * 1000)
+        key = None if device_proof is None else bytes(device_proof.public_key)
+        counter = 0 if device_proof is None else int(device_proof.counter)
         with self._write:
             conn = self._conn()
             if proof is not None:
-                _check_proof(conn, device_id, proof)
+                row = conn.execute("SELECT token_sha256, device_key, proof_counter FROM "
+                                   "devices WHERE device_id = ?", (device_id,)).fetchone()
+                stored = None if row is None else StoredCredentials(
+                    row[0], None if row[1] is None else bytes(row[1]), int(row[2] or 0))
+                check_reregistration(device_id, stored, token=proof, proof=device_proof)
             conn.execute(
                 "INSERT INTO devices (device_id, token_sha256, encoder_sha256, grp, "
-                "registered_ms, labels_json, token_expires_ms) VALUES (?, ?, ?, ?, ?, ?, ?) "
+                "registered_ms, labels_json, token_expires_ms, device_key, proof_counter) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) "
                 "ON CONFLICT (device_id) DO UPDATE SET token_sha256 = excluded.token_sha256, "
                 "encoder_sha256 = excluded.encoder_sha256, grp = excluded.grp, labels_json = "
-                "excluded.labels_json, token_expires_ms = excluded.token_expires_ms",
+                "excluded.labels_json, token_expires_ms = excluded.token_expires_ms, "
+                "device_key = excluded.device_key, proof_counter = excluded.proof_counter",
                 (device_id, token_hash(token), encoder_sha256, group, _now_ms(),
-                 json.dumps(labels, sort_keys=True), expires))
+                 json.dumps(labels, sort_keys=True), expires, key, counter))
             conn.commit()
+
+    def device_key(self, device_id: str) -> bytes | None:
+        """The public key ``device_id`` registered with, or None."""
+        rows = self._rows("SELECT device_key FROM devices WHERE device_id = ?", (device_id,))
+        return None if not rows or rows[0][0] is None else bytes(rows[0][0])
 
     def identify(self, token: str) -> Identity | None:
         """The device owning ``token`` and when the token expires, or None."""
@@ -473,11 +459,15 @@ class Registry:
         """Store new samples in one committed transaction; ``(new, duplicates)``.
 
         :class:`InvalidInput` (and nothing stored) when a sample has no input or holds NaN
-        or inf in its input, features or priority. Each row carries a checksum.
+        or inf in its input, features or priority. Each row carries a checksum. With
+        :attr:`max_samples_per_device`, the device's oldest *labelled* samples beyond that
+        bound are deleted in the same transaction (learning reads only recent uploads);
+        when its unlabelled samples alone would pass it, :class:`QuotaExceeded` and nothing
+        is stored.
         """
         rows = [_sample_row(s) for s in samples]  # validates all before storing any
         now = _now_ms()
-        new = 0
+        new = pruned = 0
         with self._write:
             conn = self._conn()
             try:
@@ -495,14 +485,43 @@ class Registry:
                          s.device_label, _finite(s.device_entropy), _finite(s.ood_score),
                          s.state_version, s.segment, int(s.explored), checksum))
                     new += cur.rowcount
+                if new and self.max_samples_per_device:
+                    pruned = self._prune(conn, device_id, new)
                 conn.commit()
-            except sqlite3.Error as exc:
+            except (sqlite3.Error, Overloaded) as exc:
                 conn.rollback()
+                if isinstance(exc, Overloaded):
+                    raise
                 raise StorageError(f"cannot store samples: {exc}") from exc
+            if device_id in self._counts:
+                self._counts[device_id] += new - pruned
+            self.pruned += pruned
+        if pruned:
+            log.info("per-device storage bound: oldest labelled samples deleted", extra={
+                "device": device_id, "deleted": pruned, "bound": self.max_samples_per_device})
         if new:
             with self._changed:
                 self._changed.notify_all()
         return new, len(samples) - new
+
+    def _prune(self, conn: sqlite3.Connection, device_id: str, new: int) -> int:
+        """Delete ``device_id``'s oldest labelled samples past the bound (``new`` just
+        inserted, not committed); :class:`QuotaExceeded` when that is not enough."""
+        if device_id not in self._counts:
+            self._counts[device_id] = int(conn.execute(
+                "SELECT COUNT(*) FROM samples WHERE device_id = ?", (device_id,)
+            ).fetchone()[0]) - new
+        excess = self._counts[device_id] + new - self.max_samples_per_device
+        if excess <= 0:
+            return 0
+        gone = conn.execute(
+            "DELETE FROM samples WHERE rowid IN (SELECT rowid FROM samples WHERE device_id = ? "
+            "AND labelled_ms IS NOT NULL ORDER BY seq LIMIT ?)", (device_id, excess)).rowcount
+        if gone < excess:
+            raise QuotaExceeded(f"device {device_id} has {self.max_samples_per_device} stored "
+                             f"samples waiting for labels (limits.max_samples_per_device); "
+                             f"retry later")
+        return gone
 
     def wait_unlabelled(self, timeout: float) -> None:
         """Sleep until samples are added (or ``timeout``)."""

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import ipaddress
 import json
 import logging
 import os
@@ -19,7 +18,7 @@ import numpy as np
 from edgecl._exceptions import ConfigError
 from edgecl.bundle import ModelBundle, load_bundle
 from edgecl.cloud._auth import AuthInterceptor, StreamCaps, TokenBucket
-from edgecl.cloud._config import CloudConfig
+from edgecl.cloud._config import CloudConfig, is_loopback
 from edgecl.cloud._learner import LearnerConfig
 from edgecl.cloud._learning import LearningCoordinator, LearningPolicy
 from edgecl.cloud._metrics import Metrics
@@ -35,24 +34,14 @@ log = logging.getLogger("edgecl.cloud")
 STOP_SLACK_S = 3.0
 
 
-def is_loopback(host: str) -> bool:
-    """Whether ``host`` (of a ``host:port`` address) is reachable from this machine only."""
-    host = host.strip("[]")
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:  # a name: may resolve to anything
-        return False
-
-
 def warn_if_plaintext(address: str, tls: bool) -> bool:
     """Log a WARNING when serving plaintext beyond loopback; whether it warned."""
     host = address.rsplit(":", 1)[0]
     if tls or is_loopback(host):
         return False
     log.warning("serving PLAINTEXT on a non-loopback address: enrollment key, tokens and "
-                "uploads travel unencrypted; set [server] tls_cert and tls_key",
+                "uploads travel unencrypted; set [server] tls_cert and tls_key (or tls_dev "
+                "= true for a development certificate)",
                 extra={"address": address})
     return True
 
@@ -134,7 +123,8 @@ class CloudServer:
         self.metrics = Metrics()
         self.storage_dir = config.storage.path(home)
         log.info("start-up: opening the registry", extra={"storage": str(self.storage_dir)})
-        self.registry = Registry(self.storage_dir)
+        self.registry = Registry(
+            self.storage_dir, max_samples_per_device=config.limits.max_samples_per_device)
         log.info("start-up: loading bundles", extra={"paths": list(config.bundles.paths),
                                                       "zoo_student": config.bundles.zoo_student})
         self.bundles = self._load_bundles(home)
@@ -161,7 +151,7 @@ class CloudServer:
             max_message_bytes=config.server.max_message_bytes,
             group_by=config.learning.group_by, metrics=self.metrics,
             max_streams=config.stream_slots, stream_max_s=config.server.stream_max_s,
-            token_ttl_s=config.auth.token_ttl_s,
+            token_ttl_s=config.auth.token_ttl_s, signer=self.signer,
             samples=TokenBucket(config.limits.samples_per_s, config.limits.sample_burst),
             backlog=Backlog(self.registry.unlabelled_count, config.limits.max_backlog,
                             lambda: self.teacher_pool.rate),
@@ -199,16 +189,20 @@ class CloudServer:
         self._serving = health_pb2.HealthCheckResponse.SERVING
         self._not_serving = health_pb2.HealthCheckResponse.NOT_SERVING
         address = config.server.address
-        if config.server.tls_cert:
-            creds = grpc.ssl_server_credentials([(Path(config.server.tls_key).read_bytes(),
-                                                  Path(config.server.tls_cert).read_bytes())])
+        self.host = address.rsplit(":", 1)[0]
+        #: The CA certificate devices must trust when serving a development certificate.
+        self.tls_ca_path: Path | None = None
+        tls_files = self._tls_files()
+        if tls_files is not None:
+            creds = grpc.ssl_server_credentials([(tls_files[1].read_bytes(),
+                                                  tls_files[0].read_bytes())])
             self.port = self._grpc.add_secure_port(address, creds)
         else:
             self.port = self._grpc.add_insecure_port(address)
         if self.port == 0:
             raise ConfigError(f"cannot bind {address}")
-        warn_if_plaintext(address, bool(config.server.tls_cert))
-        self.host = address.rsplit(":", 1)[0]
+        self.tls = tls_files is not None
+        warn_if_plaintext(address, self.tls)
         self.metrics_port: int | None = None
         self._stopped = threading.Event()
         self._stop_lock = threading.Lock()
@@ -218,6 +212,28 @@ class CloudServer:
         self._ticker = threading.Thread(target=self._tick, name="edgecl-tick", daemon=True)
 
     # -- construction helpers ------------------------------------------------------------
+    def _tls_files(self) -> tuple[Path, Path] | None:
+        """(certificate chain, private key) to serve TLS with, or None for plaintext:
+        ``[server] tls_cert``/``tls_key`` when set, else with ``tls_dev`` a development
+        CA and certificate under ``<storage>/tls/`` (generated once, a loud WARNING)."""
+        server = self.config.server
+        if server.tls_cert:
+            return Path(server.tls_cert).expanduser(), Path(server.tls_key).expanduser()
+        if not server.tls_dev:
+            return None
+        from edgecl.cloud._tls import dev_hosts, ensure_dev_certificate
+
+        dev = ensure_dev_certificate(self.storage_dir / "tls", dev_hosts(self.host))
+        self.tls_ca_path = dev.ca
+        log.warning("serving TLS with a DEVELOPMENT certificate from a self-signed edgecl CA: "
+                    "not for production (set [server] tls_cert and tls_key to real "
+                    "certificates). Devices must trust the CA file tls_ca "
+                    "(SyncClient(..., root_cert=Path(tls_ca).read_bytes())) and connect by "
+                    "one of the certificate's hosts",
+                    extra={"tls_ca": str(dev.ca), "hosts": list(dev.hosts),
+                           "generated": dev.generated})
+        return dev.cert, dev.key
+
     def _load_bundles(self, home: str | None) -> dict[str, ModelBundle]:
         paths = list(self.config.bundles.paths)
         if self.config.bundles.zoo_student:
@@ -277,9 +293,13 @@ class CloudServer:
         for name in self._service_names:
             self.health.set(name, self._serving)
         if self.config.metrics.port >= 0:
-            self.metrics_port = self.metrics.serve(self.config.metrics.port, self.host)
-        log.info("serving", extra={"target": self.target, "tls": bool(self.config.server.tls_cert),
-                                   "metrics_port": self.metrics_port})
+            self.metrics_port = self.metrics.serve(self.config.metrics.port,
+                                                   self.config.metrics.bind,
+                                                   self.config.metrics.token)
+        log.info("serving", extra={"target": self.target, "tls": self.tls,
+                                   "tls_ca": self.tls_ca_path and str(self.tls_ca_path),
+                                   "metrics_port": self.metrics_port,
+                                   "metrics_bind": self.config.metrics.bind})
         return self
 
     def label_pending(self) -> int:
@@ -387,7 +407,9 @@ def serve(config: CloudConfig, *, home: str | None = None) -> int:
     """Run the service until SIGTERM/SIGINT, then stop gracefully; returns an exit code."""
     configure_logging(config.log.level, config.log.format)
     server = create_server(config, home=home).start()
-    print(json.dumps({"serving": server.target, "metrics_port": server.metrics_port,
+    print(json.dumps({"serving": server.target, "tls": server.tls,
+                      "tls_ca": server.tls_ca_path and str(server.tls_ca_path),
+                      "metrics_port": server.metrics_port,
                       "storage": str(server.storage_dir),
                       "public_key": f"{server.signing_key}.pub"}), flush=True)
 

@@ -25,21 +25,41 @@ from edgecl.cloud._errors import (
     NotFound,
     Overloaded,
     PermissionDenied,
+    QuotaExceeded,
     RateLimited,
     Unauthenticated,
     grpc_errors,
 )
 from edgecl.cloud._handlers import StreamSlots, check_batch_size, check_samples
-from edgecl.cloud._registry import DEFAULT_TOKEN_TTL_S, Device, Registry, device_target
+from edgecl.cloud._identity import (
+    DEFAULT_TOKEN_TTL_S,
+    Device,
+    device_target,
+    verify_registration,
+)
+from edgecl.cloud._registry import Registry
 from edgecl.cloud._signing import UpdateSigner
-from edgecl.wire import SignedUpdate, check_device_id, sample_from_proto, update_to_proto
+from edgecl.wire import (
+    RegistrationProof,
+    SignedUpdate,
+    check_device_id,
+    sample_from_proto,
+    update_to_proto,
+)
 
 log = logging.getLogger("edgecl.cloud")
-#: Wrong enrollment keys tolerated per client address: a burst, then one per 10 s.
+#: Failed registrations (wrong enrollment key, token or device key) tolerated per client
+#: address and device id: a burst, then one per 10 s. Keyed on the pair, so an attacker
+#: behind a shared NAT does not lock out the other devices behind it...
 ENROLL_FAILURE_BURST, ENROLL_FAILURE_RATE = 10.0, 0.1
+#: ...and per client address over all device ids, a ceiling far above what one NAT's
+#: devices fail legitimately, against guessing with ever new ids.
+ADDRESS_FAILURE_BURST, ADDRESS_FAILURE_RATE = 500.0, 2.0
 #: Retry hint bounds (s) for uploads refused at the backlog bound; UNKNOWN_RATE_HINT_S
 #: while the labelling rate is not known yet (or labelling is paused).
 MIN_HINT_S, MAX_HINT_S, UNKNOWN_RATE_HINT_S = 0.25, 30.0, 1.0
+#: Retry hint (s) for a device at its storage bound (its samples are being labelled).
+QUOTA_RETRY_S = 5.0
 
 
 class Backlog:
@@ -103,6 +123,7 @@ class EdgeCloudServicer(pb_grpc.EdgeCloudServicer):
         self.group_by, self.metrics = group_by, metrics
         self.streams, self.stream_max_s = StreamSlots(max_streams), float(stream_max_s)
         self._enroll_failures = TokenBucket(ENROLL_FAILURE_RATE, ENROLL_FAILURE_BURST)
+        self._address_failures = TokenBucket(ADDRESS_FAILURE_RATE, ADDRESS_FAILURE_BURST)
         self.samples, self.backlog = samples, backlog  # None: unbounded (embedding, tests)
         self.max_report_keys, self.max_report_key_chars = max_report_keys, max_report_key_chars
         self.token_ttl_s = float(token_ttl_s)
@@ -158,15 +179,18 @@ class EdgeCloudServicer(pb_grpc.EdgeCloudServicer):
                 f"samples/s, burst {self.samples.burst:g})"))
 
     def _store(self, device_id: str, samples: list[Any], context: Any) -> tuple[int, int]:
-        """Commit ``samples`` inside the backlog bound."""
+        """Commit ``samples`` inside the backlog bound and the device's storage bound."""
         def add() -> tuple[int, int]:
             return self.registry.add_samples(device_id, samples)
 
-        if self.backlog is None:
-            return add()
         try:
+            if self.backlog is None:
+                return add()
             return self.backlog.store(len(samples), add)
+        except QuotaExceeded as exc:
+            self._refuse(context, "quota", QUOTA_RETRY_S, exc)
         except Overloaded as exc:
+            assert self.backlog is not None
             self._refuse(context, "backlog", self.backlog.retry_after(len(samples)), exc)
 
     def _check_report(self, stats: Any) -> dict[str, float]:
@@ -186,19 +210,28 @@ class EdgeCloudServicer(pb_grpc.EdgeCloudServicer):
         return out
 
     # -- RPCs --------------------------------------------------------------------------
+    def _failed_registration(self, peer: str, device_id: str) -> None:
+        """Count a failed registration against the caller's address and claimed id."""
+        self._enroll_failures.take(f"{peer}|{device_id}")
+        self._address_failures.take(peer)
+
+    def _check_throttle(self, peer: str, device_id: str) -> None:
+        if (self._enroll_failures.peek(f"{peer}|{device_id}") < 1.0
+                or self._address_failures.peek(peer) < 1.0):
+            raise RateLimited("too many failed registrations from this address; retry later")
+
     @grpc_errors
     def Register(self, request: Any, context: Any) -> Any:
-        # Open method (no token needed). Re-registering an existing device id needs its
-        # current token (expired or not) in the authorization metadata, or an operator's
-        # Registry.release_device; it issues a new token and revokes the old one (only the
-        # token's sha256 is stored).
+        # Open method (no token needed). Re-registering an existing device id needs the
+        # device's own key (when it registered with one), else its current token (expired
+        # or not) in the authorization metadata, or an operator's Registry.release_device;
+        # it issues a new token and revokes the old one (only the token's sha256 is stored).
         peer = (context.peer() or "").rsplit(":", 1)[0]
-        if self._enroll_failures.peek(peer) < 1.0:
-            raise RateLimited("too many wrong enrollment keys from this address; retry later")
-        if not hmac.compare_digest(request.enrollment_key.encode(), self._key):
-            self._enroll_failures.take(peer)
-            raise Unauthenticated("wrong enrollment key")
         device_id = check_device_id(request.device_id)
+        self._check_throttle(peer, device_id)
+        if not hmac.compare_digest(request.enrollment_key.encode(), self._key):
+            self._failed_registration(peer, device_id)
+            raise Unauthenticated("wrong enrollment key")
         bundle = self.bundles.get(request.encoder_sha256)
         if bundle is None:
             raise FailedPrecondition(f"this service does not serve encoder "
@@ -206,18 +239,26 @@ class EdgeCloudServicer(pb_grpc.EdgeCloudServicer):
                                      f"{sorted(s[:12] for s in self.bundles)}")
         if request.group:
             check_device_id(request.group)
+        proof = None
+        if request.device_public_key or request.proof_signature:
+            proof = RegistrationProof(bytes(request.device_public_key),
+                                      int(request.proof_counter),
+                                      bytes(request.proof_signature))
         token = secrets.token_urlsafe(32)
         try:
+            if proof is not None:
+                verify_registration(device_id, request.encoder_sha256, request.group, proof)
             self.registry.register(device_id, token, request.encoder_sha256, request.group,
                                    dict(request.labels), proof=presented_token(context),
-                                   ttl_s=self.token_ttl_s)
-        except PermissionDenied:
-            self._enroll_failures.take(peer)  # guessing tokens costs like guessing keys
+                                   device_proof=proof, ttl_s=self.token_ttl_s)
+        except (PermissionDenied, Unauthenticated):
+            self._failed_registration(peer, device_id)  # guessing costs like a wrong key
             raise
         device = Device(device_id, request.encoder_sha256, request.group)
         if self.metrics is not None:
             self.metrics.devices.set(self.registry.device_count())
-        log.info("registered device", extra={"device": device_id, "group": request.group})
+        log.info("registered device", extra={"device": device_id, "group": request.group,
+                                             "device_key": proof is not None})
         return pb.RegisterResponse(
             token=token, input_shape=list(bundle.input_spec.shape),
             feature_dim=bundle.manifest.feature_dim,

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from edgecl.device._adaptation import AdaptationStats, AdaptationWorker
 from edgecl.device._collector import CollectorStats, SampleCollector
+from edgecl.device._identity import DeviceKey
 from edgecl.device._outbox import Outbox, OutboxItem, OutboxStats
 from edgecl.device._prediction import Prediction
 from edgecl.device._runtime import DeviceRuntime, StateConflict, softmax
@@ -30,6 +31,7 @@ __all__ = [
     "AdaptationWorker",
     "CanaryPolicy",
     "CollectorStats",
+    "DeviceKey",
     "DeviceRuntime",
     "GrpcTransport",
     "InputValidator",

@@ -4,8 +4,10 @@ Predict never waits on the network: the app only writes to the outbox. The uploa
 leases items, uploads them with a deadline and acknowledges exactly the ids the server
 acknowledged (the rest are released and retried), so a sample leaves the outbox only once
 the cloud has it. Failures back off exponentially with jitter; an expired token triggers
-re-registration, which presents the last token (persisted in ``state_path``): the service
-re-registers an existing device id only for its current token. A sample the server
+re-registration. Every registration is signed by the device's own key (``device_key``,
+by default ``<state_path>.key``, created at the first registration) and presents the last
+token (persisted in ``state_path``): the service re-registers an existing device id only
+for the key it first registered with. A sample the server
 rejects as invalid is isolated and dropped (counted), never retried forever. The update
 worker subscribes from the last version it handled, persisted atomically, so it resumes
 there after reconnects and restarts. That cursor moves only past updates the
@@ -31,9 +33,10 @@ from typing import Any
 from edgecl._exceptions import ConfigError, InvalidInput
 from edgecl._retry import Backoff
 from edgecl.bundle._files import atomic_write_bytes
+from edgecl.device._identity import DeviceKey
 from edgecl.device._outbox import Outbox, OutboxItem
 from edgecl.device._transport import GrpcTransport, Transport, TransportError
-from edgecl.wire import SignedUpdate, WireSample, payload_version
+from edgecl.wire import RegistrationProof, SignedUpdate, WireSample, payload_version
 
 log = logging.getLogger("edgecl.device")
 
@@ -81,7 +84,10 @@ class SyncClient:
     truthy iff it did. The client resumes after the newest *verified* update it handed
     over: one applied, or one whose outcome says ``verified`` (genuine, for this device,
     refused by a later check); anything else (False, an exception) leaves the cursor
-    where it is. ``state_path`` persists that version across restarts.
+    where it is. ``state_path`` persists that version across restarts. ``device_key`` (a
+    :class:`DeviceKey` or the path of one; default ``<state_path>.key``, in memory without
+    ``state_path``) signs every registration: keep it with the state, it is what lets this
+    device, and only it, register its id again.
 
     Examples
     --------
@@ -99,7 +105,8 @@ class SyncClient:
                  state_path: str | os.PathLike[str] | None = None,
                  backoff: Backoff | None = None, poll_s: float = 0.05,
                  subscribe: bool = True, root_cert: bytes | None = None,
-                 deadline_s: float = 10.0) -> None:
+                 deadline_s: float = 10.0,
+                 device_key: DeviceKey | str | os.PathLike[str] | None = None) -> None:
         if batch_size < 1 or chunk_size < 1:
             raise ConfigError("batch_size and chunk_size must be >= 1")
         self.outbox = outbox
@@ -128,7 +135,13 @@ class SyncClient:
         self._connected = False
         self._last_error = ""
         self._in_flight = 0
-        self.last_version, self._proof = self._load_state()
+        self.last_version, self._proof, self._counter = self._load_state()
+        if device_key is None:  # beside the state, or (no state_path) in memory only
+            device_key = (None if self.state_path is None
+                          else self.state_path.with_name(self.state_path.name + ".key"))
+        self.device_key = (device_key if isinstance(device_key, DeviceKey)
+                           else DeviceKey.generate() if device_key is None
+                           else DeviceKey.load_or_create(device_key))
         self._threads: list[threading.Thread] = []
 
     # -- lifecycle ---------------------------------------------------------------------
@@ -206,10 +219,15 @@ class SyncClient:
 
     # -- calls usable from the app -------------------------------------------------------
     def register(self) -> str:
-        """Register (or re-register, presenting the last token) and return the token."""
+        """Register (or re-register, signed by the device key and presenting the last
+        token) and return the token."""
         with self._lock:
-            proof = self._proof
-        reg = self._register_call(proof)
+            token = self._proof
+            proof = self.device_key.prove(self.device_id, self._sha, self.group,
+                                          last_counter=self._counter)
+            self._counter = proof.counter
+            self._save_state()  # a counter is never signed twice, even if the call fails
+        reg = self._register_call(token, proof)
         with self._lock:
             self._token = self._proof = reg.token
             self._save_state()
@@ -226,13 +244,16 @@ class SyncClient:
         """Send device statistics; returns the newest published version."""
         return self.transport.report(self._ensure_token(), state_version, stats)
 
-    def _register_call(self, proof: str) -> Any:
-        """The transport's register, presenting ``proof`` when it takes one (a transport
-        written before re-registration needed proof does not)."""
+    def _register_call(self, token: str, proof: RegistrationProof) -> Any:
+        """The transport's register, presenting ``token`` and ``proof`` as far as it takes
+        them (a transport written before re-registration needed proof does not)."""
         args = (self.device_id, self._key, self._sha, self.group)
-        if proof and _takes_token(self.transport.register):
-            return self.transport.register(*args, current_token=proof)
-        return self.transport.register(*args)
+        kwargs: dict[str, Any] = {}
+        if token and _takes(self.transport.register, "current_token"):
+            kwargs["current_token"] = token
+        if _takes(self.transport.register, "proof"):
+            kwargs["proof"] = proof
+        return self.transport.register(*args, **kwargs)
 
     # -- workers -------------------------------------------------------------------------
     def _ensure_token(self) -> str:
@@ -393,17 +414,19 @@ class SyncClient:
         except InvalidInput:
             return None
 
-    def _load_state(self) -> tuple[int, str]:
-        """The persisted update cursor and last token (0 and "" when none)."""
+    def _load_state(self) -> tuple[int, str, int]:
+        """The persisted update cursor, last token and registration counter (0, "", 0
+        when none)."""
         if self.state_path is None or not self.state_path.exists():
-            return 0, ""
+            return 0, "", 0
         try:
             state = json.loads(self.state_path.read_text())
-            return int(state["last_version"]), str(state.get("token") or "")
+            return (int(state["last_version"]), str(state.get("token") or ""),
+                    int(state.get("proof_counter") or 0))
         except (ValueError, KeyError, TypeError, AttributeError, OSError):
             log.warning("unreadable sync state; starting from version 0",
                         extra={"path": str(self.state_path)})
-            return 0, ""
+            return 0, "", 0
 
     def _save_state(self) -> None:
         """Persist the cursor and the token (mode 0600: the token is a credential); call
@@ -411,16 +434,17 @@ class SyncClient:
         if self.state_path is None:
             return
         self.state_path.parent.mkdir(parents=True, exist_ok=True)
-        data = {"last_version": self.last_version, "token": self._proof}
+        data = {"last_version": self.last_version, "token": self._proof,
+                "proof_counter": self._counter}
         atomic_write_bytes(self.state_path, json.dumps(data).encode())
         os.chmod(self.state_path, 0o600)
 
 
-def _takes_token(register: Callable[..., Any]) -> bool:
-    """Whether a transport's ``register`` accepts ``current_token``."""
+def _takes(register: Callable[..., Any], name: str) -> bool:
+    """Whether a transport's ``register`` accepts the keyword ``name``."""
     try:
         params = inspect.signature(register).parameters
     except (TypeError, ValueError):
         return False
-    return "current_token" in params or any(
+    return name in params or any(
         p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())

@@ -18,6 +18,7 @@ from typing import Any, Protocol
 from edgecl._exceptions import EdgeclError
 from edgecl.wire import (
     Registration,
+    RegistrationProof,
     SignedUpdate,
     UploadResult,
     WireSample,
@@ -68,8 +69,10 @@ class Transport(Protocol):
     """What the sync client needs from the network (gRPC here; a simulator may differ)."""
 
     def register(self, device_id: str, enrollment_key: str, encoder_sha256: str,
-                 group: str, *, current_token: str = "") -> Registration:
-        """Register; ``current_token`` (the device's last token) proves a re-registration."""
+                 group: str, *, current_token: str = "",
+                 proof: RegistrationProof | None = None) -> Registration:
+        """Register; ``proof`` (signed by the device's own key) or ``current_token`` (the
+        device's last token) proves a re-registration."""
         ...
 
     def upload(self, token: str, batches: list[list[WireSample]]) -> UploadResult: ...
@@ -133,9 +136,13 @@ class GrpcTransport:
         return (("authorization", f"Bearer {token}"),)
 
     def register(self, device_id: str, enrollment_key: str, encoder_sha256: str,
-                 group: str, *, current_token: str = "") -> Registration:
+                 group: str, *, current_token: str = "",
+                 proof: RegistrationProof | None = None) -> Registration:
         req = self._pb.RegisterRequest(device_id=device_id, enrollment_key=enrollment_key,
                                        encoder_sha256=encoder_sha256, group=group)
+        if proof is not None:
+            req.device_public_key, req.proof_counter, req.proof_signature = (
+                proof.public_key, proof.counter, proof.signature)
         md = self._md(current_token) if current_token else None  # proves a re-registration
         return registration_from_proto(self._call(self.stub.Register, req, method="register",
                                                   metadata=md))

@@ -86,11 +86,11 @@ class ImpairedTransport:
                 self.bytes_down += n
 
     def register(self, device_id: str, enrollment_key: str, encoder_sha256: str,
-                 group: str, *, current_token: str = "") -> Any:
+                 group: str, *, current_token: str = "", proof: Any = None) -> Any:
         self._gate(len(device_id) + len(enrollment_key) + len(encoder_sha256) + len(group)
-                   + len(current_token))
+                   + len(current_token) + (0 if proof is None else 104))
         out = self.inner.register(device_id, enrollment_key, encoder_sha256, group,
-                                  current_token=current_token)
+                                  current_token=current_token, proof=proof)
         self._transfer(len(getattr(out, "token", "")))
         return out
 

@@ -115,6 +115,17 @@ def registration_message(device_id: str, encoder_sha256: str, group: str, counte
 
 
 @dataclass(frozen=True)
+class RegistrationProof:
+    """A device's proof that a registration is its own: its Ed25519 public key (raw 32
+    bytes), a counter above its last registration's, and its signature over
+    :func:`registration_message`."""
+
+    public_key: bytes
+    counter: int
+    signature: bytes
+
+
+@dataclass(frozen=True)
 class Registration:
     """What a device learns when it registers."""
 

@@ -16,8 +16,8 @@ from edgecl._exceptions import ConfigError
 from edgecl._proto import edgecl_pb2 as pb
 from edgecl._retry import Backoff
 from edgecl.cloud import load_config
-from edgecl.device import Outbox, SyncClient, TransportError
-from edgecl.wire import UpdatePayload
+from edgecl.device import DeviceKey, Outbox, SyncClient, TransportError
+from edgecl.wire import UpdatePayload, registration_message
 from tests.cloud.conftest import KEY, cloud_env, register, start_server
 from tests.conftest import images
 
@@ -217,3 +217,96 @@ def test_a_schema_3_registry_keeps_its_devices_and_their_tokens_expire(tmp_path)
     assert found is not None and found.device.device_id == "old-4"
     left_s = (found.expires_ms - time.time() * 1000) / 1000
     assert 29 * 24 * 3600 < left_s <= 30 * 24 * 3600 and not found.expired()
+
+
+# -- 5. per-device keys: a stolen token or a replayed registration takes nothing ---------
+def _signed(c, server, device_id: str, key: DeviceKey, counter: int, token: str = "",
+            group: str = ""):
+    """A registration signed by ``key`` with exactly ``counter``, and a call sending it."""
+    sha = next(iter(server.bundles))
+    signature = key._key.sign(registration_message(device_id, sha, group, counter,
+                                                   key.public_key))
+    req = pb.RegisterRequest(device_id=device_id, enrollment_key=KEY, encoder_sha256=sha,
+                             group=group, device_public_key=key.public_key,
+                             proof_counter=counter, proof_signature=signature)
+    return req, lambda: c.stub.Register(req, metadata=_md(token) if token else None,
+                                        timeout=5)
+
+
+def test_a_stolen_token_cannot_re_register_a_device_that_has_its_own_key(server, tmp_path):
+    state = tmp_path / "sync.json"
+    with Outbox(tmp_path / "o.db") as box:
+        genuine = _client(box, server, "keyed-5", state_path=state)
+        token = genuine.register()
+        key_file = tmp_path / "sync.json.key"
+        assert oct(os.stat(key_file).st_mode & 0o777) == "0o600"
+        assert server.registry.device_key("keyed-5") == genuine.device_key.public_key
+        thief = register(server, "thief-5")
+        code, msg = _code(lambda: _register(thief, server, "keyed-5", token=token))
+        assert code == grpc.StatusCode.PERMISSION_DENIED and "own key" in msg
+        _, call = _signed(thief, server, "keyed-5", DeviceKey.generate(), 10**15, token)
+        code, _ = _code(call)  # a key of the thief's, even with the stolen token
+        assert code == grpc.StatusCode.PERMISSION_DENIED
+        server.registry.device_for_token(token)  # the genuine token still works...
+        again = _client(box, server, "keyed-5", state_path=state)  # ...and after a reboot
+        assert again.register() not in ("", token)  # the device's key re-registers it
+        assert again.device_key.public_key == genuine.device_key.public_key
+        again.stop()
+        genuine.stop()
+
+
+def test_a_replayed_or_forged_signed_registration_is_refused(server):
+    c = register(server, "observer-5")
+    key = DeviceKey.generate()
+    req, first = _signed(c, server, "replay-5", key, 1000)
+    assert first().token
+    code, msg = _code(lambda: c.stub.Register(req, timeout=5))  # the same bytes again
+    assert code == grpc.StatusCode.PERMISSION_DENIED and "replayed" in msg
+    _, older = _signed(c, server, "replay-5", key, 999)
+    assert _code(older)[0] == grpc.StatusCode.PERMISSION_DENIED
+    forged = pb.RegisterRequest()
+    forged.CopyFrom(req)
+    forged.proof_counter = 2000  # not what was signed
+    code, msg = _code(lambda: c.stub.Register(forged, timeout=5))
+    assert code == grpc.StatusCode.UNAUTHENTICATED and "not signed" in msg
+    forged.device_public_key = b"\x01" * 31
+    assert _code(lambda: c.stub.Register(forged, timeout=5))[0] == \
+        grpc.StatusCode.UNAUTHENTICATED
+    _, fresh = _signed(c, server, "replay-5", key, 3000)
+    assert fresh().token  # the genuine device, with a new counter
+
+
+def test_a_device_registered_without_a_key_adopts_one_with_its_token(server):
+    c = register(server, "legacy-5")  # an old client: no key
+    assert server.registry.device_key("legacy-5") is None
+    key = DeviceKey.generate()
+    _, adopt = _signed(c, server, "legacy-5", key, 1, token=c.token)
+    token = adopt().token
+    assert server.registry.device_key("legacy-5") == key.public_key
+    code, _ = _code(lambda: _register(c, server, "legacy-5", token=token))  # token alone
+    assert code == grpc.StatusCode.PERMISSION_DENIED
+
+
+# -- 6. one attacker behind a shared address (NAT) ----------------------------------------
+def test_an_attacker_behind_a_shared_address_locks_out_no_other_device(tiny_zoo, tmp_path):
+    srv = start_server(tiny_zoo, tmp_path)
+    try:
+        probe = register(srv, "nat-probe")
+        sha = next(iter(srv.bundles))
+        wrong = pb.RegisterRequest(device_id="nat-attacker", enrollment_key="x" * 32,
+                                   encoder_sha256=sha)
+        codes = [_code(lambda: probe.stub.Register(wrong, timeout=5))[0] for _ in range(60)]
+        assert codes[:10] == [grpc.StatusCode.UNAUTHENTICATED] * 10
+        assert set(codes[10:]) == {grpc.StatusCode.RESOURCE_EXHAUSTED}  # its id throttled
+        for i in range(45):  # every legitimate device behind the same address registers
+            assert register(srv, f"nat-device-{i}").token
+        # guessing with ever new ids meets the per-address ceiling
+        from edgecl.cloud._auth import TokenBucket
+
+        srv.servicer._address_failures = TokenBucket(0.01, 20)
+        codes = [_code(lambda i=i: probe.stub.Register(pb.RegisterRequest(
+            device_id=f"guess-{i}", enrollment_key="y" * 32, encoder_sha256=sha),
+            timeout=5))[0] for i in range(25)]
+        assert codes.count(grpc.StatusCode.RESOURCE_EXHAUSTED) == 5
+    finally:
+        srv.stop(grace=1.0)
