@@ -9,7 +9,6 @@ Update payloads live in the :class:`ArtifactStore` (content-addressed files).
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -22,7 +21,6 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from edgecl._exceptions import InvalidInput, StorageError
-from edgecl.bundle._files import fsync_dir
 from edgecl.cloud._artifacts import ArtifactStore, private_dir
 from edgecl.cloud._errors import Overloaded, QuotaExceeded
 from edgecl.cloud._identity import (
@@ -37,203 +35,23 @@ from edgecl.cloud._identity import (
     now_ms,
     token_hash,
 )
+from edgecl.cloud._registry_file import (
+    SCHEMA,
+    SCHEMA_VERSION,
+    SUM_COLS,
+    check_database,
+    check_file,
+    connect,
+    create_registry,
+    migrate,
+    refuse,
+    sample_digest,
+)
 from edgecl.wire import RegistrationProof, SignedUpdate, UpdatePayload, WireSample
 
 log = logging.getLogger("edgecl.cloud")
-SCHEMA_VERSION = 5
-#: Tables every edgecl registry has had since schema 1.
-TABLES = {"meta", "devices", "samples", "updates", "rejections", "reports"}
 #: Bounds on what a device may store as labels (Register) and statistics (Report).
 MAX_ENTRIES, MAX_KEY_CHARS, MAX_VALUE_CHARS = 64, 64, 256
-#: Columns a sample's checksum covers (everything learning reads), checksum last.
-_SUM_COLS = ("device_id, sample_id, seq, received_ms, input, features, segment, explored, "
-             "device_label, teacher_label, teacher_uncertainty, checksum")
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS devices (
-    device_id TEXT PRIMARY KEY,
-    token_sha256 TEXT NOT NULL,
-    encoder_sha256 TEXT NOT NULL,
-    grp TEXT NOT NULL DEFAULT '',
-    registered_ms BIGINT NOT NULL,
-    labels_json TEXT NOT NULL DEFAULT '{}',
-    token_expires_ms BIGINT,
-    device_key BLOB,
-    proof_counter BIGINT NOT NULL DEFAULT 0
-);
-CREATE UNIQUE INDEX IF NOT EXISTS devices_token ON devices (token_sha256);
-CREATE TABLE IF NOT EXISTS samples (
-    device_id TEXT NOT NULL,
-    sample_id TEXT NOT NULL,
-    seq BIGINT NOT NULL,
-    received_ms BIGINT NOT NULL,
-    input BLOB NOT NULL,
-    features BLOB,
-    priority REAL,
-    device_label INTEGER,
-    device_entropy REAL,
-    ood_score REAL,
-    state_version BIGINT,
-    segment BIGINT NOT NULL DEFAULT 0,
-    explored INTEGER NOT NULL DEFAULT 0,
-    teacher_label INTEGER,
-    teacher_uncertainty REAL,
-    labelled_ms BIGINT,
-    label_count INTEGER NOT NULL DEFAULT 0,
-    checksum TEXT,
-    PRIMARY KEY (device_id, sample_id)
-);
-CREATE INDEX IF NOT EXISTS samples_unlabelled ON samples (labelled_ms, seq);
-CREATE INDEX IF NOT EXISTS samples_by_device ON samples (device_id, seq);
-CREATE TABLE IF NOT EXISTS updates (
-    target TEXT NOT NULL,
-    version BIGINT NOT NULL,
-    base_version BIGINT NOT NULL,
-    encoder_sha256 TEXT NOT NULL,
-    artifact TEXT NOT NULL,
-    signature BLOB NOT NULL,
-    key_id TEXT NOT NULL,
-    metrics_json TEXT NOT NULL,
-    created_ms BIGINT NOT NULL,
-    PRIMARY KEY (target, version)
-);
-CREATE TABLE IF NOT EXISTS rejections (
-    target TEXT NOT NULL,
-    version BIGINT NOT NULL,
-    reason TEXT NOT NULL,
-    metrics_json TEXT NOT NULL,
-    created_ms BIGINT NOT NULL
-);
-CREATE TABLE IF NOT EXISTS quarantine (
-    device_id TEXT NOT NULL,
-    sample_id TEXT NOT NULL,
-    seq BIGINT,
-    reason TEXT NOT NULL,
-    quarantined_ms BIGINT NOT NULL,
-    input BLOB,
-    features BLOB
-);
-CREATE TABLE IF NOT EXISTS reports (
-    device_id TEXT NOT NULL,
-    received_ms BIGINT NOT NULL,
-    state_version BIGINT NOT NULL,
-    stats_json TEXT NOT NULL
-);
-"""
-
-
-def _migrate(conn: sqlite3.Connection, version: int) -> None:
-    """Bring a registry of an older schema ``version`` up to :data:`SCHEMA_VERSION`."""
-    columns = {r[1] for r in conn.execute("PRAGMA table_info(samples)")}
-    if version < 2 and "explored" not in columns:  # 2: the device drew it at random
-        conn.execute("ALTER TABLE samples ADD COLUMN explored INTEGER NOT NULL DEFAULT 0")
-    if version < 3:  # 3: samples.checksum (verified on read) and the quarantine table
-        if "checksum" not in columns:
-            conn.execute("ALTER TABLE samples ADD COLUMN checksum TEXT")
-        _backfill_checksums(conn)
-    if version < 4:  # 4: tokens expire (existing ones a default lifetime from now)
-        if "token_expires_ms" not in {r[1] for r in conn.execute("PRAGMA table_info(devices)")}:
-            conn.execute("ALTER TABLE devices ADD COLUMN token_expires_ms BIGINT")
-        conn.execute("UPDATE devices SET token_expires_ms = ? WHERE token_expires_ms IS NULL",
-                     (_now_ms() + int(DEFAULT_TOKEN_TTL_S * 1000),))
-    if version < 5:  # 5: devices' own public keys and registration counters
-        have = {r[1] for r in conn.execute("PRAGMA table_info(devices)")}
-        if "device_key" not in have:
-            conn.execute("ALTER TABLE devices ADD COLUMN device_key BLOB")
-        if "proof_counter" not in have:
-            conn.execute("ALTER TABLE devices ADD COLUMN proof_counter BIGINT NOT NULL "
-                         "DEFAULT 0")
-    conn.execute("UPDATE meta SET value = ? WHERE key = 'schema'", (str(SCHEMA_VERSION),))
-
-
-def _backfill_checksums(conn: sqlite3.Connection, chunk: int = 512) -> None:
-    """Checksum the samples stored before checksums existed (trusting them as they are)."""
-    while rows := conn.execute(f"SELECT {_SUM_COLS} FROM samples WHERE checksum IS NULL "
-                               "LIMIT ?", (chunk,)).fetchall():
-        conn.executemany("UPDATE samples SET checksum = ? WHERE device_id = ? AND "
-                         "sample_id = ?", [(_digest(*r[:-1]), r[0], r[1]) for r in rows])
-
-
-def _digest(device_id: str, sample_id: str, seq: int, received_ms: int, inp: bytes,
-            features: bytes | None, segment: int, explored: int, device_label: int | None,
-            teacher_label: int | None, uncertainty: float | None) -> str:
-    """sha256 of a stored sample: its keys, tensors, flags and labels."""
-    head = json.dumps([device_id, sample_id, seq, received_ms, segment, explored,
-                       device_label, teacher_label, uncertainty,
-                       -1 if features is None else len(features)]).encode()
-    h = hashlib.sha256(len(head).to_bytes(4, "little") + head)
-    h.update(inp)
-    h.update(features or b"")
-    return h.hexdigest()
-
-
-def _connect(path: Path) -> sqlite3.Connection:
-    conn = sqlite3.connect(path, timeout=30, check_same_thread=False)
-    conn.execute("PRAGMA journal_mode=WAL")
-    conn.execute("PRAGMA synchronous=FULL")
-    return conn
-
-
-def _create(path: Path) -> None:
-    """Create a new registry at ``path`` atomically (mode 0600): built beside it under a
-    temporary name, then linked into place, so an existing ``path`` is always complete."""
-    tmp = path.with_name(f".{path.name}.new-{os.getpid()}")
-    for leftover in (tmp, Path(f"{tmp}-wal"), Path(f"{tmp}-shm")):
-        leftover.unlink(missing_ok=True)
-    os.close(os.open(tmp, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
-    try:
-        conn = _connect(tmp)
-        try:
-            conn.executescript(f"BEGIN;{SCHEMA}INSERT INTO meta VALUES "
-                               f"('schema', '{SCHEMA_VERSION}');COMMIT;")
-        finally:
-            conn.close()
-        try:
-            os.link(tmp, path)
-        except FileExistsError:  # created meanwhile by another process: use that one
-            pass
-        fsync_dir(path.parent)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
-def _refuse(path: Path, problem: str) -> StorageError:
-    return StorageError(
-        f"registry {path}: {problem}. Refusing to start, so as not to lose devices, tokens "
-        f"and samples: restore the storage directory from a backup, or move {path.name} "
-        f"(and its -wal and -shm files) away to start an empty registry (every device then "
-        f"registers again)")
-
-
-def _check_file(path: Path) -> None:
-    """:class:`StorageError` when an existing registry file is empty; tighten its mode."""
-    if path.stat().st_size == 0:
-        raise _refuse(path, "the file is empty (0 bytes; truncated?)")
-    for p in (path, Path(f"{path}-wal"), Path(f"{path}-shm")):
-        if p.exists() and p.stat().st_mode & 0o077:
-            os.chmod(p, 0o600)
-
-
-def _check_database(conn: sqlite3.Connection, path: Path) -> int:
-    """The schema version of an existing registry; :class:`StorageError` when the file is
-    not a structurally sound edgecl registry (``PRAGMA quick_check``, tables, version)."""
-    try:
-        problems = [r[0] for r in conn.execute("PRAGMA quick_check(5)").fetchall()]
-        tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE "
-                                              "type = 'table'")}
-        row = (conn.execute("SELECT value FROM meta WHERE key = 'schema'").fetchone()
-               if "meta" in tables else None)
-    except sqlite3.DatabaseError as exc:
-        raise _refuse(path, f"not a readable SQLite database ({exc})") from exc
-    if problems != ["ok"]:
-        raise _refuse(path, f"the database is corrupt (quick_check: {'; '.join(problems)})")
-    if row is None or not TABLES <= tables or not str(row[0]).isdigit():
-        raise _refuse(path, f"not an edgecl registry (tables {sorted(tables)})")
-    version = int(row[0])
-    if version > SCHEMA_VERSION:
-        raise StorageError(f"{path} has schema {version}, newer than this edgecl "
-                           f"({SCHEMA_VERSION}); upgrade edgecl")
-    return version
 
 
 def _check_entries(what: str, entries: dict[str, Any]) -> None:
@@ -289,15 +107,15 @@ class Registry:
         self._changed = threading.Condition()
         self.quarantined = 0  # samples found corrupt (and moved aside) by this process
         if not os.path.lexists(self.path):  # only a missing file makes a new registry
-            _create(self.path)
+            create_registry(self.path)
         else:
-            _check_file(self.path)
+            check_file(self.path)
         conn = self._conn()
         with self._write:
-            version = _check_database(conn, self.path)
+            version = check_database(conn, self.path)
             if version < SCHEMA_VERSION:
                 conn.executescript(SCHEMA)  # new tables and indexes (IF NOT EXISTS)
-                _migrate(conn, version)
+                migrate(conn, version)
                 conn.commit()
             self._seq = int(conn.execute("SELECT COALESCE(MAX(seq), 0) FROM samples")
                             .fetchone()[0])
@@ -306,9 +124,9 @@ class Registry:
         conn = getattr(self._local, "conn", None)
         if conn is None:
             try:
-                conn = _connect(self.path)
+                conn = connect(self.path)
             except sqlite3.DatabaseError as exc:
-                raise _refuse(self.path, f"not a readable SQLite database ({exc})") from exc
+                raise refuse(self.path, f"not a readable SQLite database ({exc})") from exc
             self._local.conn = conn
         return conn
 
@@ -320,11 +138,11 @@ class Registry:
             raise StorageError(f"registry {self.path}: read failed: {exc}") from exc
 
     def _verified(self, rows: list[Any]) -> tuple[list[Any], int]:
-        """The rows (selected with :data:`_SUM_COLS` first) whose checksum matches, and
+        """The rows (selected with :data:`SUM_COLS` first) whose checksum matches, and
         how many did not: those are logged, counted and moved to the quarantine table."""
         good, bad = [], []
         for r in rows:
-            (good if r[11] == _digest(*r[:11]) else bad).append(r)
+            (good if r[11] == sample_digest(*r[:11]) else bad).append(r)
         for r in bad:
             self._quarantine(r[0], r[1], "checksum mismatch")
         return good, len(bad)
@@ -473,7 +291,7 @@ class Registry:
             try:
                 for s, (inp, feats) in zip(samples, rows):
                     self._seq += 1
-                    checksum = _digest(device_id, s.sample_id, self._seq, now, inp, feats,
+                    checksum = sample_digest(device_id, s.sample_id, self._seq, now, inp, feats,
                                        s.segment, int(s.explored), s.device_label, None, None)
                     cur = conn.execute(
                         "INSERT INTO samples (device_id, sample_id, seq, received_ms, input, "
@@ -534,7 +352,7 @@ class Registry:
         (corrupt ones are quarantined on the way)."""
         while True:
             rows, bad = self._verified(self._rows(
-                f"SELECT {_SUM_COLS} FROM samples WHERE labelled_ms IS NULL ORDER BY seq "
+                f"SELECT {SUM_COLS} FROM samples WHERE labelled_ms IS NULL ORDER BY seq "
                 "LIMIT ?", (limit,)))
             if rows or not bad:
                 break
@@ -553,16 +371,16 @@ class Registry:
         with self._write:
             conn = self._conn()
             for (dev, sid), label, unc in zip(keys, labels.tolist(), uncertainty.tolist()):
-                row = conn.execute(f"SELECT {_SUM_COLS} FROM samples WHERE device_id = ? "
+                row = conn.execute(f"SELECT {SUM_COLS} FROM samples WHERE device_id = ? "
                                    "AND sample_id = ? AND labelled_ms IS NULL",
                                    (dev, sid)).fetchone()
                 if row is None:
                     continue
-                if row[11] != _digest(*row[:11]):
+                if row[11] != sample_digest(*row[:11]):
                     corrupt.append((dev, sid))
                     continue
                 label, unc = int(label), _finite_or_none(unc)
-                checksum = _digest(*row[:9], label, unc)
+                checksum = sample_digest(*row[:9], label, unc)
                 conn.execute(
                     "UPDATE samples SET teacher_label = ?, teacher_uncertainty = ?, "
                     "labelled_ms = ?, label_count = label_count + 1, checksum = ? WHERE "
@@ -638,7 +456,7 @@ class Registry:
                 args += [row[0], segment]
         while True:
             rows, bad = self._verified(self._rows(
-                f"SELECT {_SUM_COLS} FROM samples WHERE {where} ORDER BY seq DESC LIMIT ?",
+                f"SELECT {SUM_COLS} FROM samples WHERE {where} ORDER BY seq DESC LIMIT ?",
                 (*args, limit)))
             if not bad:
                 break
