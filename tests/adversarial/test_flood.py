@@ -184,6 +184,7 @@ def test_uploads_past_the_backlog_bound_are_refused_and_devices_drain_later(tiny
             assert 1 <= refusals - 1 <= 4  # the 1 s hint is honoured: not ~20 backoff retries
             srv.teacher_pool.start()  # labelling resumes
             assert client.flush(timeout=60)
+            client.stop()  # before its outbox closes
         assert srv.registry.sample_ids("dev") == set(ids)  # every sample, each stored once
         assert srv.wait_labelled(128, timeout=60)
         assert set(srv.registry.label_counts("dev").values()) == {1}
