@@ -168,8 +168,8 @@ def cmd_eval_loop(args: argparse.Namespace) -> int:
 
 
 def cmd_simulate(args: argparse.Namespace) -> int:
-
     from edgecl.fleet import Impairments, simulate, summary_table
+    from edgecl.fleet._virtual import CloudCostModel
 
     impairments = Impairments(latency_ms=args.latency_ms, bandwidth_kbps=args.bandwidth_kbps,
                               offline_fraction=args.offline_fraction, offline_s=args.offline_s,
@@ -183,7 +183,10 @@ def cmd_simulate(args: argparse.Namespace) -> int:
                       impairments=impairments,
                       backend="processes" if args.light else "threads",
                       processes=args.processes, report_dir=args.report_dir,
-                      domains=args.domains, groups=args.groups, progress=not args.quiet)
+                      domains=args.domains, groups=args.groups, progress=not args.quiet,
+                      clock="real" if args.real_time or args.cloud else "virtual",
+                      sync_s=args.sync_s,
+                      cloud_cost=CloudCostModel(args.cloud_job_s, args.cloud_label_per_s))
     if args.json:
         Path(args.json).write_text(result.to_json(indent=2))
     print(summary_table(result))
@@ -407,6 +410,15 @@ def build_parser() -> argparse.ArgumentParser:
     sm.add_argument("--processes", type=int, default=None,
                     help="worker processes in light mode (default: one per core)")
     sm.add_argument("--quiet", action="store_true", help="no progress bar")
+    sm.add_argument("--real-time", action="store_true", help="pace cloud strategies by the "
+                    "wall clock against an edgecl serve subprocess (soak tests; results then "
+                    "depend on machine load); default: the virtual clock (reproducible)")
+    sm.add_argument("--sync-s", type=float, default=2.5,
+                    help="virtual clock: simulated seconds between sync rounds")
+    sm.add_argument("--cloud-job-s", type=float, default=5.0,
+                    help="virtual clock: simulated seconds one learning job takes")
+    sm.add_argument("--cloud-label-per-s", type=float, default=500.0,
+                    help="virtual clock: samples the teacher labels per simulated second")
     sm.set_defaults(func=cmd_simulate)
 
     sv = add(sub, "serve", "run the cloud teacher service (gRPC) until SIGTERM/SIGINT")

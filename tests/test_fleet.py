@@ -90,6 +90,7 @@ def test_simulate_a_fleet_with_an_offline_device(tiny_zoo, tmp_path):
     result = simulate(devices=2, scenario="mixed", strategies=("source", "cloud"), steps=30,
                       batch=10, pace=50.0, fraction=0.3, variant="tiny", home=home,
                       impairments=imp, report_dir=tmp_path / "report", progress=False,
+                      clock="real",
                       # the tiny zoo's teacher is weak at severity 5: judge candidates
                       # against the source without the sign test, so that updates flow
                       # (this test is about the impaired network, not the publication rule)
@@ -120,9 +121,62 @@ def test_simulate_cli_writes_the_json(tiny_zoo, tmp_path, capsys):
                  "--steps", "8", "--strategies", "source,device", "--quiet",
                  "--json", str(out)]) == 0
     result = json.loads(out.read_text())
-    check_json("simulate", result, ("strategies", "device"))
+    check_json("simulate", result, ("strategies", "device"), optional={"cloud_cost"})
     assert set(result["strategies"]) == {"source", "device"}
     assert result["scenario"] == "continual" and result["devices"] == 2
     assert "device" in capsys.readouterr().out
     with pytest.raises(ConfigError):
         simulate(strategies=("teacher",), progress=False)
+
+
+# -- the virtual clock ---------------------------------------------------------------------
+WALL_CLOCK_FIELDS = ("seconds", "wall_seconds", "peak_rss_mb")
+SIM = dict(devices=4, scenario="mixed", groups=2, strategies=("source", "cloud"), steps=60,
+           batch=10, pace=20.0, fraction=0.3, variant="tiny", progress=False,
+           impairments=Impairments(latency_ms=200, bandwidth_kbps=64, offline_fraction=0.25,
+                                   offline_s=5.0, slow_fraction=0.25),
+           service_settings={"learning_trigger_samples": 8, "learning_source_z": 0,
+                             "learning_recent_holdout": 0})
+
+
+def _without_wall_clock(result) -> dict:
+    data = result.to_dict()
+    for key in WALL_CLOCK_FIELDS:
+        data.pop(key)
+    return data
+
+
+def test_the_virtual_clock_gives_the_same_json_on_a_busy_machine(tiny_zoo):
+    """The same small fleet twice, the second time with every core kept busy by
+    CPU-burning processes: every accuracy, byte count, update count and simulated latency
+    is the same; only the wall-clock measurements differ."""
+    import os
+    import subprocess
+    import sys
+
+    home = str(tiny_zoo.path.parent.parent)
+    idle = simulate(home=home, **SIM)
+    burners = [subprocess.Popen([sys.executable, "-c", "while True: pass"])
+               for _ in range(os.cpu_count() or 2)]
+    try:
+        busy = simulate(home=home, **SIM)
+    finally:
+        for b in burners:
+            b.kill()
+            b.wait()
+    assert idle.clock == "virtual" and idle.cloud_cost is not None
+    cloud = idle.strategies["cloud"]
+    assert cloud.updates.applied > 0 and cloud.update_latency_s is not None
+    assert cloud.update_latency_s >= idle.cloud_cost.job_s  # learning takes simulated time
+    assert any(d.failed_calls > 0 for d in cloud.per_device)  # the offline device missed rounds
+    assert idle.simulated_seconds >= 600 / 20.0  # the slow device's stream takes longer
+    assert _without_wall_clock(idle) == _without_wall_clock(busy)
+    assert idle.wall_seconds > 0 and idle.peak_rss_mb > 0
+
+
+@pytest.mark.parametrize("bad", [dict(clock="sundial"), dict(devices=0), dict(pace=0.0),
+                                 dict(pace=-1.0), dict(sync_s=0.0),
+                                 dict(cloud="127.0.0.1:1", public_key=b"k" * 32)])
+def test_bad_simulation_settings_fail_before_anything_starts(bad):
+    with pytest.raises(ConfigError):
+        simulate(progress=False, variant="tiny", home="/nonexistent/edgecl-home", **bad)

@@ -104,8 +104,11 @@ class LearningCoordinator:
     def __init__(self, bundle_dir: Any, teacher: TeacherFn, teacher_classes: Sequence[str],
                  signer: UpdateSigner, store: UpdateStore, *,
                  config: LearnerConfig | None = None, policy: LearningPolicy | None = None,
-                 on_result: Callable[[str, LearnResult], None] | None = None) -> None:
+                 on_result: Callable[[str, LearnResult], None] | None = None,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self.learner = UpdateLearner(bundle_dir, config)
+        #: Seconds for the time trigger (a simulation passes its virtual clock).
+        self.clock = clock
         self._bundle_state = BaseState.from_bundle(self.learner.bundle.path)  # version 0
         self.teacher, self.signer, self.store = teacher, signer, store
         self.policy = policy or LearningPolicy()
@@ -129,7 +132,7 @@ class LearningCoordinator:
         """Count ``new_samples`` labelled uploads for ``target``; maybe start a job."""
         with self._lock:
             self._pending[target] = self._pending.get(target, 0) + new_samples
-            self._first_pending.setdefault(target, time.monotonic())
+            self._first_pending.setdefault(target, self.clock())
             self._maybe_start(target)
 
     def tick(self) -> None:
@@ -163,7 +166,8 @@ class LearningCoordinator:
         n = self._pending.get(target, 0)
         if n <= 0:
             return False
-        waited = time.monotonic() - self._first_pending.get(target, time.monotonic())
+        now = self.clock()
+        waited = now - self._first_pending.get(target, now)
         trigger = self._short.get(target, self.policy.trigger_samples)
         return n >= trigger or waited >= self.policy.trigger_seconds
 

@@ -9,6 +9,7 @@ import signal
 import sys
 import threading
 import time
+from collections.abc import Callable
 from concurrent import futures
 from pathlib import Path
 from typing import Any
@@ -112,7 +113,8 @@ class CloudServer:
     """
 
     def __init__(self, config: CloudConfig, *, teacher: Teacher | None = None,
-                 home: str | None = None) -> None:
+                 home: str | None = None,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         import grpc
         from grpc_health.v1 import health, health_pb2, health_pb2_grpc
         from grpc_reflection.v1alpha import reflection
@@ -120,6 +122,9 @@ class CloudServer:
         from edgecl._proto import edgecl_pb2, edgecl_pb2_grpc
 
         self.config = config.validate()
+        #: Seconds for the learning time trigger (a simulation passes its virtual clock).
+        self.clock = clock
+        self._deferred: dict[str, int] | None = None  # labels counted during label_pending
         self.metrics = Metrics()
         self.storage_dir = config.storage.path(home)
         log.info("start-up: opening the registry", extra={"storage": str(self.storage_dir)})
@@ -261,10 +266,14 @@ class CloudServer:
         return {sha: LearningCoordinator(
                     b.path, self.teacher.probabilities, self.teacher.classes, self.signer,
                     _RegistryStore(self.registry, b, lc.group_by == "group", self.metrics),
-                    config=cfg, policy=policy)
+                    config=cfg, policy=policy, clock=self.clock)
                 for sha, b in self.bundles.items()}
 
     def _on_labelled(self, per_device: dict[str, int]) -> None:
+        if self._deferred is not None:  # label_pending: notify once everything is labelled
+            for device_id, n in per_device.items():
+                self._deferred[device_id] = self._deferred.get(device_id, 0) + n
+            return
         for device_id, n in per_device.items():
             device = self.registry.device(device_id)
             coordinator = None if device is None else self.learning.get(device.encoder_sha256)
@@ -284,12 +293,13 @@ class CloudServer:
 
     def start(self, *, labelling: bool = True) -> CloudServer:
         """Start serving RPCs, labelling and learning (``labelling=False``: the caller
-        drives :meth:`TeacherPool.step` itself, e.g. a benchmark)."""
+        drives labelling (:meth:`label_pending`) and learning time triggers
+        (:meth:`wait_idle`) itself, e.g. a lockstep simulation)."""
         self._grpc.start()
         self.labelling = labelling
         if labelling:
             self.teacher_pool.start()
-        self._ticker.start()
+            self._ticker.start()
         for name in self._service_names:
             self.health.set(name, self._serving)
         if self.config.metrics.port >= 0:
@@ -306,10 +316,17 @@ class CloudServer:
         """Label every stored unlabelled sample now, from the calling thread, in as few
         batches as the teacher takes (for a server started with ``labelling=False``: the
         learning jobs those labels trigger then see exactly what was uploaded before, which
-        makes a lockstep simulation reproducible). Returns the number labelled."""
+        makes a lockstep simulation reproducible). Learning hears of the new labels only
+        once all are labelled, so no job starts on half of them. Returns the number
+        labelled."""
         total = 0
-        while n := self.teacher_pool.step():
-            total += n
+        self._deferred = {}
+        try:
+            while n := self.teacher_pool.step():
+                total += n
+        finally:
+            deferred, self._deferred = self._deferred, None
+            self._on_labelled(deferred)
         return total
 
     def wait_labelled(self, n: int, timeout: float = 60.0) -> bool:

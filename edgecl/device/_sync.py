@@ -381,6 +381,12 @@ class SyncClient:
         with self._lock:
             self._counts[name] += 1
 
+    def deliver(self, update: SignedUpdate) -> None:
+        """Hand an update the app fetched itself (:meth:`fetch_update`, e.g. without the
+        update worker) to ``on_update``, exactly as the worker would: the cursor moves only
+        past a verified update, and nothing raises."""
+        self._handle(update)
+
     def _handle(self, update: SignedUpdate) -> None:
         """Hand one update to ``on_update``; move the cursor only past a verified one.
         Never raises: a failure is logged, counted and skipped."""

@@ -76,7 +76,9 @@ class SimDevice:
     ``network`` (a :class:`~edgecl.fleet.NetworkProfile`) impairs its connection;
     ``lockstep``: upload only in :meth:`sync` (from the calling thread), so that with an
     in-process server a run is reproducible (otherwise the client uploads in the
-    background, as on a real device, and learning runs beside the stream).
+    background, as on a real device, and learning runs beside the stream);
+    ``subscribe=False``: no update worker, the caller fetches and delivers updates (the
+    virtual clock of :mod:`edgecl.fleet._virtual`).
     """
 
     def __init__(self, bundle_dir: str | Path, target: str | None, *, device_id: str,
@@ -87,7 +89,7 @@ class SimDevice:
                  collapse_ratio: float = 0.35,
                  policy_options: dict[str, Any] | None = None, adapt: str | None = None,
                  adapt_every: int = 32, network: Any = None, lockstep: bool = False,
-                 input_drift: bool = False) -> None:
+                 input_drift: bool = False, subscribe: bool = True) -> None:
         self.device_id = device_id
         self.rt = DeviceRuntime.open(bundle_dir, threads=threads)
         self.log = DeviceLog()
@@ -128,7 +130,7 @@ class SimDevice:
                 self.outbox, self.transport, device_id=device_id, enrollment_key=enrollment_key,
                 encoder_sha256=self.rt.bundle.encoder_sha256, group=group,
                 on_update=self._on_update, backoff=Backoff(0.05, 2.0, 2.0, seed=seed),
-                poll_s=0.01).start(uploads=not lockstep)
+                poll_s=0.01, subscribe=subscribe).start(uploads=not lockstep)
 
     def _on_update(self, update: Any) -> bool:
         assert self.manager is not None

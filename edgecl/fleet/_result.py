@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from edgecl._result import OMIT_NONE, JsonResult
 from edgecl.fleet._plans import Impairments
 
-__all__ = ["DeviceSummary", "SimulationReport", "SimulationResult", "StrategySummary",
+__all__ = ["CloudCost", "DeviceSummary", "SimulationReport", "SimulationResult", "StrategySummary",
            "UpdateCounts"]
 
 
@@ -68,6 +68,17 @@ class StrategySummary:
 
 
 @dataclass(frozen=True, slots=True)
+class CloudCost:
+    """Simulated seconds the service takes: ``job_s`` per learning job (``workers`` at a
+    time), ``label_per_s`` samples labelled per second, a round every ``sync_s``."""
+
+    job_s: float
+    label_per_s: float
+    workers: int
+    sync_s: float
+
+
+@dataclass(frozen=True, slots=True)
 class SimulationReport:
     """Where the HTML report, its plots and (when written) its JSON result are."""
 
@@ -96,6 +107,15 @@ class SimulationResult(JsonResult):
     groups: str
     impairments: Impairments
     strategies: dict[str, StrategySummary]
+    #: Wall-clock seconds (a measurement; also ``wall_seconds``).
     seconds: float
+    #: "virtual": cloud strategies ran on simulated time (reproducible); "real": paced by
+    #: the wall clock.
+    clock: str = "virtual"
+    simulated_seconds: float = 0.0
+    wall_seconds: float = 0.0
+    peak_rss_mb: float = 0.0
+    #: The virtual clock's model of cloud compute; None in real time.
+    cloud_cost: CloudCost | None = field(default=None, metadata=OMIT_NONE)
     #: Set when a report directory was given.
     report: SimulationReport | None = field(default=None, metadata=OMIT_NONE)

@@ -2,28 +2,37 @@
 
 Each strategy runs the whole fleet once: ``source`` (the bundle as shipped), ``device``
 (on-device test-time adaptation only), ``cloud`` (uploads, teacher labels, signed updates)
-and ``cloud+device`` (both). Cloud strategies get a fresh ``edgecl serve`` subprocess each
-(or share the service at ``cloud=host:port``), and their devices run at their pace in real
-time over real gRPC, through their impaired network; the others need no clock and run as
-fast as the machine allows.
+and ``cloud+device`` (both). By default (``clock="virtual"``) cloud strategies run on a
+virtual clock (:mod:`edgecl.fleet._virtual`) against a fresh service in this process (real
+gRPC on loopback, registry, teacher, learning): the result does not depend on how busy
+the machine is. ``clock="real"`` keeps wall-clock pacing: a fresh ``edgecl serve``
+subprocess per strategy (or the service at ``cloud=host:port``), devices at their pace in
+real time through their impaired network (soak tests). The other strategies need no clock
+and run as fast as the machine allows.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
 import tempfile
 import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from edgecl._exceptions import ConfigError
 from edgecl.fleet._backend import create_backend
 from edgecl.fleet._cloud import ENROLLMENT_KEY, CloudProcess
 from edgecl.fleet._metrics import summarise
 from edgecl.fleet._plans import FLEET_SCENARIOS, Impairments, fleet_plans
-from edgecl.fleet._result import SimulationReport, SimulationResult, StrategySummary
+from edgecl.fleet._result import CloudCost, SimulationReport, SimulationResult, StrategySummary
 from edgecl.fleet._run import STRATEGIES, DeviceTask, uses_cloud
+from edgecl.fleet._virtual import CloudCostModel, VirtualClock, run_virtual
+
+CLOCKS = ("virtual", "real")
 
 #: Learning settings of the simulated service: learn after 16 new labelled uploads (or
 #: 10 s), from the target's last 100, with 100 Adam steps.
@@ -42,8 +51,13 @@ def simulate(*, devices: int = 4, scenario: str = "continual",
              processes: int | None = None, report_dir: str | Path | None = None,
              adapt: str = "align", domains: int = 4, groups: int = 2,
              service_settings: dict[str, Any] | None = None,
-             progress: bool = True) -> SimulationResult:
+             progress: bool = True, clock: str = "virtual", sync_s: float = 2.5,
+             cloud_cost: CloudCostModel | None = None) -> SimulationResult:
     """Simulate ``devices`` devices for ``steps`` predict batches of ``batch`` samples each.
+
+    ``clock``: "virtual" (default; reproducible: cloud strategies advance in rounds of
+    ``sync_s`` simulated seconds, the service's compute costs simulated time from
+    ``cloud_cost``) or "real" (wall-clock pacing; needed for an external ``cloud``).
 
     ``service_settings`` override the subprocess service's configuration
     (``EDGECL_CLOUD_<SECTION>_<KEY>`` names in lower case, e.g. ``learning_window``).
@@ -64,7 +78,19 @@ def simulate(*, devices: int = 4, scenario: str = "continual",
         raise ConfigError("steps and batch must be >= 1, fraction in (0, 1]")
     if cloud is not None and public_key is None:
         raise ConfigError("an external cloud needs its update public key (public_key)")
+    if clock not in CLOCKS:
+        raise ConfigError(f"clock must be one of {CLOCKS}, got {clock!r}")
+    if devices < 1 or not pace > 0 or not math.isfinite(pace):
+        raise ConfigError(f"devices must be >= 1 and pace a number > 0, got {devices} and "
+                          f"{pace}")
+    if clock == "virtual" and cloud is not None:
+        raise ConfigError("an external service (cloud=...) runs in real time: use "
+                          "clock='real' (--real-time)")
+    if clock == "virtual" and not (sync_s > 0 and math.isfinite(sync_s)):
+        raise ConfigError(f"sync_s must be a number of seconds > 0, got {sync_s}")
+    cost = cloud_cost or CloudCostModel()
     started = time.perf_counter()
+    simulated = 0.0
     zoo = build_zoo(variant, home=home, progress=progress)
     plans = fleet_plans(scenario, devices, samples=steps * batch, seed=seed, pace=pace,
                         domains=domains, groups=groups, impairments=impairments)
@@ -79,6 +105,14 @@ def simulate(*, devices: int = 4, scenario: str = "continual",
               disable=not progress) as bar, tempfile.TemporaryDirectory() as tmp:
         for name in strategies:
             bar.set_postfix_str(name)
+            if clock == "virtual" and uses_cloud(name):
+                tasks = [DeviceTask(p, name, str(zoo.student_bundle), None, None,
+                                    ENROLLMENT_KEY, fraction, batch, adapt, "") for p in plans]
+                raw[name] = _run_virtual(tasks, name, Path(tmp), variant, home, settings,
+                                         sync_s, cost, bar)
+                simulated = max([simulated] + [r["seconds"] for r in raw[name]])
+                summaries[name] = summarise(raw[name])
+                continue
             service = None
             target, key, pk = None, enrollment_key or ENROLLMENT_KEY, public_key
             if uses_cloud(name) and cloud is None:
@@ -95,6 +129,8 @@ def simulate(*, devices: int = 4, scenario: str = "continual",
             finally:
                 if service is not None:
                     service.close()
+            if clock == "virtual" and not uses_cloud(name):  # no cloud: time is the stream's
+                raw[name] = [_on_stream_time(r) for r in raw[name]]
             summaries[name] = summarise(raw[name])
     result = SimulationResult(
         scenario=scenario, devices=devices, samples_per_device=steps * batch, steps=steps,
@@ -104,12 +140,59 @@ def simulate(*, devices: int = 4, scenario: str = "continual",
                 "cloud learns one update per group" if scenario == "mixed" else "none: one "
                 "update stream per device"),
         impairments=impairments or Impairments(), strategies=summaries,
-        seconds=round(time.perf_counter() - started, 1))
+        seconds=round(time.perf_counter() - started, 1), clock=clock,
+        simulated_seconds=round(simulated, 3),
+        wall_seconds=round(time.perf_counter() - started, 1), peak_rss_mb=peak_rss_mb(),
+        cloud_cost=(CloudCost(cost.job_s, cost.label_per_s, cost.workers, sync_s)
+                    if clock == "virtual" else None))
     if report_dir is not None:
         written = write_report(result, raw, report_dir)
         result = dataclasses.replace(result, report=SimulationReport(
             html=written["html"], plots=list(written["plots"]), json=written.get("json")))
     return result
+
+
+def _run_virtual(tasks: list[DeviceTask], name: str, tmp: Path, variant: str,
+                 home: str | None, settings: dict[str, Any], sync_s: float,
+                 cost: CloudCostModel, bar: Any) -> list[dict[str, Any]]:
+    """The cloud strategy ``name`` on the virtual clock, against a fresh service here."""
+    from edgecl.cloud import create_server, load_config
+
+    env = {f"EDGECL_CLOUD_{k.upper()}": str(v) for k, v in {
+        **settings, "auth_enrollment_key": ENROLLMENT_KEY, "teacher_zoo": variant,
+        "storage_dir": str(tmp / f"{name.replace('+', '-')}-virtual"),
+        "server_address": "127.0.0.1:0", "metrics_port": "-1",
+        "learning_workers": cost.workers}.items()}
+    sim_clock = VirtualClock()
+    server = create_server(load_config(None, env=env), home=home, clock=sim_clock)
+    server.start(labelling=False)
+    key = server.signer.public_key
+    tasks = [dataclasses.replace(t, target=server.target, public_key=key) for t in tasks]
+
+    def on_round(now: float, published: int) -> None:
+        bar.set_postfix_str(f"{name} t={now:.0f}s updates={published}")
+
+    try:
+        return run_virtual(tasks, server, sim_clock, sync_s=sync_s, cost=cost,
+                           on_done=lambda: bar.update(1), on_round=on_round)
+    finally:
+        server.stop(grace=1.0)
+
+
+def _on_stream_time(r: dict[str, Any]) -> dict[str, Any]:
+    """A device run without the cloud, timed by its stream (samples / pace), not the wall."""
+    n, b = len(r["correct"]), r["batch"]
+    ends = np.minimum(np.arange(1, len(r["batch_times"]) + 1) * b, n) / r["pace"]
+    return {**r, "batch_times": ends, "seconds": float(n / r["pace"])}
+
+
+def peak_rss_mb() -> float:
+    """Peak resident memory of this process and its finished children, MiB."""
+    import resource
+
+    own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    kids = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    return round(max(own, kids) / 1024.0, 1)  # Linux: KiB
 
 
 def write_report(result: SimulationResult | dict[str, Any],
