@@ -21,7 +21,8 @@ _EPILOG = "Run 'edgecl COMMAND --help' for a command's options."
 _EXTRAS = {"onnxruntime": "device", "grpc": "device", "google": "device",
            "cryptography": "device", "torch": "cloud", "onnx": "cloud", "onnxscript": "cloud",
            "prometheus_client": "cloud", "grpc_health": "cloud", "grpc_reflection": "cloud",
-           "mlxtend": "zoo", "scipy": "zoo", "PIL": "zoo", "tqdm": "zoo", "matplotlib": "sim"}
+           "mlxtend": "zoo", "scipy": "zoo", "PIL": "zoo", "tqdm": "zoo", "matplotlib": "sim",
+           "ray": "ray"}
 
 
 class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
@@ -181,8 +182,9 @@ def cmd_simulate(args: argparse.Namespace) -> int:
                       variant=args.variant, home=args.home, cloud=args.cloud,
                       public_key=public_key, enrollment_key=args.enrollment_key,
                       impairments=impairments,
-                      backend="processes" if args.light else "threads",
-                      processes=args.processes, report_dir=args.report_dir,
+                      backend=args.backend or ("processes" if args.light else "threads"),
+                      processes=args.processes, ray_address=args.ray_address,
+                      report_dir=args.report_dir,
                       domains=args.domains, groups=args.groups, progress=not args.quiet,
                       clock="real" if args.real_time or args.cloud else "virtual",
                       sync_s=args.sync_s,
@@ -410,6 +412,11 @@ def build_parser() -> argparse.ArgumentParser:
     sm.add_argument("--processes", type=int, default=None,
                     help="worker processes in light mode (default: one per core)")
     sm.add_argument("--quiet", action="store_true", help="no progress bar")
+    sm.add_argument("--backend", default=None, choices=["threads", "processes", "ray"],
+                    help="where devices run (default: threads; --light: processes; ray: "
+                    "Ray tasks and actors, needs edgecl[ray])")
+    sm.add_argument("--ray-address", default=None, help="address of a running Ray cluster "
+                    "(with --backend ray; default: start a local one)")
     sm.add_argument("--real-time", action="store_true", help="pace cloud strategies by the "
                     "wall clock against an edgecl serve subprocess (soak tests; results then "
                     "depend on machine load); default: the virtual clock (reproducible)")

@@ -84,10 +84,18 @@ class ProcessBackend:
         return [r for r in results if r is not None]
 
 
+BACKENDS = ("threads", "processes", "ray")
+
+
 def create_backend(name: str, **kwargs: Any) -> Backend:
-    """``"threads"`` or ``"processes"`` (light mode)."""
+    """``"threads"``, ``"processes"`` (light mode) or ``"ray"`` (``address=``, needs
+    ``edgecl[ray]``)."""
     if name == "threads":
         return ThreadBackend(**kwargs)
     if name == "processes":
         return ProcessBackend(**kwargs)
-    raise ConfigError(f"unknown backend {name!r}; use 'threads' or 'processes'")
+    if name == "ray":
+        from edgecl.fleet._ray import RayBackend
+
+        return RayBackend(**kwargs)
+    raise ConfigError(f"unknown backend {name!r}; use one of {BACKENDS}")

@@ -28,7 +28,7 @@ import os
 import tempfile
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -67,45 +67,52 @@ class VirtualClock:
         return self.now
 
 
-@dataclass
-class _Device:
-    """One device of the fleet and where it is in its stream."""
+class DeviceDriver:
+    """One device of a virtual-clock fleet and where it is in its stream: builds its stream
+    and its :class:`~edgecl.fleet.SimDevice` (connected to the service at ``target``) where
+    it runs, so it can live in a thread of this process or in a Ray actor."""
 
-    task: DeviceTask
-    sim: Any
-    images: np.ndarray
-    labels: np.ndarray
-    domains: np.ndarray
-    stream: Any
-    next_batch: int = 0
-    known_version: int = 0
-    pending: list[tuple[float, float, Any]] = field(default_factory=list)  # visible, sent
-    batch_times: list[float] = field(default_factory=list)
-    latency_s: list[float] = field(default_factory=list)
-    update_times: list[float] = field(default_factory=list)
-    done: bool = False
-    offline_rounds: int = 0  # sync rounds missed offline (the calls that would have failed)
+    def __init__(self, task: DeviceTask, target: str, workdir: str,
+                 bundle_archive: bytes | None = None) -> None:
+        from edgecl.device import GrpcTransport
+        from edgecl.fleet._device import SimDevice
+        from edgecl.fleet._network import ImpairedTransport, NetworkProfile
+        from edgecl.fleet._run import _BUILD_LOCK
 
-    @property
-    def plan(self) -> Any:
-        return self.task.plan
+        self.task, self.plan = task, task.plan
+        bundle = task.bundle if bundle_archive is None else _unpack(bundle_archive, workdir)
+        with _BUILD_LOCK:
+            self.stream = self.plan.build_stream()
+            self.images, self.labels, self.domains = self.stream.arrays()
+        adapt = task.adapt if task.strategy == "cloud+device" else None
+        # bytes are counted, nothing is delayed: delays are simulated time here
+        self.transport = ImpairedTransport(GrpcTransport(target), NetworkProfile())
+        self.sim = SimDevice(bundle, self.transport,
+                             device_id=task.id_prefix + self.plan.device_id,
+                             enrollment_key=task.enrollment_key, public_key=task.public_key,
+                             fraction=task.fraction, drift=None, revert_on_shift=False,
+                             seed=self.plan.seed, workdir=_workdir(workdir, self.plan.device_id),
+                             group=self.plan.group, adapt=adapt, lockstep=True,
+                             subscribe=False)
+        self.next_batch = self.known_version = self.offline_rounds = 0
+        self.pending: list[tuple[float, float, Any]] = []  # (visible at, sent at, update)
+        self.batch_times: list[float] = []
+        self.latency_s: list[float] = []
+        self.update_times: list[float] = []
 
-    def batch_start(self, k: int) -> float:
-        return k * self.task.batch / self.plan.pace
-
-    def batches(self) -> int:
+    def _batches(self) -> int:
         return math.ceil(len(self.labels) / self.task.batch)
 
-    def transfer_s(self, n: int) -> float:
+    def _transfer_s(self, n: int) -> float:
         net = self.plan.network
         return net.latency_s + (n / net.bandwidth_bps if net.bandwidth_bps else 0.0)
 
-    def advance(self, until: float) -> None:
-        """Predict every batch starting before ``until``; updates visible by a batch's
-        start are applied before it."""
-        b = self.task.batch
-        while self.next_batch < self.batches() and self.batch_start(self.next_batch) < until:
-            t = self.batch_start(self.next_batch)
+    def advance(self, until: float) -> bool:
+        """Predict every batch starting before ``until`` (updates visible by a batch's start
+        are applied before it); whether the stream is done."""
+        b, pace = self.task.batch, self.plan.pace
+        while self.next_batch < self._batches() and self.next_batch * b / pace < until:
+            t = self.next_batch * b / pace
             while self.pending and self.pending[0][0] <= t:
                 _, sent, update = self.pending.pop(0)
                 applied = self.sim.manager.counts()["applied"]
@@ -116,23 +123,95 @@ class _Device:
             i = self.next_batch * b
             self.sim.step(self.images[i:i + b], self.labels[i:i + b])
             self.next_batch += 1
-            self.batch_times.append(min(t + b / self.plan.pace,
-                                        len(self.labels) / self.plan.pace))
-        self.done = self.next_batch >= self.batches()
+            self.batch_times.append(min(t + b / pace, len(self.labels) / pace))
+        return self.next_batch >= self._batches()
+
+    def upload(self) -> float:
+        """Upload the outbox now; simulated seconds the upload took (latency + bytes /
+        bandwidth)."""
+        before = self.transport.bytes_up
+        self.sim.client.upload_now(timeout=600.0)
+        return self._transfer_s(self.transport.bytes_up - before)
+
+    def offer(self, newest: int, ends: float, sent: float) -> None:
+        """Fetch the newest update if it is newer than what this device knows; it becomes
+        visible at ``ends`` plus its transfer time."""
+        if newest <= self.known_version:
+            return
+        before = self.transport.bytes_down
+        update = self.sim.client.fetch_update()
+        if update is not None:
+            self.pending.append((ends + self._transfer_s(self.transport.bytes_down - before),
+                                 sent, update))
+            self.known_version = newest
+
+    def missed_round(self) -> None:
+        """Count a sync round missed offline (the calls that would have failed)."""
+        self.offline_rounds += 1
+
+    def result(self) -> dict[str, Any]:
+        """The device's figures, in the form of :func:`~edgecl.fleet._run.run_device`."""
+        sim, plan, stream = self.sim, self.plan, self.stream
+        counts = sim.manager.counts() if sim.manager is not None else {}
+        return {
+            "device_id": plan.device_id, "group": plan.group, "strategy": self.task.strategy,
+            "correct": np.array(sim.log.correct, dtype=bool),
+            "domains": self.domains.astype(np.int32),
+            "domain_names": [x.name for x in stream.domains],
+            "domain_shifted": [x.corruption is not None for x in stream.domains],
+            "novel": np.asarray(stream.is_novel(self.labels), dtype=bool),
+            "ood_scores": np.array(sim.log.ood_scores, dtype=np.float32),
+            "batch_times": np.array(self.batch_times), "batch": self.task.batch,
+            "uploads": sim.log.uploads, "bytes_up": int(self.transport.bytes_up),
+            "bytes_down": int(self.transport.bytes_down), "failed_calls": self.offline_rounds,
+            "updates_applied": int(counts.get("applied", 0)),
+            "updates_rejected": int(counts.get("rejected", 0)),
+            "rolled_back": int(counts.get("rolled_back", 0)),
+            "update_latency_s": [round(x, 6) for x in self.latency_s],
+            "update_times": list(self.update_times),
+            "states_adapted": int(sim.worker.stats.published) if sim.worker is not None else 0,
+            "offline_s": plan.network.offline_s, "pace": plan.pace, "slow": plan.slow,
+            "seconds": float(self.batch_times[-1]) if self.batch_times else 0.0,
+        }
+
+    def close(self) -> None:
+        """Stop the device's workers and close its outbox."""
+        self.sim.close()
+
+
+class _Local:
+    """Drivers in this process; ``advance`` runs on a thread pool."""
+
+    def __init__(self, tasks: Sequence[DeviceTask], target: str, tmp: str,
+                 threads: int | None) -> None:
+        self.drivers: list[DeviceDriver] = []
+        for task in tasks:
+            self.drivers.append(DeviceDriver(task, target, tmp))
+        self.pool = ThreadPoolExecutor(threads or min(len(tasks), os.cpu_count() or 1),
+                                       thread_name_prefix="edgecl-vsim")
+
+    def all(self, method: str, indices: list[int], *args: Any) -> list[Any]:
+        return list(self.pool.map(lambda i: getattr(self.drivers[i], method)(*args), indices))
+
+    def one(self, method: str, i: int, *args: Any) -> Any:
+        return getattr(self.drivers[i], method)(*args)
+
+    def close(self) -> None:
+        self.pool.shutdown()
+        for d in self.drivers:
+            d.close()
 
 
 def run_virtual(tasks: Sequence[DeviceTask], server: Any, clock: VirtualClock, *,
                 sync_s: float, cost: CloudCostModel, threads: int | None = None,
                 on_done: Callable[[], None] | None = None,
-                on_round: Callable[[float, int], None] | None = None) -> list[dict[str, Any]]:
+                on_round: Callable[[float, int], None] | None = None,
+                engine: Callable[[Sequence[DeviceTask], str, str], Any] | None = None
+                ) -> list[dict[str, Any]]:
     """Run the cloud-strategy ``tasks`` against the in-process ``server`` (started with
     ``labelling=False`` and ``clock``) in rounds of ``sync_s`` simulated seconds; one
-    result dict per task, like :func:`~edgecl.fleet._run.run_device`."""
-    from edgecl.device import GrpcTransport
-    from edgecl.fleet._device import SimDevice
-    from edgecl.fleet._network import ImpairedTransport, NetworkProfile
-    from edgecl.fleet._run import _BUILD_LOCK
-
+    result dict per task, like :func:`~edgecl.fleet._run.run_device`. ``engine(tasks,
+    target, tmp)`` hosts the drivers elsewhere (e.g. Ray actors); default: this process."""
     if not tasks:
         return []
     if not sync_s > 0 or not math.isfinite(sync_s):
@@ -140,107 +219,88 @@ def run_virtual(tasks: Sequence[DeviceTask], server: Any, clock: VirtualClock, *
     if any(not uses_cloud(t.strategy) for t in tasks):
         raise ConfigError("the virtual clock runs cloud strategies only")
     with tempfile.TemporaryDirectory() as tmp:
-        fleet: list[_Device] = []
+        hosts = (engine or (lambda t, target, d: _Local(t, target, d, threads)))(
+            tasks, server.target, tmp)
         try:
-            for task in tasks:
-                with _BUILD_LOCK:
-                    stream = task.plan.build_stream()
-                    images, labels, domains = stream.arrays()
-                adapt = task.adapt if task.strategy == "cloud+device" else None
-                # bytes are counted, nothing is delayed: delays are simulated time here
-                transport = ImpairedTransport(GrpcTransport(server.target), NetworkProfile())
-                sim = SimDevice(task.bundle, transport, device_id=task.id_prefix
-                                + task.plan.device_id, enrollment_key=task.enrollment_key,
-                                public_key=task.public_key, fraction=task.fraction,
-                                drift=None, revert_on_shift=False, seed=task.plan.seed,
-                                workdir=_workdir(tmp, task.plan.device_id),
-                                group=task.plan.group, adapt=adapt, lockstep=True,
-                                subscribe=False)
-                sim.transport = transport
-                fleet.append(_Device(task, sim, images, labels, domains, stream))
-            _rounds(fleet, server, clock, sync_s, cost, threads, on_done, on_round)
-            return [_result(d) for d in fleet]
+            _rounds(tasks, hosts, server, clock, sync_s, cost, on_done, on_round)
+            return hosts.all("result", list(range(len(tasks))))
         finally:
-            for d in fleet:
-                d.sim.close()
+            hosts.close()
 
 
-def _rounds(fleet: list[_Device], server: Any, clock: VirtualClock, sync_s: float,
-            cost: CloudCostModel, threads: int | None,
-            on_done: Callable[[], None] | None,
+def _rounds(tasks: Sequence[DeviceTask], hosts: Any, server: Any, clock: VirtualClock,
+            sync_s: float, cost: CloudCostModel, on_done: Callable[[], None] | None,
             on_round: Callable[[float, int], None] | None) -> None:
-    order = sorted(range(len(fleet)), key=lambda i: fleet[i].sim.device_id)
-    workers = threads or min(len(fleet), os.cpu_count() or 1)
-    with ThreadPoolExecutor(workers, thread_name_prefix="edgecl-vsim") as pool:
-        now = sync_s
-        while not all(d.done for d in fleet):
-            active = [d for d in fleet if not d.done]
-            list(pool.map(_Device.advance, active, [now] * len(active)))
-            for d in active:
-                if d.done and on_done is not None:
-                    on_done()
-            clock.now = now
-            online = [fleet[i] for i in order if not fleet[i].plan.network.is_offline(now)]
-            for d in active:
-                d.offline_rounds += d not in online
-            slowest = 0.0
-            for d in online:  # id order: the registry sees the same sequence every run
-                before = d.sim.transport.bytes_up
-                d.sim.client.upload_now(timeout=600.0)
-                slowest = max(slowest, d.transfer_s(d.sim.transport.bytes_up - before))
-            jobs = _jobs(server)  # before labelling: its notifications start jobs
-            labelled = server.label_pending()
-            if not server.wait_idle(timeout=3600.0):
-                raise ConfigError("the service did not finish its learning jobs in an hour")
-            ends = now + slowest + cost.round_s(labelled, _jobs(server) - jobs)
-            for d in online:
-                newest = server.registry.latest_version(
-                    server.servicer.target_of(server.registry.device(d.sim.device_id)))
-                if newest <= d.known_version:
-                    continue
-                before = d.sim.transport.bytes_down
-                update = d.sim.client.fetch_update()
-                if update is None:
-                    continue
-                size = d.sim.transport.bytes_down - before
-                d.pending.append((ends + d.transfer_s(size), now, update))
-                d.known_version = newest
-            if on_round is not None:
-                on_round(now, sum(c.counts["published"] for c in server.learning.values()))
-            now += sync_s
+    ids = [t.id_prefix + t.plan.device_id for t in tasks]
+    order = sorted(range(len(tasks)), key=lambda i: ids[i])
+    done = [False] * len(tasks)
+    now = sync_s
+    while not all(done):
+        active = [i for i in range(len(tasks)) if not done[i]]
+        for i, finished in zip(active, hosts.all("advance", active, now)):
+            done[i] = finished
+            if finished and on_done is not None:
+                on_done()
+        clock.now = now
+        online = [i for i in order if not tasks[i].plan.network.is_offline(now)]
+        for i in active:
+            if i not in online:
+                hosts.one("missed_round", i)
+        slowest = 0.0
+        for i in online:  # id order: the registry sees the same sequence every run
+            slowest = max(slowest, hosts.one("upload", i))
+        jobs = _jobs(server)  # before labelling: its notifications start jobs
+        labelled = server.label_pending()
+        if not server.wait_idle(timeout=3600.0):
+            raise ConfigError("the service did not finish its learning jobs in an hour")
+        ends = now + slowest + cost.round_s(labelled, _jobs(server) - jobs)
+        for i in online:
+            device = server.registry.device(ids[i])
+            if device is not None:
+                newest = server.registry.latest_version(server.servicer.target_of(device))
+                hosts.one("offer", i, newest, ends, now)
+        if on_round is not None:
+            on_round(now, sum(c.counts["published"] for c in server.learning.values()))
+        now += sync_s
 
 
 def _jobs(server: Any) -> int:
     return sum(c.counts["jobs"] for c in server.learning.values())
 
 
-def _result(d: _Device) -> dict[str, Any]:
-    """The device's figures, in the form of :func:`~edgecl.fleet._run.run_device`."""
-    sim, plan, stream = d.sim, d.plan, d.stream
-    counts = sim.manager.counts() if sim.manager is not None else {}
-    transport = sim.transport
-    return {
-        "device_id": plan.device_id, "group": plan.group, "strategy": d.task.strategy,
-        "correct": np.array(sim.log.correct, dtype=bool), "domains": d.domains.astype(np.int32),
-        "domain_names": [x.name for x in stream.domains],
-        "domain_shifted": [x.corruption is not None for x in stream.domains],
-        "novel": np.asarray(stream.is_novel(d.labels), dtype=bool),
-        "ood_scores": np.array(sim.log.ood_scores, dtype=np.float32),
-        "batch_times": np.array(d.batch_times), "batch": d.task.batch,
-        "uploads": sim.log.uploads, "bytes_up": int(transport.bytes_up),
-        "bytes_down": int(transport.bytes_down), "failed_calls": d.offline_rounds,
-        "updates_applied": int(counts.get("applied", 0)),
-        "updates_rejected": int(counts.get("rejected", 0)),
-        "rolled_back": int(counts.get("rolled_back", 0)),
-        "update_latency_s": [round(x, 6) for x in d.latency_s],
-        "update_times": list(d.update_times),
-        "states_adapted": int(sim.worker.stats.published) if sim.worker is not None else 0,
-        "offline_s": plan.network.offline_s, "pace": plan.pace, "slow": plan.slow,
-        "seconds": float(d.batch_times[-1]) if d.batch_times else 0.0,
-    }
-
-
 def _workdir(tmp: str, device_id: str) -> str:
     path = os.path.join(tmp, device_id)
     os.makedirs(path, exist_ok=True)
     return path
+
+
+def _unpack(archive: bytes, workdir: str) -> str:
+    """Unpack a bundle archive (:func:`bundle_archive`) once per process; its directory."""
+    import hashlib
+    import io
+    import tarfile
+
+    target = os.path.join(tempfile.gettempdir(), "edgecl-bundles",
+                          hashlib.sha256(archive).hexdigest()[:16])
+    if not os.path.isdir(target):
+        tmp = f"{target}.{os.getpid()}"
+        with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
+            tar.extractall(tmp, filter="data")
+        try:
+            os.replace(tmp, target)
+        except OSError:  # another worker unpacked it meanwhile
+            import shutil
+
+            shutil.rmtree(tmp, ignore_errors=True)
+    return target
+
+
+def bundle_archive(bundle_dir: str) -> bytes:
+    """A bundle directory as tar bytes, to ship to workers that share no files with us."""
+    import io
+    import tarfile
+
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as tar:
+        tar.add(bundle_dir, arcname=".")
+    return buf.getvalue()

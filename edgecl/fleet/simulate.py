@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 
 from edgecl._exceptions import ConfigError
-from edgecl.fleet._backend import create_backend
+from edgecl.fleet._backend import BACKENDS, Backend, create_backend
 from edgecl.fleet._cloud import ENROLLMENT_KEY, CloudProcess
 from edgecl.fleet._metrics import summarise
 from edgecl.fleet._plans import FLEET_SCENARIOS, Impairments, fleet_plans
@@ -47,14 +47,18 @@ def simulate(*, devices: int = 4, scenario: str = "continual",
              seed: int = 0, pace: float = 20.0, fraction: float = 0.1,
              variant: str = "full", home: str | None = None, cloud: str | None = None,
              public_key: bytes | None = None, enrollment_key: str | None = None,
-             impairments: Impairments | None = None, backend: str = "threads",
-             processes: int | None = None, report_dir: str | Path | None = None,
+             impairments: Impairments | None = None, backend: str | Backend = "threads",
+             processes: int | None = None, ray_address: str | None = None,
+             report_dir: str | Path | None = None,
              adapt: str = "align", domains: int = 4, groups: int = 2,
              service_settings: dict[str, Any] | None = None,
              progress: bool = True, clock: str = "virtual", sync_s: float = 2.5,
              cloud_cost: CloudCostModel | None = None) -> SimulationResult:
     """Simulate ``devices`` devices for ``steps`` predict batches of ``batch`` samples each.
 
+    ``backend``: "threads", "processes" (light mode), "ray" (``ray_address``: a running
+    cluster; None: a local one) or a backend instance (anything with ``run``; with
+    ``hosts`` too it also hosts virtual-clock fleets, as :class:`RayBackend` does).
     ``clock``: "virtual" (default; reproducible: cloud strategies advance in rounds of
     ``sync_s`` simulated seconds, the service's compute costs simulated time from
     ``cloud_cost``) or "real" (wall-clock pacing; needed for an external ``cloud``).
@@ -88,14 +92,20 @@ def simulate(*, devices: int = 4, scenario: str = "continual",
                           "clock='real' (--real-time)")
     if clock == "virtual" and not (sync_s > 0 and math.isfinite(sync_s)):
         raise ConfigError(f"sync_s must be a number of seconds > 0, got {sync_s}")
+    if isinstance(backend, str) and backend not in BACKENDS:
+        raise ConfigError(f"unknown backend {backend!r}; use one of {BACKENDS}")
+    if ray_address is not None and backend != "ray":
+        raise ConfigError("ray_address needs backend='ray'")
     cost = cloud_cost or CloudCostModel()
     started = time.perf_counter()
     simulated = 0.0
+    runner = backend if not isinstance(backend, str) else create_backend(
+        backend, **({"processes": processes} if backend == "processes" else
+                    {"address": ray_address} if backend == "ray" else {}))
+    engine = getattr(runner, "hosts", None)  # hosts virtual-clock drivers elsewhere
     zoo = build_zoo(variant, home=home, progress=progress)
     plans = fleet_plans(scenario, devices, samples=steps * batch, seed=seed, pace=pace,
                         domains=domains, groups=groups, impairments=impairments)
-    runner = create_backend(backend, **({"processes": processes}
-                                        if backend == "processes" else {}))
     summaries: dict[str, StrategySummary] = {}
     raw: dict[str, list[dict[str, Any]]] = {}
     settings = {**SIM_LEARNING, "learning_group_by": "group" if scenario == "mixed"
@@ -109,7 +119,7 @@ def simulate(*, devices: int = 4, scenario: str = "continual",
                 tasks = [DeviceTask(p, name, str(zoo.student_bundle), None, None,
                                     ENROLLMENT_KEY, fraction, batch, adapt, "") for p in plans]
                 raw[name] = _run_virtual(tasks, name, Path(tmp), variant, home, settings,
-                                         sync_s, cost, bar)
+                                         sync_s, cost, bar, engine)
                 simulated = max([simulated] + [r["seconds"] for r in raw[name]])
                 summaries[name] = summarise(raw[name])
                 continue
@@ -154,7 +164,7 @@ def simulate(*, devices: int = 4, scenario: str = "continual",
 
 def _run_virtual(tasks: list[DeviceTask], name: str, tmp: Path, variant: str,
                  home: str | None, settings: dict[str, Any], sync_s: float,
-                 cost: CloudCostModel, bar: Any) -> list[dict[str, Any]]:
+                 cost: CloudCostModel, bar: Any, engine: Any = None) -> list[dict[str, Any]]:
     """The cloud strategy ``name`` on the virtual clock, against a fresh service here."""
     from edgecl.cloud import create_server, load_config
 
@@ -174,7 +184,7 @@ def _run_virtual(tasks: list[DeviceTask], name: str, tmp: Path, variant: str,
 
     try:
         return run_virtual(tasks, server, sim_clock, sync_s=sync_s, cost=cost,
-                           on_done=lambda: bar.update(1), on_round=on_round)
+                           on_done=lambda: bar.update(1), on_round=on_round, engine=engine)
     finally:
         server.stop(grace=1.0)
 
