@@ -180,7 +180,7 @@ def _run_virtual(tasks: list[DeviceTask], name: str, tmp: Path, variant: str,
     tasks = [dataclasses.replace(t, target=server.target, public_key=key) for t in tasks]
 
     def on_round(now: float, published: int) -> None:
-        bar.set_postfix_str(f"{name} t={now:.0f}s updates={published}")
+        bar.set_postfix_str(f"{name} t={now:.0f}s updates={published}", refresh=False)
 
     try:
         return run_virtual(tasks, server, sim_clock, sync_s=sync_s, cost=cost,
