@@ -188,7 +188,8 @@ def cmd_simulate(args: argparse.Namespace) -> int:
                       domains=args.domains, groups=args.groups, progress=not args.quiet,
                       clock="real" if args.real_time or args.cloud else "virtual",
                       sync_s=args.sync_s,
-                      cloud_cost=CloudCostModel(args.cloud_job_s, args.cloud_label_per_s))
+                      cloud_cost=CloudCostModel(args.cloud_job_s, args.cloud_label_per_s,
+                                                 args.cloud_workers))
     if args.json:
         Path(args.json).write_text(result.to_json(indent=2))
     print(summary_table(result))
@@ -426,6 +427,8 @@ def build_parser() -> argparse.ArgumentParser:
                     help="virtual clock: simulated seconds one learning job takes")
     sm.add_argument("--cloud-label-per-s", type=float, default=500.0,
                     help="virtual clock: samples the teacher labels per simulated second")
+    sm.add_argument("--cloud-workers", type=int, default=1,
+                    help="virtual clock: learning jobs the service runs at a time")
     sm.set_defaults(func=cmd_simulate)
 
     sv = add(sub, "serve", "run the cloud teacher service (gRPC) until SIGTERM/SIGINT")

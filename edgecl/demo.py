@@ -23,7 +23,7 @@ from edgecl.fleet._virtual import CloudCostModel
 #: of docs/results.md: median 2.02 s).
 DEMO = {"devices": 6, "scenario": "mixed", "steps": 80, "batch": 10, "pace": 10.0,
         "fraction": 0.2, "domains": 3, "seed": 0, "sync_s": 0.5,
-        "cloud_cost": CloudCostModel(job_s=2.0),
+        "cloud_cost": CloudCostModel(job_s=2.0, workers=2),
         "service_settings": {"learning_window": 256, "learning_trigger_samples": 16,
                              "learning_steps": 60}}
 

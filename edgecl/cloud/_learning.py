@@ -109,6 +109,11 @@ class LearningCoordinator:
         self.learner = UpdateLearner(bundle_dir, config)
         #: Seconds for the time trigger (a simulation passes its virtual clock).
         self.clock = clock
+        #: When set and False, no job is due (a simulation's service still busy in
+        #: simulated time); labelled uploads keep accumulating for the next job.
+        self.gate: Callable[[], bool] | None = None
+        #: Targets in the order their jobs started (a simulation times them from it).
+        self.started: list[str] = []
         self._bundle_state = BaseState.from_bundle(self.learner.bundle.path)  # version 0
         self.teacher, self.signer, self.store = teacher, signer, store
         self.policy = policy or LearningPolicy()
@@ -164,7 +169,7 @@ class LearningCoordinator:
     # -- internals ---------------------------------------------------------------------
     def _due(self, target: str) -> bool:
         n = self._pending.get(target, 0)
-        if n <= 0:
+        if n <= 0 or (self.gate is not None and not self.gate()):
             return False
         now = self.clock()
         waited = now - self._first_pending.get(target, now)
@@ -179,6 +184,7 @@ class LearningCoordinator:
         self._first_pending.pop(target, None)
         self._short.pop(target, None)
         self.counts["jobs"] += 1
+        self.started.append(target)
         self._running[target] = self._pool.submit(self._job, target)
 
     def _job(self, target: str) -> None:

@@ -12,9 +12,13 @@ teacher and learning, in this process, started with ``labelling=False``):
 3. the service labels everything uploaded, then runs every learning job that is due
    (sample triggers, and time triggers on the virtual clock);
 4. every online device fetches its newest update, which becomes visible to it at
-   ``R + latency + bytes / bandwidth``, where the round ends at
-   ``R = S + slowest upload (latency + bytes / bandwidth) + labelled / label_per_s +
-   ceil(jobs / workers) * job_s`` (:class:`CloudCostModel`).
+   ``R + latency + bytes / bandwidth``: the round's labelling is done at
+   ``L = max(S + slowest upload (latency + bytes / bandwidth), end of the last round) +
+   labelled / label_per_s``, and the k-th job it started (0-based) ends, with its target's
+   update, at ``R = L + (k // workers + 1) * job_s`` (:class:`CloudCostModel`):
+   labelling queues behind the last round's work, and no learning job starts while the
+   service is still busy in simulated time (uploads wait for the next job, as on a busy
+   service that runs one job per target at a time).
 
 Nothing depends on how long any of this takes on the machine, so the same seed and
 settings give the same result on any machine under any load; only wall-clock fields
@@ -234,7 +238,9 @@ def _rounds(tasks: Sequence[DeviceTask], hosts: Any, server: Any, clock: Virtual
     ids = [t.id_prefix + t.plan.device_id for t in tasks]
     order = sorted(range(len(tasks)), key=lambda i: ids[i])
     done = [False] * len(tasks)
-    now = sync_s
+    now, busy = sync_s, 0.0
+    for coordinator in server.learning.values():  # no job starts while the service is busy
+        coordinator.gate = lambda: clock.now >= busy
     while not all(done):
         active = [i for i in range(len(tasks)) if not done[i]]
         for i, finished in zip(active, hosts.all("advance", active, now)):
@@ -249,23 +255,31 @@ def _rounds(tasks: Sequence[DeviceTask], hosts: Any, server: Any, clock: Virtual
         slowest = 0.0
         for i in online:  # id order: the registry sees the same sequence every run
             slowest = max(slowest, hosts.one("upload", i))
-        jobs = _jobs(server)  # before labelling: its notifications start jobs
+        started = _started(server)  # before labelling: its notifications start jobs
         labelled = server.label_pending()
         if not server.wait_idle(timeout=3600.0):
             raise ConfigError("the service did not finish its learning jobs in an hour")
-        ends = now + slowest + cost.round_s(labelled, _jobs(server) - jobs)
+        # the service works through rounds one after another: labelling queues behind the
+        # last round's work, and learning starts only once that is done (above: the gate);
+        # jobs run ``workers`` at a time, each target's update is out when its job ends
+        base = max(now + slowest, busy) + labelled / cost.label_per_s
+        jobs = _started(server)[len(started):]
+        finish = {t: base + (k // cost.workers + 1) * cost.job_s for k, t in enumerate(jobs)}
+        busy = base + math.ceil(len(jobs) / cost.workers) * cost.job_s
         for i in online:
             device = server.registry.device(ids[i])
             if device is not None:
-                newest = server.registry.latest_version(server.servicer.target_of(device))
-                hosts.one("offer", i, newest, ends, now)
+                target = server.servicer.target_of(device)
+                newest = server.registry.latest_version(target)
+                hosts.one("offer", i, newest, finish.get(target, base), now)
         if on_round is not None:
             on_round(now, sum(c.counts["published"] for c in server.learning.values()))
         now += sync_s
 
 
-def _jobs(server: Any) -> int:
-    return sum(c.counts["jobs"] for c in server.learning.values())
+def _started(server: Any) -> list[str]:
+    """Targets whose learning jobs started so far, in order, over every bundle served."""
+    return [t for c in server.learning.values() for t in c.started]
 
 
 def _workdir(tmp: str, device_id: str) -> str:

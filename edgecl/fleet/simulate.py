@@ -179,8 +179,13 @@ def _run_virtual(tasks: list[DeviceTask], name: str, tmp: Path, variant: str,
     key = server.signer.public_key
     tasks = [dataclasses.replace(t, target=server.target, public_key=key) for t in tasks]
 
+    shown = [0.0]
+
     def on_round(now: float, published: int) -> None:
         bar.set_postfix_str(f"{name} t={now:.0f}s updates={published}", refresh=False)
+        if time.monotonic() - shown[0] >= 0.5:  # at most twice a second
+            shown[0] = time.monotonic()
+            bar.refresh()
 
     try:
         return run_virtual(tasks, server, sim_clock, sync_s=sync_s, cost=cost,
