@@ -40,6 +40,11 @@ def softmax(logits: np.ndarray) -> np.ndarray:
     return z
 
 
+#: Sessions shared by runtimes opened with ``share_session=True``, by (encoder, threads).
+_SHARED_SESSIONS: dict[tuple[str, int | None], Any] = {}
+_SHARED_LOCK = threading.Lock()
+
+
 class DeviceRuntime:
     """Runs a bundle on a device: no torch, only onnxruntime and numpy.
 
@@ -70,14 +75,17 @@ class DeviceRuntime:
     @classmethod
     def open(cls, bundle_dir: str | os.PathLike[str], *, threads: int | None = None,
              max_batch: int = 1024, verify_hashes: bool = True,
-             ood: str | None = "default") -> DeviceRuntime:
+             ood: str | None = "default", share_session: bool = False) -> DeviceRuntime:
         """Load and verify a bundle and start an onnxruntime session for its encoder.
 
         ``threads`` pins onnxruntime's intra-op threads (default: onnxruntime's choice).
         ``ood`` names the OOD detector (from the bundle's ``ood.npz``) whose score every
         prediction carries: ``"default"`` uses ``vim`` (else ``mahalanobis``) when the bundle has
         detectors,
-        ``None`` disables OOD scoring.
+        ``None`` disables OOD scoring. ``share_session``: runtimes of the same encoder (and
+        ``threads``) in one process share one onnxruntime session, which is thread-safe
+        (a simulator with many devices, an app with several cameras): one set of weights
+        and one memory arena instead of one per runtime.
         """
         ort = require("onnxruntime", "device")
         bundle = load_bundle(bundle_dir, verify_hashes=verify_hashes)
@@ -88,12 +96,18 @@ class DeviceRuntime:
         opts.inter_op_num_threads = 1
         if threads is not None:
             opts.intra_op_num_threads = int(threads)
-        try:
-            session = ort.InferenceSession(str(bundle.encoder_onnx), sess_options=opts,
-                                           providers=["CPUExecutionProvider"])
-        except Exception as exc:  # onnxruntime raises its own untyped errors
-            raise BundleError(f"onnxruntime cannot load the encoder ({exc})",
-                              path=str(bundle.encoder_onnx)) from exc
+        key = (bundle.encoder_sha256, threads)
+        with _SHARED_LOCK:
+            session = _SHARED_SESSIONS.get(key) if share_session else None
+            if session is None:
+                try:
+                    session = ort.InferenceSession(str(bundle.encoder_onnx), sess_options=opts,
+                                                   providers=["CPUExecutionProvider"])
+                except Exception as exc:  # onnxruntime raises its own untyped errors
+                    raise BundleError(f"onnxruntime cannot load the encoder ({exc})",
+                                      path=str(bundle.encoder_onnx)) from exc
+                if share_session:
+                    _SHARED_SESSIONS[key] = session
         if ood == "default":
             from edgecl.ood._calibrate import DEFAULT_DETECTOR, FALLBACK_DETECTOR
 

@@ -91,7 +91,7 @@ class SimDevice:
                  adapt_every: int = 32, network: Any = None, lockstep: bool = False,
                  input_drift: bool = False, subscribe: bool = True) -> None:
         self.device_id = device_id
-        self.rt = DeviceRuntime.open(bundle_dir, threads=threads)
+        self.rt = DeviceRuntime.open(bundle_dir, threads=threads, share_session=True)
         self.log = DeviceLog()
         self.cloud = target is not None
         self.revert_on_shift = revert_on_shift

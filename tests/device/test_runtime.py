@@ -179,3 +179,17 @@ def test_random_images_are_ood_for_the_zoo_student(tiny_zoo):
 
     test = load_mnist().test.only(KNOWN_CLASSES)
     assert rt.predict(test.images[:400]).is_ood.mean() < 0.15
+
+
+def test_runtimes_may_share_one_session_and_predict_alike(small_bundle):
+    x = np.random.default_rng(3).random((6, *DeviceRuntime.open(small_bundle).bundle
+                                         .input_spec.shape), dtype=np.float32)
+    a = DeviceRuntime.open(small_bundle, threads=1, share_session=True)
+    b = DeviceRuntime.open(small_bundle, threads=1, share_session=True)
+    alone = DeviceRuntime.open(small_bundle, threads=1)
+    assert a.onnx_session is b.onnx_session and alone.onnx_session is not a.onnx_session
+    assert DeviceRuntime.open(small_bundle, threads=2, share_session=True).onnx_session \
+        is not a.onnx_session  # another thread count: another session
+    b.swap_state(b.state.evolve(prompt=np.full(b.bundle.input_spec.shape, 0.2, np.float32)))
+    np.testing.assert_array_equal(a.predict(x).probabilities, alone.predict(x).probabilities)
+    assert not np.array_equal(a.predict(x).probabilities, b.predict(x).probabilities)
