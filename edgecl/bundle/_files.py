@@ -42,3 +42,18 @@ def fsync_dir(path: str | os.PathLike[str]) -> None:
         pass
     finally:
         os.close(fd)
+
+
+def write_private_key(path: str | os.PathLike[str], private_key: object) -> None:
+    """Write a ``cryptography`` private key as unencrypted PKCS#8 PEM, atomically, mode
+    0600 (its folder created if needed)."""
+    from edgecl._exceptions import require
+
+    serialization = require("cryptography.hazmat.primitives.serialization", "device")
+    pem = private_key.private_bytes(  # type: ignore[attr-defined]
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,  # type: ignore[attr-defined]
+        serialization.NoEncryption())  # type: ignore[attr-defined]
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_bytes(target, pem)
+    os.chmod(target, 0o600)

@@ -16,7 +16,7 @@ import os
 from pathlib import Path
 
 from edgecl._exceptions import ConfigError, require
-from edgecl.bundle._files import atomic_write_bytes
+from edgecl.bundle._files import atomic_write_bytes, write_private_key
 from edgecl.wire import (
     KeyEndorsement,
     SignedUpdate,
@@ -81,12 +81,7 @@ class UpdateSigner:
             signer = cls(key, _read_chain(_chain_path(path)))
         else:
             signer = cls.generate()
-            pem = signer._key.private_bytes(  # type: ignore[attr-defined]
-                serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,  # type: ignore[attr-defined]
-                serialization.NoEncryption())  # type: ignore[attr-defined]
-            path.parent.mkdir(parents=True, exist_ok=True)
-            atomic_write_bytes(path, pem)
-            os.chmod(path, 0o600)
+            write_private_key(path, signer._key)
         atomic_write_bytes(path.with_name(path.name + ".pub"), signer.public_key)
         return signer
 
@@ -146,17 +141,12 @@ def rotate_signing_key(path: str | os.PathLike[str]) -> tuple[str, str]:
     old = UpdateSigner.load_or_create(path)
     new = UpdateSigner.generate()
     chain = (*old.endorsements, old.endorse(new.public_key))[-MAX_CHAIN:]
-    serialization = require("cryptography.hazmat.primitives.serialization", "cloud")
     retired = path.with_name(f"{path.name}.{old.key_id}.retired")
     atomic_write_bytes(retired, path.read_bytes())
     os.chmod(retired, 0o600)
     atomic_write_bytes(_chain_path(path), json.dumps([
         {"public_key": e.public_key.hex(), "endorser_key_id": e.endorser_key_id,
          "signature": e.signature.hex()} for e in chain], indent=1).encode())
-    pem = new._key.private_bytes(  # type: ignore[attr-defined]
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,  # type: ignore[attr-defined]
-        serialization.NoEncryption())  # type: ignore[attr-defined]
-    atomic_write_bytes(path, pem)  # the chain is written first: a crash leaves the old key
-    os.chmod(path, 0o600)
+    write_private_key(path, new._key)  # the chain is written first: a crash leaves the old key
     atomic_write_bytes(path.with_name(path.name + ".pub"), new.public_key)
     return old.key_id, new.key_id

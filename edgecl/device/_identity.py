@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 
 from edgecl._exceptions import ConfigError, require
-from edgecl.bundle._files import atomic_write_bytes
+from edgecl.bundle._files import write_private_key
 from edgecl.wire import RegistrationProof, registration_message
 
 
@@ -50,12 +50,7 @@ class DeviceKey:
                 raise ConfigError(f"cannot read the device key {path}: {exc}; restore it, or "
                                   f"ask the operator to release the device id") from exc
         key = cls.generate()
-        pem = key._key.private_bytes(  # type: ignore[attr-defined]
-            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,  # type: ignore[attr-defined]
-            serialization.NoEncryption())  # type: ignore[attr-defined]
-        path.parent.mkdir(parents=True, exist_ok=True)
-        atomic_write_bytes(path, pem)
-        os.chmod(path, 0o600)
+        write_private_key(path, key._key)
         return key
 
     def prove(self, device_id: str, encoder_sha256: str, group: str, *,

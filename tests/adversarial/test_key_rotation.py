@@ -10,7 +10,6 @@ import os
 import stat
 import subprocess
 import sys
-import time
 
 import numpy as np
 import pytest
@@ -20,6 +19,7 @@ from edgecl.cloud import UpdateSigner, rotate_signing_key
 from edgecl.device import DeviceRuntime, Outbox, SyncClient, UpdateManager, UpdateVerifier
 from edgecl.device._verify import MAX_TRUSTED_KEYS
 from edgecl.wire import KeyEndorsement, UpdatePayload, payload_to_bytes
+from tests.adversarial.test_update_attacks import _wait
 from tests.cloud.conftest import KEY, start_server
 
 
@@ -107,15 +107,6 @@ def test_rotate_keeps_the_old_key_retired_and_chains_the_new(tmp_path):
     third = UpdateSigner.load_or_create(path)
     assert len(third.endorsements) == 2
     assert UpdateVerifier(first.public_key).verify(third.sign_bytes(_payload(3))).version == 3
-
-
-def _wait(cond, timeout: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if cond():
-            return
-        time.sleep(0.02)
-    raise AssertionError("condition not reached")
 
 
 def test_devices_on_the_old_and_the_new_key_take_updates_across_a_rotation(
