@@ -8,6 +8,7 @@ import pytest
 
 from edgecl import ConfigError
 from edgecl.fleet import simulate
+from edgecl.fleet._virtual import CloudCostModel
 from tests.test_fleet import WALL_CLOCK_FIELDS
 
 ray = pytest.importorskip("ray")
@@ -39,6 +40,7 @@ def test_ray_backend_matches_threads_on_a_two_node_cluster(tiny_zoo, cluster):
     settings = dict(devices=3, scenario="mixed", groups=2,
                     strategies=("source", "device", "cloud"), steps=60, batch=10, pace=20.0,
                     fraction=0.3, variant="tiny", home=home, progress=False,
+                    cloud_cost=CloudCostModel(job_s=1.0, workers=2),
                     service_settings={"learning_trigger_samples": 8, "learning_source_z": 0,
                                       "learning_recent_holdout": 0})
     threads = simulate(**settings)

@@ -4,8 +4,10 @@
 pace and (impaired) network, per strategy (source, device, cloud, cloud+device), with a
 typed result (:class:`SimulationResult`), plots and an HTML report. :class:`SimDevice`
 wires the real device components (runtime, sampler, drift detector, outbox, sync client,
-update manager, adaptation worker) to a labelled stream. Devices execute on a pluggable
-:class:`Backend` (threads, or worker processes in light mode). ``edgecl eval loop`` is
+update manager, adaptation worker) to a labelled stream. Cloud strategies run on a
+virtual clock (:class:`CloudCostModel` models the service's compute; reproducible) unless
+``clock="real"``. Devices execute on a pluggable :class:`Backend` (threads, worker
+processes in light mode, or :class:`RayBackend`). ``edgecl eval loop`` is
 :func:`edgecl.eval.evaluate_loop`.
 """
 
@@ -17,7 +19,9 @@ from edgecl.fleet._device import SHIFT_BUDGET, SPEND_BUDGET, DeviceLog, SimDevic
 from edgecl.fleet._metrics import forgetting, summarise
 from edgecl.fleet._network import ImpairedTransport, NetworkProfile
 from edgecl.fleet._plans import FLEET_SCENARIOS, DevicePlan, Impairments, fleet_plans
+from edgecl.fleet._ray import RayBackend
 from edgecl.fleet._result import (
+    CloudCost,
     DeviceSummary,
     SimulationReport,
     SimulationResult,
@@ -25,11 +29,15 @@ from edgecl.fleet._result import (
     UpdateCounts,
 )
 from edgecl.fleet._run import STRATEGIES, DeviceTask, run_device
+from edgecl.fleet._virtual import CloudCostModel, DeviceDriver, VirtualClock, run_virtual
 from edgecl.fleet.simulate import simulate, summary_table, write_report
 
 __all__ = [
     "Backend",
+    "CloudCost",
+    "CloudCostModel",
     "CloudProcess",
+    "DeviceDriver",
     "DeviceLog",
     "DevicePlan",
     "DeviceSummary",
@@ -39,6 +47,7 @@ __all__ = [
     "Impairments",
     "NetworkProfile",
     "ProcessBackend",
+    "RayBackend",
     "SHIFT_BUDGET",
     "SPEND_BUDGET",
     "STRATEGIES",
@@ -48,10 +57,12 @@ __all__ = [
     "StrategySummary",
     "ThreadBackend",
     "UpdateCounts",
+    "VirtualClock",
     "create_backend",
     "fleet_plans",
     "forgetting",
     "run_device",
+    "run_virtual",
     "simulate",
     "summarise",
     "summary_table",
