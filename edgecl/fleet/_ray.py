@@ -20,7 +20,7 @@ from typing import Any
 
 from edgecl._exceptions import ConfigError
 from edgecl.fleet._run import DeviceTask, run_device
-from edgecl.fleet._virtual import DeviceDriver, _unpack, bundle_archive
+from edgecl.fleet._virtual import DeviceDriver, bundle_archive, unpack_bundle
 
 
 def _ray() -> Any:
@@ -36,7 +36,7 @@ def _run_remote(task: DeviceTask, archive: bytes) -> dict[str, Any]:
     """``run_device`` on a worker, with the bundle unpacked from ``archive``."""
     import dataclasses
 
-    bundle = _unpack(archive, tempfile.gettempdir())
+    bundle = unpack_bundle(archive)
     return run_device(dataclasses.replace(task, bundle=bundle))
 
 

@@ -84,7 +84,7 @@ class DeviceDriver:
         from edgecl.fleet._run import _BUILD_LOCK
 
         self.task, self.plan = task, task.plan
-        bundle = task.bundle if bundle_archive is None else _unpack(bundle_archive, workdir)
+        bundle = task.bundle if bundle_archive is None else unpack_bundle(bundle_archive)
         with _BUILD_LOCK:
             self.stream = self.plan.build_stream()
             self.images, self.labels, self.domains = self.stream.arrays()
@@ -288,7 +288,7 @@ def _workdir(tmp: str, device_id: str) -> str:
     return path
 
 
-def _unpack(archive: bytes, workdir: str) -> str:
+def unpack_bundle(archive: bytes) -> str:
     """Unpack a bundle archive (:func:`bundle_archive`) once per process; its directory."""
     import hashlib
     import io
