@@ -155,6 +155,7 @@ def cmd_eval_adapt(args: argparse.Namespace) -> int:
 
 def cmd_eval_loop(args: argparse.Namespace) -> int:
     from edgecl.eval.loop import evaluate_loop
+    from edgecl.fleet._virtual import CloudCostModel
 
     zoo = _zoo_for(args)
     kwargs: dict[str, Any] = {}
@@ -164,7 +165,9 @@ def cmd_eval_loop(args: argparse.Namespace) -> int:
                            samples_per_domain=args.samples_per_domain,
                            fraction=args.budget, seed=args.seed, variant=args.variant,
                            home=args.home, strategies=tuple(args.strategies.split(",")),
-                           progress=not args.json, **kwargs)
+                           progress=not args.json,
+                           cloud_cost=CloudCostModel(args.cloud_job_s, args.cloud_label_per_s),
+                           **kwargs)
     return _emit(result, args.json)
 
 
@@ -372,6 +375,12 @@ def build_parser() -> argparse.ArgumentParser:
     el.add_argument("--strategies", default="source,device,cloud,cloud+device,cloud_random,"
                     "teacher", help="comma-separated strategies to run")
     el.add_argument("--seed", type=int, default=0, help="stream seed")
+    el.add_argument("--cloud-job-s", type=float, default=0.0,
+                    help="virtual clock: simulated seconds one learning job takes (default "
+                    "0 with instant labelling: lockstep, the update is on the device before "
+                    "its next sample); the device sees 10 samples per simulated second")
+    el.add_argument("--cloud-label-per-s", type=float, default=float("inf"),
+                    help="virtual clock: samples the teacher labels per simulated second")
     el.set_defaults(func=cmd_eval_loop)
 
     sm = add(sub, "simulate", "a fleet of real devices against the real cloud service, per "

@@ -60,19 +60,40 @@ def test_loop_scenarios_build_the_streams_they_name():
 
 def test_the_lockstep_cloud_loop_is_reproducible(tiny_zoo):
     from edgecl.eval.loop import run_cloud
-    from edgecl.zoo.streams import continual_stream
 
-    images, labels, _ = continual_stream(["gaussian_noise", "zoom_blur"], severity=3,
-                                         samples_per_domain=450, seed=2).arrays()
+    stream = ("continual", {"corruptions": ["gaussian_noise", "zoom_blur"], "severity": 3,
+                            "samples_per_domain": 450, "seed": 2})
     home = str(tiny_zoo.path.parent.parent)
-    runs = [run_cloud(tiny_zoo, images, labels, policy="uncertainty", fraction=0.1, batch=10,
+    runs = [run_cloud(tiny_zoo, stream, 900, policy="uncertainty", fraction=0.1, batch=10,
                       sync_every=50, variant="tiny", home=home, seed=0,
                       learning={"trigger_samples": "12", "steps": "40"}) for _ in range(2)]
     assert runs[0]["updates_applied"] >= 1 and runs[0]["updates_rejected_cloud"] >= 1
     assert np.array_equal(runs[0]["correct"], runs[1]["correct"])
-    for key in ("updates_applied", "updates_rejected_cloud"):
+    for key in ("updates_applied", "updates_rejected_cloud", "uploads", "update_latency_s"):
         assert runs[0][key] == runs[1][key]
-    assert runs[0]["uploads"] == runs[1]["uploads"]
+    # lockstep: every update is on the device within a batch (1 simulated s at 10/s, its
+    # canary) of the sync that made it
+    assert 0 <= max(runs[0]["update_latency_s"]) <= 1.0
+
+
+def test_the_loop_is_the_fleet_virtual_clock_with_a_cloud_cost(tiny_zoo):
+    """``edgecl eval loop`` runs on the fleet's virtual clock: a learning job that costs 5
+    simulated seconds (a sync interval at 10 samples/s) puts every update 5 s or more after
+    the sync that made it, and the device sees it later in its stream than in lockstep."""
+    from edgecl.eval.loop import run_cloud
+    from edgecl.fleet import CloudCostModel
+
+    stream = ("continual", {"corruptions": ["gaussian_noise", "zoom_blur"], "severity": 3,
+                            "samples_per_domain": 450, "seed": 2})
+    home = str(tiny_zoo.path.parent.parent)
+    kwargs = {"policy": "uncertainty", "fraction": 0.1, "batch": 10, "sync_every": 50,
+              "variant": "tiny", "home": home, "seed": 0,
+              "learning": {"trigger_samples": "12", "steps": "40"}}
+    lockstep = run_cloud(tiny_zoo, stream, 900, **kwargs)
+    slow = run_cloud(tiny_zoo, stream, 900, cost=CloudCostModel(job_s=5.0), **kwargs)
+    assert slow["updates_applied"] >= 1
+    assert min(slow["update_latency_s"]) >= 5.0
+    assert slow["update_times"][0] > lockstep["update_times"][0]
 
 
 def test_after_a_return_to_clean_the_device_is_back_at_source_level_within_200_samples(
@@ -84,10 +105,12 @@ def test_after_a_return_to_clean_the_device_is_back_at_source_level_within_200_s
     from edgecl.zoo.streams import returning_stream
 
     n = 500
-    images, labels, _ = returning_stream(["clean", "gaussian_noise", "clean"], severity=3,
-                                         samples_per_domain=n, seed=3).arrays()
+    args = {"domains": ["clean", "gaussian_noise", "clean"], "severity": 3,
+            "samples_per_domain": n, "seed": 3}
+    images, labels, _ = returning_stream(**args).arrays()
     home = str(tiny_zoo.path.parent.parent)
-    res = run_cloud(tiny_zoo, images, labels, policy="uncertainty", fraction=0.1, batch=10,
+    res = run_cloud(tiny_zoo, ("returning", args), 3 * n, policy="uncertainty",
+                    fraction=0.1, batch=10,
                     sync_every=50, variant="tiny", home=home, seed=0,
                     learning={"trigger_samples": "12", "steps": "40"})
     rt = DeviceRuntime.open(tiny_zoo.student_bundle, ood=None)

@@ -12,6 +12,7 @@ times, 400 samples a visit) and ``gradual`` (four corruptions whose severity ram
 
 from __future__ import annotations
 
+import math
 import statistics
 import tempfile
 import time
@@ -21,6 +22,7 @@ import numpy as np
 
 from edgecl._exceptions import ConfigError
 from edgecl.eval.results import (
+    LoopClock,
     LoopCloudFigures,
     LoopCloudRun,
     LoopDeltas,
@@ -29,6 +31,7 @@ from edgecl.eval.results import (
     LoopResult,
     LoopStrategyResult,
 )
+from edgecl.fleet._virtual import CloudCostModel
 from edgecl.zoo.streams import DEFAULT_CORRUPTIONS, RETURNING_DOMAINS
 
 LOOP_CORRUPTIONS = DEFAULT_CORRUPTIONS[:10]
@@ -43,6 +46,10 @@ LOOP_SCENARIOS: dict[str, dict[str, Any]] = {
 }
 #: Accuracy over the first this many samples of every visit: ``first_200_worst_delta``.
 FIRST_SAMPLES = 200
+#: Samples per simulated second on the loop's device (a camera at 10 frames a second):
+#: with ``sync_every`` it sets the simulated time between syncs, which the service's time
+#: trigger and a cloud cost model act on.
+LOOP_PACE = 10.0
 ENROLL = "eval-loop-enrollment-key"
 
 
@@ -75,19 +82,11 @@ def _per_visit(correct: np.ndarray, domains: np.ndarray, names: list[str]) -> di
     return out
 
 
-def build_loop_stream(scenario: str, *, domains: tuple[str, ...] | None = None,
-                      samples_per_domain: int | None = None, severity: int = 5,
-                      seed: int = 0) -> Any:
-    """The stream of ``scenario`` (see :data:`LOOP_SCENARIOS`); ``domains`` are
-    corruption names (``"clean"`` too for ``returning``), ``samples_per_domain`` the
-    samples of one visit (of one severity step for ``gradual``)."""
-    from edgecl.zoo.streams import (
-        continual_stream,
-        gradual_stream,
-        recurring_stream,
-        returning_stream,
-    )
-
+def loop_stream_spec(scenario: str, *, domains: tuple[str, ...] | None = None,
+                     samples_per_domain: int | None = None, severity: int = 5,
+                     seed: int = 0) -> tuple[str, dict[str, Any]]:
+    """The :func:`~edgecl.zoo.streams.create_stream` scenario and arguments of the loop's
+    ``scenario`` (see :func:`build_loop_stream`)."""
     if scenario not in LOOP_SCENARIOS:
         raise ConfigError(f"unknown loop scenario {scenario!r}; use one of "
                           f"{sorted(LOOP_SCENARIOS)}")
@@ -95,16 +94,33 @@ def build_loop_stream(scenario: str, *, domains: tuple[str, ...] | None = None,
     names = list(domains or spec["domains"])
     n = int(samples_per_domain or spec["samples_per_domain"])
     if scenario == "continual":
-        return continual_stream(names, severity=severity, samples_per_domain=n, seed=seed)
+        return scenario, {"corruptions": names, "severity": severity,
+                          "samples_per_domain": n, "seed": seed}
     if scenario == "returning":
-        return returning_stream(names, severity=severity, samples_per_domain=n, seed=seed)
+        return scenario, {"domains": names, "severity": severity, "samples_per_domain": n,
+                          "seed": seed}
     if scenario == "recurring":
-        return recurring_stream(names, cycles=spec["cycles"], severity=severity,
-                                samples_per_domain=n, seed=seed)
-    return gradual_stream(names, samples_per_severity=n, seed=seed)
+        return scenario, {"corruptions": names, "cycles": spec["cycles"],
+                          "severity": severity, "samples_per_domain": n, "seed": seed}
+    return scenario, {"corruptions": names, "samples_per_severity": n, "seed": seed}
 
 
-def _server(variant: str, home: str | None, storage: str, learning: dict[str, str]) -> Any:
+def build_loop_stream(scenario: str, *, domains: tuple[str, ...] | None = None,
+                      samples_per_domain: int | None = None, severity: int = 5,
+                      seed: int = 0) -> Any:
+    """The stream of ``scenario`` (see :data:`LOOP_SCENARIOS`); ``domains`` are
+    corruption names (``"clean"`` too for ``returning``), ``samples_per_domain`` the
+    samples of one visit (of one severity step for ``gradual``)."""
+    from edgecl.zoo.streams import create_stream
+
+    name, args = loop_stream_spec(scenario, domains=domains,
+                                  samples_per_domain=samples_per_domain, severity=severity,
+                                  seed=seed)
+    return create_stream(name, **args)
+
+
+def _server(variant: str, home: str | None, storage: str, learning: dict[str, str],
+            clock: Any) -> Any:
     from edgecl.cloud import create_server, load_config
 
     env = {"EDGECL_CLOUD_AUTH_ENROLLMENT_KEY": ENROLL, "EDGECL_CLOUD_TEACHER_ZOO": variant,
@@ -113,49 +129,45 @@ def _server(variant: str, home: str | None, storage: str, learning: dict[str, st
            "EDGECL_CLOUD_LIMITS_BURST": "100000", "EDGECL_CLOUD_LIMITS_SAMPLES_PER_S": "1000000",
            "EDGECL_CLOUD_LIMITS_SAMPLE_BURST": "1000000",
            **{f"EDGECL_CLOUD_LEARNING_{k.upper()}": v for k, v in learning.items()}}
-    # labelling from the device's sync, not in the background: reproducible learning jobs
-    return create_server(load_config(None, env=env), home=home).start(labelling=False)
+    # labelling in the virtual clock's rounds, not in the background: reproducible jobs
+    return create_server(load_config(None, env=env), home=home,
+                         clock=clock).start(labelling=False)
 
 
-def run_cloud(zoo: Any, images: np.ndarray, labels: np.ndarray, *, policy: str,
+def run_cloud(zoo: Any, stream: tuple[str, dict[str, Any]], samples: int, *, policy: str,
               fraction: float, batch: int, sync_every: int, variant: str,
               home: str | None, learning: dict[str, str], seed: int,
-              drift: str | None = None, adapt: str | None = None,
-              revert_on_shift: bool = True) -> dict[str, Any]:
-    """One device with the cloud loop over the stream (lockstep: every ``sync_every``
-    samples the device uploads, the service labels and learns, the update is applied).
-    The device watches its input statistics for domain changes; an uncertainty policy
-    holds part of its budget back for them (``SHIFT_BUDGET``), a random one ignores them."""
-    from edgecl.fleet import SimDevice
+              adapt: str | None = None, revert_on_shift: bool = True,
+              pace: float = LOOP_PACE, cost: Any = None) -> dict[str, Any]:
+    """One device with the cloud loop over ``stream`` (a :func:`loop_stream_spec`): the
+    fleet's virtual clock (:func:`~edgecl.fleet.run_virtual`) with one device at ``pace``
+    samples per simulated second that syncs every ``sync_every`` samples, against a
+    service whose compute costs ``cost`` (default :meth:`CloudCostModel.lockstep
+    <edgecl.fleet.CloudCostModel.lockstep>`: labelled, learned and applied before the
+    device's next sample). The device watches its input statistics for domain changes; an
+    uncertainty policy holds part of its budget back for them (``SHIFT_BUDGET``), a random
+    one ignores them."""
+    from edgecl.fleet import DevicePlan, DeviceTask, VirtualClock, run_virtual
 
+    cost = cost or CloudCostModel.lockstep()
+    name, args = stream
+    plan = DevicePlan("loop-0", "", name, args, samples, pace, seed=seed)
     with tempfile.TemporaryDirectory() as tmp:
-        server = _server(variant, home, tmp + "/cloud", learning)
-        device = SimDevice(zoo.student_bundle, server.target, device_id="loop-0",
-                           enrollment_key=ENROLL, public_key=server.signer.public_key,
-                           policy=policy, fraction=fraction, seed=seed, workdir=tmp,
-                           drift=drift, revert_on_shift=revert_on_shift, adapt=adapt,
-                           lockstep=True, input_drift=True)
+        clock = VirtualClock()
+        server = _server(variant, home, tmp + "/cloud",
+                         {**learning, "workers": str(cost.workers)}, clock)
+        task = DeviceTask(plan, "cloud+device" if adapt else "cloud", zoo.student_bundle,
+                          target=server.target, public_key=server.signer.public_key,
+                          enrollment_key=ENROLL, fraction=fraction, batch=batch,
+                          adapt=adapt or "align", policy=policy, input_drift=True,
+                          revert_on_shift=revert_on_shift)
         started = time.perf_counter()
         try:
-            for i in range(0, len(images), batch):
-                device.step(images[i:i + batch], labels[i:i + batch])
-                if (i + batch) % sync_every < batch:
-                    device.sync(server)
-            device.sync(server)
+            (res,) = run_virtual([task], server, clock, sync_s=sync_every / pace, cost=cost)
             rejected = server.registry.rejections()
         finally:
-            device.close()
             server.stop(grace=1.0)
-        assert device.manager is not None
-        return {"correct": np.array(device.log.correct), "uploads": device.log.uploads,
-                "updates_applied": device.manager.counts()["applied"],
-                "updates_rejected_cloud": len(rejected),
-                "updates_rejected_device": device.manager.counts()["rejected"],
-                "rolled_back": device.manager.counts()["rolled_back"],
-                "reverted": device.manager.counts()["reverted"],
-                "shifts_detected": len(device.log.shifts),
-                "update_bytes": device.log.update_bytes,
-                "update_latency_s": device.log.update_latency_s,
+        return {**res, "updates_rejected_cloud": len(rejected),
                 "seconds": time.perf_counter() - started}
 
 
@@ -167,7 +179,8 @@ def evaluate_loop(zoo: Any, *, scenario: str = "continual",
                   variant: str = "full", home: str | None = None,
                   strategies: tuple[str, ...] = ("source", "cloud", "cloud_random", "teacher"),
                   learning: dict[str, str] | None = None, adapt: str = "align",
-                  progress: bool = False) -> LoopResult:
+                  progress: bool = False, pace: float = LOOP_PACE,
+                  cloud_cost: CloudCostModel | None = None) -> LoopResult:
     """Mean online accuracy (prequential) of each strategy on the stream of ``scenario``
     (:func:`build_loop_stream`; ``corruptions`` and ``samples_per_domain`` override its
     defaults).
@@ -179,18 +192,25 @@ def evaluate_loop(zoo: Any, *, scenario: str = "continual",
     ``update_*`` are
     medians over the updates the ``cloud`` strategy applied; the deltas are against
     ``source`` (present when it runs). ``device`` runs the test-time adaptation method
-    ``adapt`` alone; ``cloud+device`` runs it beside the cloud loop.
+    ``adapt`` alone; ``cloud+device`` runs it beside the cloud loop. Cloud strategies run
+    on the fleet's virtual clock (:func:`run_cloud`): the device sees ``pace`` samples per
+    simulated second, the service's compute costs ``cloud_cost`` (default: lockstep, no
+    simulated time), so a run is reproducible on any machine.
     """
     import torch
 
     from edgecl.device import DeviceRuntime
+    from edgecl.zoo.streams import create_stream
 
-    stream = build_loop_stream(scenario, domains=corruptions,
-                               samples_per_domain=samples_per_domain, severity=severity,
-                               seed=seed)
+    spec = loop_stream_spec(scenario, domains=corruptions,
+                            samples_per_domain=samples_per_domain, severity=severity, seed=seed)
+    stream = create_stream(spec[0], **spec[1])
     images, labels, domains = stream.arrays()
     names = [d.name for d in stream.domains]
     learning = {"trigger_samples": "24", "steps": "100", **(learning or {})}
+    if not (pace > 0 and math.isfinite(pace)) or sync_every < 1 or batch < 1:
+        raise ConfigError("pace must be a positive number; sync_every and batch >= 1")
+    cost = cloud_cost or CloudCostModel.lockstep()
     runs: dict[str, dict[str, Any]] = {}  # name -> LoopStrategyResult fields but deltas
     cloud: LoopCloudFigures | None = None
 
@@ -238,14 +258,14 @@ def evaluate_loop(zoo: Any, *, scenario: str = "continual",
             import sys
 
             print(f"running {name} over {len(labels)} samples ...", file=sys.stderr, flush=True)
-        res = run_cloud(zoo, images, labels, policy=policy, fraction=fraction, batch=batch,
-                        sync_every=sync_every, variant=variant, home=home, learning=learning,
-                        seed=seed, adapt=method)
+        res = run_cloud(zoo, spec, len(labels), policy=policy, fraction=fraction,
+                        batch=batch, sync_every=sync_every, variant=variant, home=home,
+                        learning=learning, seed=seed, adapt=method, pace=pace, cost=cost)
         record(name, res["correct"], cloud_run=LoopCloudRun(
             upload_fraction=round(res["uploads"] / len(labels), 4),
             updates_applied=res["updates_applied"],
             updates_rejected_cloud=res["updates_rejected_cloud"],
-            updates_rejected_device=res["updates_rejected_device"],
+            updates_rejected_device=res["updates_rejected"],
             rolled_back=res["rolled_back"], reverted=res["reverted"],
             shifts_detected=res["shifts_detected"],
             seconds=round(res["seconds"], 1)))
@@ -266,7 +286,12 @@ def evaluate_loop(zoo: Any, *, scenario: str = "continual",
         gap = LoopGap(round((acc["cloud"] - acc["source"]) / diff, 4) if diff else None)
     return LoopResult(scenario=scenario, strategies=results, samples=len(labels),
                       domains=names, severity=severity, budget=fraction,
-                      sync_every=sync_every, seed=seed, cloud=cloud, gap=gap)
+                      sync_every=sync_every, seed=seed, cloud=cloud, gap=gap,
+                      clock=LoopClock(pace=pace, sync_s=sync_every / pace, job_s=cost.job_s,
+                                      label_per_s=(cost.label_per_s
+                                                   if math.isfinite(cost.label_per_s)
+                                                   else None),
+                                      workers=cost.workers))
 
 
 def _deltas(rec: dict[str, Any], src: dict[str, Any]) -> LoopDeltas:

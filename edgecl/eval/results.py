@@ -19,6 +19,7 @@ __all__ = [
     "DriftDetectorResult",
     "DriftResult",
     "DriftSeverityResult",
+    "LoopClock",
     "LoopCloudFigures",
     "LoopCloudRun",
     "LoopDeltas",
@@ -244,6 +245,19 @@ class LoopCloudFigures:
 
 
 @dataclass(frozen=True, slots=True)
+class LoopClock:
+    """The virtual clock of the cloud strategies: the device's ``pace`` (samples per
+    simulated second), a sync every ``sync_s``, and the service's cost model: ``job_s`` per
+    learning job (``workers`` at a time), ``label_per_s`` (None: labelling is instant)."""
+
+    pace: float
+    sync_s: float
+    job_s: float
+    label_per_s: float | None
+    workers: int
+
+
+@dataclass(frozen=True, slots=True)
 class LoopGap:
     """Share of the teacher-source gap the cloud closed (None when there is no gap)."""
 
@@ -267,3 +281,5 @@ class LoopResult(JsonResult):
     cloud: LoopCloudFigures | None = field(default=None, metadata=FLAT)
     #: Merged into the JSON when ``source``, ``teacher`` and ``cloud`` ran.
     gap: LoopGap | None = field(default=None, metadata=FLAT)
+    #: The virtual clock the cloud strategies ran on.
+    clock: LoopClock | None = None

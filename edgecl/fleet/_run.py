@@ -32,6 +32,12 @@ class DeviceTask:
     batch: int = 10
     adapt: str = "align"
     id_prefix: str = ""
+    #: Sampling policy ("uncertainty" or "random"); with ``input_drift`` the device watches
+    #: its raw inputs for domain changes (and, with ``revert_on_shift``, serves the bundle
+    #: state after one until the cloud's update for the new domain arrives).
+    policy: str = "uncertainty"
+    input_drift: bool = False
+    revert_on_shift: bool = False
 
 
 def uses_cloud(strategy: str) -> bool:

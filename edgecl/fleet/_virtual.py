@@ -52,8 +52,16 @@ class CloudCostModel:
 
     def __post_init__(self) -> None:
         if not (self.job_s >= 0 and self.label_per_s > 0 and self.workers >= 1
-                and math.isfinite(self.job_s) and math.isfinite(self.label_per_s)):
-            raise ConfigError("cloud cost model: job_s >= 0, label_per_s > 0, workers >= 1")
+                and math.isfinite(self.job_s)):
+            raise ConfigError("cloud cost model: job_s >= 0, label_per_s > 0 (inf: "
+                              "instant), workers >= 1")
+
+    @classmethod
+    def lockstep(cls) -> CloudCostModel:
+        """A service that takes no simulated time: every round's uploads are labelled and
+        learned from, and the update is on the device, before its next sample (``edgecl
+        eval loop``: learning quality apart from cloud speed)."""
+        return cls(job_s=0.0, label_per_s=math.inf, workers=1)
 
     def round_s(self, labelled: int, jobs: int) -> float:
         """Simulated seconds of one round's labelling and learning."""
@@ -94,8 +102,10 @@ class DeviceDriver:
         self.sim = SimDevice(bundle, self.transport,
                              device_id=task.id_prefix + self.plan.device_id,
                              enrollment_key=task.enrollment_key, public_key=task.public_key,
-                             fraction=task.fraction, drift=None, revert_on_shift=False,
-                             seed=self.plan.seed, workdir=_workdir(workdir, self.plan.device_id),
+                             policy=task.policy, fraction=task.fraction, drift=None,
+                             revert_on_shift=task.revert_on_shift,
+                             input_drift=task.input_drift, seed=self.plan.seed,
+                             workdir=_workdir(workdir, self.plan.device_id),
                              group=self.plan.group, adapt=adapt, lockstep=True,
                              subscribe=False)
         self.next_batch = self.known_version = self.offline_rounds = 0
@@ -171,6 +181,9 @@ class DeviceDriver:
             "updates_applied": int(counts.get("applied", 0)),
             "updates_rejected": int(counts.get("rejected", 0)),
             "rolled_back": int(counts.get("rolled_back", 0)),
+            "reverted": int(counts.get("reverted", 0)),
+            "shifts_detected": len(sim.log.shifts),
+            "update_bytes": list(sim.log.update_bytes),
             "update_latency_s": [round(x, 6) for x in self.latency_s],
             "update_times": list(self.update_times),
             "states_adapted": int(sim.worker.stats.published) if sim.worker is not None else 0,
