@@ -33,6 +33,28 @@ def _comparable(result) -> dict:
     return data
 
 
+def test_an_unreachable_ray_address_is_a_clear_error_within_seconds():
+    """``ray.init`` waits minutes for a cluster that is not there; we refuse at once."""
+    import socket
+    import time
+
+    from edgecl.fleet._ray import RayBackend
+
+    with socket.socket() as s:  # a loopback port nothing listens at
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    if ray.is_initialized():  # runs before the cluster test, so only when run alone after it
+        pytest.skip("this process is connected to a cluster already")
+    started = time.monotonic()
+    with pytest.raises(ConfigError, match="cannot reach the Ray cluster"):
+        simulate(backend="ray", ray_address=f"127.0.0.1:{port}", progress=False,
+                 home="/nonexistent/edgecl-home")
+    with pytest.raises(ConfigError, match="expected host:port"):
+        RayBackend(address="not-an-address")
+    assert time.monotonic() - started < 30
+    assert not ray.is_initialized()
+
+
 def test_ray_backend_matches_threads_on_a_two_node_cluster(tiny_zoo, cluster):
     from edgecl.fleet._ray import RayBackend
 
