@@ -124,6 +124,9 @@ class LearningSection:
     selected_weight: float = 1.0
     prior_correction: bool = False
     signing_key: str = ""
+    memory: bool = False
+    memory_scope: str = "fleet"
+    memory_capacity: int = 64
 
 
 @dataclass(frozen=True)
@@ -211,6 +214,10 @@ class CloudConfig:
         check_metrics(self.metrics)
         if self.learning.group_by not in ("device", "group"):
             raise ConfigError("learning.group_by must be 'device' or 'group'")
+        if self.learning.memory_scope not in ("fleet", "group"):
+            raise ConfigError("learning.memory_scope must be 'fleet' or 'group'")
+        if self.learning.memory_capacity < 1:
+            raise ConfigError("learning.memory_capacity must be >= 1")
         if self.log.format not in ("json", "text"):
             raise ConfigError("log.format must be 'json' or 'text'")
         positive = {"server.max_message_bytes": self.server.max_message_bytes,

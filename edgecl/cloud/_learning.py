@@ -28,8 +28,10 @@ import numpy as np
 from edgecl._exceptions import ConfigError
 from edgecl.cloud._identity import DEVICE_TARGET
 from edgecl.cloud._learner import BaseState, LearnerConfig, LearnResult, UpdateLearner
+from edgecl.cloud._library import DomainLibrary, DomainSignature
 from edgecl.cloud._segments import newest_segment_start
 from edgecl.cloud._signing import UpdateSigner
+from edgecl.cloud._validation import validate_candidate
 from edgecl.wire import REVERT_METRIC, SignedUpdate, UpdatePayload
 
 
@@ -105,8 +107,14 @@ class LearningCoordinator:
                  signer: UpdateSigner, store: UpdateStore, *,
                  config: LearnerConfig | None = None, policy: LearningPolicy | None = None,
                  on_result: Callable[[str, LearnResult], None] | None = None,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic,
+                 library: DomainLibrary | None = None,
+                 scope: Callable[[str], str] = lambda target: "fleet") -> None:
         self.learner = UpdateLearner(bundle_dir, config)
+        #: The fleet's domain library (None: no memory); ``scope(target)`` names the part
+        #: of it a target may draw from and add to.
+        self.library, self.scope = library, scope
+        self._domain: dict[str, DomainSignature] = {}  # what a target's state was made for
         #: Seconds for the time trigger (a simulation passes its virtual clock).
         self.clock = clock
         #: When set and False, no job is due (a simulation's service still busy in
@@ -131,7 +139,8 @@ class LearningCoordinator:
         self._working: dict[str, BaseState] = {}  # newest candidate per target
         self._short: dict[str, int] = {}  # a lower trigger while a new domain is too short
         self._closed = False
-        self.counts = {"jobs": 0, "published": 0, "reverted": 0, "rejected": 0, "failed": 0}
+        self.counts = {"jobs": 0, "published": 0, "reverted": 0, "rejected": 0, "failed": 0,
+                       "recalled": 0}
 
     def notify(self, target: str, new_samples: int = 1) -> None:
         """Count ``new_samples`` labelled uploads for ``target``; maybe start a job."""
@@ -205,10 +214,12 @@ class LearningCoordinator:
         if len(inputs) == 0:
             return None
         start_index = 0
-        if self.policy.segments:
-            start_index = newest_segment_start(self.learner.encoder_features(inputs),
-                                               threshold=self.policy.segment_threshold)
+        feats = (self.learner.encoder_features(inputs)
+                 if self.policy.segments or self.library is not None else None)
+        if self.policy.segments and feats is not None:
+            start_index = newest_segment_start(feats, threshold=self.policy.segment_threshold)
             inputs, explored = inputs[start_index:], explored[start_index:]
+            feats = feats[start_index:]
         probs = np.asarray(self.teacher(inputs), dtype=np.float64)
         keep = np.isin(probs.argmax(axis=1), self._columns)
         sub = probs[keep][:, self._columns]
@@ -229,6 +240,13 @@ class LearningCoordinator:
                 working = self._working.get(target)
             if working is not None and working.version == base.version:
                 starts = [working]
+        domain = (DomainSignature.of(feats) if self.library is not None and feats is not None
+                  and len(feats) >= 2 else None)
+        if domain is not None:
+            recalled = self._recall(target, domain, inputs[keep], sub, explored[keep], base,
+                                    version, segment, start_index)
+            if recalled is not None:
+                return recalled
         if (start_index > 0 or fell_back) and _differs(starts[0], bundle_state):
             # a young domain: the newest candidate was learned on another one, so learn
             # from the bundle state too and keep whichever holds out better
@@ -268,6 +286,12 @@ class LearningCoordinator:
                 self.counts["published"] += 1
                 if not result.publish:
                     self.counts["reverted"] += 1
+                    self._domain.pop(target, None)
+            if result.publish and domain is not None and self.library is not None:
+                self.library.store(self.scope(target), self.learner.bundle.encoder_sha256,
+                                   target, domain, publish, metrics)
+                with self._lock:
+                    self._domain[target] = domain
             if not result.publish:
                 self.store.record_rejection(target, version + 1,
                                             "reverted to source: " + result.verdict.reason,
@@ -279,6 +303,57 @@ class LearningCoordinator:
         if self.on_result is not None:
             self.on_result(target, result)
         return result
+
+
+    def _recall(self, target: str, domain: DomainSignature, x: np.ndarray, probs: np.ndarray,
+                explored: np.ndarray, base: BaseState, version: int, segment: int | None,
+                start_index: int) -> LearnResult | None:
+        """Serve a stored update for ``target``'s newest domain when one matches and passes
+        the publication rule on the target's uploads ``x`` (none of which it was learned
+        on); learning then continues from it. None: nothing matched or passed."""
+        assert self.library is not None
+        cfg = self.learner.config
+        with self._lock:
+            known = self._domain.get(target)
+        if known is not None and known.statistic(domain) < self.library.threshold:
+            return None  # the target's state was made for this domain already
+        if len(x) < cfg.min_holdout:
+            return None
+        encoder = self.learner.bundle.encoder_sha256
+        matches = self.library.match(self.scope(target), encoder, domain)
+        if not matches:
+            return None
+        labels = probs.argmax(axis=1)
+        bundle_state = self._bundle_state
+        current = self.learner.predict(x, base)
+        source = self.learner.predict(x, bundle_state)
+        unbiased = explored if explored.sum() >= cfg.min_unbiased else None
+        for match in matches:
+            state = bundle_state.with_parts(version + 1, match.entry.parts)
+            verdict = validate_candidate(current, self.learner.predict(x, state), labels,
+                                         source=source, margin=cfg.margin,
+                                         max_nfr=cfg.max_nfr, source_z=cfg.source_z,
+                                         source_mask=unbiased)
+            if not verdict.accepted:
+                continue
+            metrics = {**verdict.metrics, "library_entry": float(match.entry.id),
+                       "library_statistic": match.statistic,
+                       "window_start": float(start_index), "window_samples": float(len(x))}
+            if segment is not None:
+                metrics["segment"] = float(segment)
+            payload = UpdatePayload(
+                version=version + 1, base_version=version, encoder_sha256=encoder,
+                parts=match.entry.parts, metrics=metrics, created_ms=int(time.time() * 1000),
+                **_addressee(self.store, target))
+            self.store.publish(target, self.signer.sign(payload), payload)
+            self.library.record_match(match.entry.id)
+            with self._lock:
+                self._working[target] = state
+                self._domain[target] = domain
+                self.counts["published"] += 1
+                self.counts["recalled"] += 1
+            return LearnResult(dict(match.entry.parts), verdict, metrics)
+        return None
 
 
 def _addressee(store: Any, target: str) -> dict[str, str]:

@@ -20,6 +20,7 @@ from edgecl._exceptions import ConfigError
 from edgecl.bundle import ModelBundle, load_bundle
 from edgecl.cloud._auth import AuthInterceptor, StreamCaps, TokenBucket
 from edgecl.cloud._config import CloudConfig, is_loopback
+from edgecl.cloud._identity import DEVICE_TARGET
 from edgecl.cloud._learner import LearnerConfig
 from edgecl.cloud._learning import LearningCoordinator, LearningPolicy
 from edgecl.cloud._metrics import Metrics
@@ -91,6 +92,13 @@ class _RegistryStore:
         stored = self.registry.updates_after(target, latest - 1, limit=1)
         payload = payload_from_bytes(stored[0].update.payload)
         return latest, payload.parts, payload.metrics
+
+    def group_of(self, target: str) -> str:
+        """The device group ``target`` belongs to (its fleet-memory scope)."""
+        if self.by_group:
+            return target if not target.startswith(DEVICE_TARGET) else ""
+        device = self.registry.device(target)
+        return "" if device is None else device.group
 
     def publish(self, target: str, update: SignedUpdate, payload: UpdatePayload) -> None:
         self.registry.publish(target, update, payload)
@@ -168,6 +176,7 @@ class CloudServer:
                            streams=lambda: self.servicer.streams.open,
                            open_streams=lambda: self.stream_caps.open,
                            label_rate=lambda: self.teacher_pool.rate)
+        self.library: Any = None  # the fleet's domain library ([learning] memory)
         self.learning = self._learning() if config.learning.enabled else {}
         self.teacher_pool = TeacherPool(self.registry, self.teacher, shapes.pop(),
                                         batch_size=config.teacher.batch_size,
@@ -263,10 +272,20 @@ class CloudServer:
                                 workers=lc.workers, warm_start=lc.warm_start,
                                 segments=lc.segments,
                                 segment_threshold=lc.segment_threshold)
+        if lc.memory:
+            from edgecl.cloud._library import DomainLibrary
+
+            self.library = DomainLibrary(self.storage_dir / "library.db",
+                                         encoders=self.bundles, capacity=lc.memory_capacity,
+                                         threshold=lc.segment_threshold)
+        stores = {sha: _RegistryStore(self.registry, b, lc.group_by == "group", self.metrics)
+                  for sha, b in self.bundles.items()}
         return {sha: LearningCoordinator(
                     b.path, self.teacher.probabilities, self.teacher.classes, self.signer,
-                    _RegistryStore(self.registry, b, lc.group_by == "group", self.metrics),
-                    config=cfg, policy=policy, clock=self.clock)
+                    stores[sha], config=cfg, policy=policy, clock=self.clock,
+                    library=self.library,
+                    scope=(stores[sha].group_of if lc.memory_scope == "group"
+                           else lambda target: "fleet"))
                 for sha, b in self.bundles.items()}
 
     def _on_labelled(self, per_device: dict[str, int]) -> None:
@@ -383,6 +402,8 @@ class CloudServer:
         left = self._finish_work(deadline)
         self.metrics.close()
         self.registry.close()
+        if self.library is not None:
+            self.library.close()
         log.info("stopped", extra={"target": self.target, "unfinished": left,
                                    "unlabelled_left": self._unlabelled_left})
         self._stopped.set()

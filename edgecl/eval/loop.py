@@ -105,6 +105,23 @@ def loop_stream_spec(scenario: str, *, domains: tuple[str, ...] | None = None,
     return scenario, {"corruptions": names, "samples_per_severity": n, "seed": seed}
 
 
+def _revisits(correct: np.ndarray, domains: np.ndarray,
+              n: int = FIRST_SAMPLES) -> tuple[float | None, float | None]:
+    """Mean accuracy over the first ``n`` samples of every second and later visit of a
+    domain, and over the last ``n`` of the first visits of the domains visited again."""
+    starts = np.flatnonzero(np.r_[True, domains[1:] != domains[:-1]])
+    ends = np.r_[starts[1:], len(domains)]
+    visits: dict[int, list[tuple[int, int]]] = {}
+    for a, b in zip(starts, ends):
+        visits.setdefault(int(domains[a]), []).append((int(a), int(b)))
+    again = [v for v in visits.values() if len(v) > 1]
+    if not again:
+        return None, None
+    later = np.concatenate([correct[a:min(b, a + n)] for v in again for a, b in v[1:]])
+    first = np.concatenate([correct[max(v[0][0], v[0][1] - n):v[0][1]] for v in again])
+    return round(float(later.mean()), 4), round(float(first.mean()), 4)
+
+
 def build_loop_stream(scenario: str, *, domains: tuple[str, ...] | None = None,
                       samples_per_domain: int | None = None, severity: int = 5,
                       seed: int = 0) -> Any:
@@ -165,9 +182,10 @@ def run_cloud(zoo: Any, stream: tuple[str, dict[str, Any]], samples: int, *, pol
         try:
             (res,) = run_virtual([task], server, clock, sync_s=sync_every / pace, cost=cost)
             rejected = server.registry.rejections()
+            recalled = sum(c.counts["recalled"] for c in server.learning.values())
         finally:
             server.stop(grace=1.0)
-        return {**res, "updates_rejected_cloud": len(rejected),
+        return {**res, "updates_rejected_cloud": len(rejected), "updates_recalled": recalled,
                 "seconds": time.perf_counter() - started}
 
 
@@ -220,6 +238,8 @@ def evaluate_loop(zoo: Any, *, scenario: str = "continual",
                       "per_domain": _per_domain(correct, domains, names),
                       "first_200": _first_per_domain(correct, domains, names),
                       "per_visit": _per_visit(correct, domains, names),
+                      **dict(zip(("revisit_acc_first_200", "first_visit_acc_last_200"),
+                                 _revisits(correct, domains))),
                       "device": device, "cloud": cloud_run}
 
     if "source" in strategies:
@@ -250,6 +270,7 @@ def evaluate_loop(zoo: Any, *, scenario: str = "continual",
                                     states_published=device.worker.stats.published,
                                     seconds=round(time.perf_counter() - started, 1)))
     for name, policy, method in (("cloud", "uncertainty", None),
+                                 ("cloud+memory", "uncertainty", None),
                                  ("cloud_random", "random", None),
                                  ("cloud+device", "uncertainty", adapt)):
         if name not in strategies:
@@ -260,7 +281,8 @@ def evaluate_loop(zoo: Any, *, scenario: str = "continual",
             print(f"running {name} over {len(labels)} samples ...", file=sys.stderr, flush=True)
         res = run_cloud(zoo, spec, len(labels), policy=policy, fraction=fraction,
                         batch=batch, sync_every=sync_every, variant=variant, home=home,
-                        learning=learning, seed=seed, adapt=method, pace=pace, cost=cost)
+                        learning={**learning, "memory": str(name == "cloud+memory").lower()},
+                        seed=seed, adapt=method, pace=pace, cost=cost)
         record(name, res["correct"], cloud_run=LoopCloudRun(
             upload_fraction=round(res["uploads"] / len(labels), 4),
             updates_applied=res["updates_applied"],
@@ -268,7 +290,7 @@ def evaluate_loop(zoo: Any, *, scenario: str = "continual",
             updates_rejected_device=res["updates_rejected"],
             rolled_back=res["rolled_back"], reverted=res["reverted"],
             shifts_detected=res["shifts_detected"],
-            seconds=round(res["seconds"], 1)))
+            seconds=round(res["seconds"], 1), updates_recalled=res["updates_recalled"]))
         if name == "cloud":
             cloud = LoopCloudFigures(
                 upload_fraction=round(res["uploads"] / len(labels), 4),

@@ -208,6 +208,8 @@ class LoopCloudRun:
     reverted: int
     shifts_detected: int
     seconds: float
+    #: Updates the service served from its domain library (``cloud+memory``).
+    updates_recalled: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -230,6 +232,12 @@ class LoopStrategyResult:
     first_200: dict[str, float]
     #: Accuracy per visit, keyed ``domain#k``.
     per_visit: dict[str, float]
+    #: Mean accuracy over the first 200 samples of every second and later visit of a
+    #: domain (None: no domain is visited twice).
+    revisit_acc_first_200: float | None = None
+    #: Mean accuracy over the last 200 samples of every first visit of a domain that is
+    #: visited again (None: none is).
+    first_visit_acc_last_200: float | None = None
     device: LoopDeviceRun | None = field(default=None, metadata=FLAT)
     cloud: LoopCloudRun | None = field(default=None, metadata=FLAT)
     deltas: LoopDeltas | None = field(default=None, metadata=FLAT)
