@@ -259,6 +259,9 @@ class LearningCoordinator:
         else:  # too little of the newest domain yet: learn again as soon as there is enough
             cfg = self.learner.config
             missing = cfg.min_train + cfg.min_holdout - int(keep.sum())
+            if self.library is not None and int(keep.sum()) < cfg.min_holdout:
+                # with fleet memory, a stored update can be tried on fewer: try it then
+                missing = cfg.min_holdout - int(keep.sum())
             if missing > 0:
                 with self._lock:
                     self._short[target] = min(missing, self.policy.trigger_samples)
