@@ -389,9 +389,12 @@ def build_parser() -> argparse.ArgumentParser:
     sm.add_argument("--devices", type=int, default=4, help="simulated devices")
     sm.add_argument("--scenario", default="continual",
                     choices=["continual", "gradual", "recurring", "label-shift", "open-set",
-                             "mixed"], help="what the devices' streams do")
+                             "mixed", "late-joiner"],
+                    help="what the devices' streams do (late-joiner: half the devices join "
+                    "after the others went through the same domains)")
     sm.add_argument("--strategies", default="source,device,cloud,cloud+device",
-                    help="comma-separated strategies, each a separate run of the fleet")
+                    help="comma-separated strategies, each a separate run of the fleet "
+                    "(also cloud+memory: the cloud with fleet memory)")
     sm.add_argument("--steps", type=int, default=100, help="predict batches per device")
     sm.add_argument("--groups", type=int, default=2, help="device groups (mixed scenario)")
     sm.add_argument("--batch", type=int, default=10, help="samples per predict batch")

@@ -118,4 +118,20 @@ def summarise(results: Sequence[dict[str, Any]], bins: int = BINS) -> StrategySu
         forgetting=round(float(np.mean(forget)), 4) if forget else None,
         samples=len(correct),
         per_device=[_device_entry(r) for r in results],
+        joiner_acc_first_200=_joiner_first(results),
     )
+
+
+def _joiner_first(results: Sequence[dict[str, Any]], first: int = 200) -> float | None:
+    """Accuracy of the late devices over their first ``first`` samples in every corrupted
+    domain (None when no device joined late)."""
+    parts = []
+    for r in results:
+        if not r.get("start_s"):
+            continue
+        d = r["domains"]
+        starts = np.flatnonzero(np.r_[True, d[1:] != d[:-1]])
+        ends = np.r_[starts[1:], len(d)]
+        parts += [r["correct"][a:min(b, a + first)] for a, b in zip(starts, ends)
+                  if r["domain_shifted"][int(d[a])]]
+    return round(float(np.concatenate(parts).mean()), 4) if parts else None

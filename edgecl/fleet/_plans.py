@@ -15,7 +15,8 @@ import numpy as np
 from edgecl._exceptions import ConfigError
 from edgecl.fleet._network import NetworkProfile
 
-FLEET_SCENARIOS = ("continual", "gradual", "recurring", "label-shift", "open-set", "mixed")
+FLEET_SCENARIOS = ("continual", "gradual", "recurring", "label-shift", "open-set", "mixed",
+                   "late-joiner")
 
 
 @dataclass(frozen=True)
@@ -54,13 +55,15 @@ class DevicePlan:
     network: NetworkProfile = field(default_factory=NetworkProfile)
     seed: int = 0
     slow: bool = False
+    #: Simulated second at which the device joins the fleet (``late-joiner``).
+    start_s: float = 0.0
 
     def build_stream(self) -> Any:
         """The device's :class:`~edgecl.zoo.streams.Stream`."""
         from edgecl.zoo.streams import create_stream
 
-        return create_stream(self.scenario if self.scenario != "mixed" else "continual",
-                             **self.stream)
+        fleet = self.scenario in ("mixed", "late-joiner")
+        return create_stream("continual" if fleet else self.scenario, **self.stream)
 
 
 def _stream_args(scenario: str, samples: int, rng: np.random.Generator, seed: int,
@@ -69,7 +72,7 @@ def _stream_args(scenario: str, samples: int, rng: np.random.Generator, seed: in
 
     pool = list(DEFAULT_CORRUPTIONS[:10])
     order = [str(c) for c in rng.permutation(pool)]
-    if scenario in ("continual", "mixed"):
+    if scenario in ("continual", "mixed", "late-joiner"):
         per = max(samples // (domains + 1), 1)
         return {"corruptions": order[:domains], "severity": 5, "samples_per_domain": per,
                 "include_clean_first": True, "seed": seed}
@@ -98,7 +101,10 @@ def fleet_plans(scenario: str, devices: int, *, samples: int, seed: int = 0,
     ``mixed``: devices form ``groups`` groups (``group-<g>``, device ``i`` in group
     ``i % groups``); a group's devices share one domain order (a site, a camera model) and
     register with the group name, so the cloud can learn one update per group; each device
-    still draws its own samples. Other scenarios: every device has its own order.
+    still draws its own samples. ``late-joiner``: every device sees one site's domain
+    order (no groups declared); the second half of the devices joins when the first half
+    has finished its streams, so it enters domains the fleet has been through. Other
+    scenarios: every device has its own order.
     """
     if devices < 1 or samples < 1 or pace <= 0 or domains < 1 or groups < 1:
         raise ConfigError("devices, samples, domains and groups must be >= 1, pace > 0")
@@ -111,18 +117,21 @@ def fleet_plans(scenario: str, devices: int, *, samples: int, seed: int = 0,
     plans = []
     for i in range(devices):
         group = f"group-{i % groups}" if scenario == "mixed" else ""
-        key = [seed, i % groups] if scenario == "mixed" else [seed, 1000 + i]
+        key = ([seed, i % groups] if scenario == "mixed" else [seed, 0]
+               if scenario == "late-joiner" else [seed, 1000 + i])
         order_rng = np.random.default_rng(np.random.SeedSequence(key))
         args = _stream_args(scenario, samples, order_rng, seed * 1000 + i, domains)
         speed = pace * (imp.slow_factor if i in slow else 1.0)
         duration = samples / speed
         windows: tuple[tuple[float, float], ...] = ()
+        joins = samples / pace if scenario == "late-joiner" and i >= (devices + 1) // 2 \
+            else 0.0
         if i in offline and imp.offline_s > 0:
-            start = max(duration / 2 - imp.offline_s / 2, 0.0)
+            start = joins + max(duration / 2 - imp.offline_s / 2, 0.0)
             windows = ((start, start + imp.offline_s),)
         network = NetworkProfile(latency_s=imp.latency_ms / 1000.0,
                                  bandwidth_bps=imp.bandwidth_kbps * 1000.0 / 8.0,
                                  offline=windows)
         plans.append(DevicePlan(f"d{i:03d}", group, scenario, args, samples, speed, network,
-                                seed * 1000 + i, i in slow))
+                                seed * 1000 + i, i in slow, start_s=joins))
     return plans

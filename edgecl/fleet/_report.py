@@ -27,7 +27,8 @@ Raw = dict[str, list[dict[str, Any]]]
 #: Colour and marker of each strategy, the same in every plot.
 STRATEGY_STYLES: dict[str, tuple[str, str]] = {
     "source": ("tab:gray", "s"), "device": ("tab:green", "^"),
-    "cloud": ("tab:blue", "o"), "cloud+device": ("tab:purple", "D")}
+    "cloud": ("tab:blue", "o"), "cloud+device": ("tab:purple", "D"),
+    "cloud+memory": ("tab:cyan", "P")}
 _SPARE_STYLES = (("tab:red", "v"), ("tab:brown", "P"), ("tab:pink", "X"), ("tab:olive", "*"))
 #: Background colours of domains (``clean`` is always the lightest grey).
 _DOMAIN_PALETTE = ("#fde0c5", "#c6e2f5", "#d5f0c8", "#f2d0ea", "#fff3b0", "#d9d2f0",
@@ -237,6 +238,9 @@ def strategies_paragraph(result: dict[str, Any]) -> str:
                  "validates the candidate on held-out uploads, signs it and sends it down; "
                  "the device verifies the signature, tries it on its recent inputs and "
                  "hot-swaps it (rolling back on a collapse)",
+        "cloud+memory": "the cloud with fleet memory: a domain the fleet has seen gets "
+                        "the update learned for it at once, validated on the device's "
+                        "uploads",
         "cloud+device": "both: the device adapts on its own until a cloud update "
                         "arrives, then serves that update and its local adaptation stands "
                         "down until it reverts to the bundle's state"}

@@ -65,6 +65,9 @@ class StrategySummary:
     forgetting: float | None
     samples: int
     per_device: list[DeviceSummary]
+    #: Accuracy of the devices that joined late (``late-joiner``) over their first 200
+    #: samples in each corrupted domain; None without late devices.
+    joiner_acc_first_200: float | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -12,7 +12,7 @@ import numpy as np
 
 from edgecl.fleet._plans import DevicePlan
 
-STRATEGIES = ("source", "device", "cloud", "cloud+device")
+STRATEGIES = ("source", "device", "cloud", "cloud+device", "cloud+memory")
 # Streams are built one at a time per process: the first build loads and caches the data
 # set, and concurrent first builds would each hold a copy (hundreds of MB per device).
 _BUILD_LOCK = threading.Lock()
@@ -42,7 +42,7 @@ class DeviceTask:
 
 def uses_cloud(strategy: str) -> bool:
     """Whether a strategy talks to the cloud service."""
-    return strategy in ("cloud", "cloud+device")
+    return strategy in ("cloud", "cloud+device", "cloud+memory")
 
 
 def run_device(task: DeviceTask) -> dict[str, Any]:
@@ -70,7 +70,7 @@ def run_device(task: DeviceTask) -> dict[str, Any]:
         try:
             for i in range(0, len(labels), task.batch):
                 if cloud:  # hold the device's pace: the cloud works in real time
-                    wait = started + i / plan.pace - time.monotonic()
+                    wait = started + plan.start_s + i / plan.pace - time.monotonic()
                     if wait > 0:
                         time.sleep(wait)
                 dev.step(images[i:i + task.batch], labels[i:i + task.batch])
@@ -101,5 +101,5 @@ def run_device(task: DeviceTask) -> dict[str, Any]:
         "update_times": [t - wall0 for t in log.update_times],
         "states_adapted": int(dev.worker.stats.published) if dev.worker is not None else 0,
         "offline_s": plan.network.offline_s if cloud else 0.0, "pace": plan.pace,
-        "slow": plan.slow, "seconds": seconds,
+        "slow": plan.slow, "seconds": seconds, "start_s": plan.start_s,
     }

@@ -125,8 +125,9 @@ class DeviceDriver:
         """Predict every batch starting before ``until`` (updates visible by a batch's start
         are applied before it); whether the stream is done."""
         b, pace = self.task.batch, self.plan.pace
-        while self.next_batch < self._batches() and self.next_batch * b / pace < until:
-            t = self.next_batch * b / pace
+        start = self.plan.start_s
+        while self.next_batch < self._batches() and start + self.next_batch * b / pace < until:
+            t = start + self.next_batch * b / pace
             while self.pending and self.pending[0][0] <= t:
                 _, sent, update = self.pending.pop(0)
                 applied = self.sim.manager.counts()["applied"]
@@ -137,7 +138,7 @@ class DeviceDriver:
             i = self.next_batch * b
             self.sim.step(self.images[i:i + b], self.labels[i:i + b])
             self.next_batch += 1
-            self.batch_times.append(min(t + b / pace, len(self.labels) / pace))
+            self.batch_times.append(min(t + b / pace, start + len(self.labels) / pace))
         return self.next_batch >= self._batches()
 
     def upload(self) -> float:
@@ -188,6 +189,7 @@ class DeviceDriver:
             "update_times": list(self.update_times),
             "states_adapted": int(sim.worker.stats.published) if sim.worker is not None else 0,
             "offline_s": plan.network.offline_s, "pace": plan.pace, "slow": plan.slow,
+            "start_s": plan.start_s,
             "seconds": float(self.batch_times[-1]) if self.batch_times else 0.0,
         }
 

@@ -115,10 +115,11 @@ def simulate(*, devices: int = 4, scenario: str = "continual",
               disable=not progress) as bar, tempfile.TemporaryDirectory() as tmp:
         for name in strategies:
             bar.set_postfix_str(name)
+            own = {**settings, "learning_memory": str(name == "cloud+memory").lower()}
             if clock == "virtual" and uses_cloud(name):
                 tasks = [DeviceTask(p, name, str(zoo.student_bundle), None, None,
                                     ENROLLMENT_KEY, fraction, batch, adapt, "") for p in plans]
-                raw[name] = _run_virtual(tasks, name, Path(tmp), variant, home, settings,
+                raw[name] = _run_virtual(tasks, name, Path(tmp), variant, home, own,
                                          sync_s, cost, bar, engine)
                 simulated = max([simulated] + [r["seconds"] for r in raw[name]])
                 summaries[name] = summarise(raw[name])
@@ -127,7 +128,7 @@ def simulate(*, devices: int = 4, scenario: str = "continual",
             target, key, pk = None, enrollment_key or ENROLLMENT_KEY, public_key
             if uses_cloud(name) and cloud is None:
                 service = CloudProcess(Path(tmp) / name.replace("+", "-"), variant=variant,
-                                       home=home, settings=settings)
+                                       home=home, settings=own)
                 target, pk = service.target, service.public_key
             elif uses_cloud(name):
                 target = cloud
