@@ -115,6 +115,7 @@ class LearningCoordinator:
         #: of it a target may draw from and add to.
         self.library, self.scope = library, scope
         self._domain: dict[str, DomainSignature] = {}  # what a target's state was made for
+        self._job_segment: dict[str, int | None] = {}  # device segment at the last job
         #: Seconds for the time trigger (a simulation passes its virtual clock).
         self.clock = clock
         #: When set and False, no job is due (a simulation's service still busy in
@@ -183,7 +184,19 @@ class LearningCoordinator:
         now = self.clock()
         waited = now - self._first_pending.get(target, now)
         trigger = self._short.get(target, self.policy.trigger_samples)
-        return n >= trigger or waited >= self.policy.trigger_seconds
+        if n >= trigger or waited >= self.policy.trigger_seconds:
+            return True
+        return self._new_segment(target, n)
+
+    def _new_segment(self, target: str, n: int) -> bool:
+        """With fleet memory: whether the target's device reported a new drift segment since
+        its last job and enough uploads came to try the library on them."""
+        newest = getattr(self.store, "newest_segment", None)
+        if self.library is None or newest is None or n < self.learner.config.min_holdout \
+                or target not in self._job_segment:
+            return False
+        segment = newest(target)
+        return segment is not None and segment != self._job_segment[target]
 
     def _maybe_start(self, target: str) -> None:
         running = self._running.get(target)
@@ -210,6 +223,8 @@ class LearningCoordinator:
         """Learn for ``target`` now, publish if validated; the result (None: no data)."""
         got = self.store.recent_inputs(target, self.policy.window)
         inputs, segment = got[0], got[1]
+        with self._lock:
+            self._job_segment[target] = segment
         explored = np.asarray(got[2], bool) if len(got) > 2 else np.zeros(len(inputs), bool)
         if len(inputs) == 0:
             return None

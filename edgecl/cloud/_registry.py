@@ -467,6 +467,13 @@ class Registry:
         return RecentUploads(np.frombuffer(data, np.float32).reshape(len(rows), *shape),
                              segment, np.array([bool(r[7]) for r in rows], bool))
 
+    def newest_segment(self, device_id: str) -> int | None:
+        """The drift segment of the device's newest labelled upload (None: none yet)."""
+        row = self._conn().execute(
+            "SELECT segment FROM samples WHERE device_id = ? AND labelled_ms IS NOT NULL "
+            "ORDER BY seq DESC LIMIT 1", (device_id,)).fetchone()
+        return None if row is None else int(row[0])
+
     def devices_in(self, target: str, by_group: bool) -> list[str]:
         """Device ids whose uploads feed ``target``."""
         if not by_group:

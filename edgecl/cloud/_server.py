@@ -93,6 +93,11 @@ class _RegistryStore:
         payload = payload_from_bytes(stored[0].update.payload)
         return latest, payload.parts, payload.metrics
 
+    def newest_segment(self, target: str) -> int | None:
+        """The drift segment a device target's newest upload reports (None for a group,
+        whose devices number their segments each on its own)."""
+        return None if self.by_group else self.registry.newest_segment(target)
+
     def group_of(self, target: str) -> str:
         """The device group ``target`` belongs to (its fleet-memory scope)."""
         if self.by_group:
