@@ -10,6 +10,7 @@ import tempfile
 from edgecl.wire import payload_from_bytes
 
 ENROLL = "fleet-memory-enrollment"
+CORRUPTION, SEVERITY = "gaussian_noise", 5
 
 
 def _server(home: str, storage: str, memory: bool, clock):
@@ -24,33 +25,44 @@ def _server(home: str, storage: str, memory: bool, clock):
                          clock=clock).start(labelling=False)
 
 
-def _run(tiny_zoo, storage: str, memory: bool) -> tuple[dict, dict, int]:
-    """Device ``early`` sees zoom blur from the start; ``late`` sees clean images for as
-    long, then the same corruption. Returns the late device's published update metrics,
-    its result and the number of library entries."""
-    from edgecl.fleet import CloudCostModel, DevicePlan, DeviceTask, VirtualClock, run_virtual
+def _plan(device_id: str, seed: int, clean_first: bool):
+    from edgecl.fleet import DevicePlan
 
-    home = str(tiny_zoo.path.parent.parent)
+    n = 400 if clean_first else 800
+    return DevicePlan(device_id, "", "continual",
+                      {"corruptions": [CORRUPTION], "severity": SEVERITY, "samples_per_domain": n,
+                       "seed": seed, "include_clean_first": clean_first}, 800, 10.0, seed=seed)
+
+
+def _fleet(tiny_zoo, storage: str, memory: bool, plans: list) -> tuple[list, dict, int]:
+    """Run ``plans`` against a fresh service; device results, the metrics of every
+    published update per device and the number of library entries."""
+    from edgecl.fleet import CloudCostModel, DeviceTask, VirtualClock, run_virtual
+
     clock = VirtualClock()
-    server = _server(home, storage, memory, clock)
-    early = DevicePlan("early", "", "continual", {"corruptions": ["zoom_blur"], "severity": 3,
-                                                  "samples_per_domain": 800, "seed": 1},
-                       800, 10.0, seed=1)
-    late = DevicePlan("late", "", "continual", {"corruptions": ["zoom_blur"], "severity": 3,
-                                                "samples_per_domain": 400, "seed": 2,
-                                                "include_clean_first": True}, 800, 10.0,
-                      seed=2)
+    server = _server(str(tiny_zoo.path.parent.parent), storage, memory, clock)
     tasks = [DeviceTask(p, "cloud", tiny_zoo.student_bundle, target=server.target,
                         public_key=server.signer.public_key, enrollment_key=ENROLL,
                         fraction=0.2, policy="uncertainty", input_drift=True,
-                        revert_on_shift=True) for p in (early, late)]
+                        revert_on_shift=True) for p in plans]
     try:
         results = run_virtual(tasks, server, clock, sync_s=5.0, cost=CloudCostModel.lockstep())
-        stored = server.registry.updates_after("late", 0, limit=64)
+        published = {p.device_id: [payload_from_bytes(u.update.payload).metrics
+                                   for u in server.registry.updates_after(p.device_id, 0, 64)]
+                     for p in plans}
         entries = len(server.library) if server.library is not None else 0
     finally:
         server.stop(grace=1.0)
-    first = payload_from_bytes(stored[0].update.payload).metrics if stored else {}
+    return results, published, entries
+
+
+def _run(tiny_zoo, storage: str, memory: bool) -> tuple[dict, dict, int]:
+    """Device ``early`` sees zoom blur from the start; ``late`` sees clean images for as
+    long, then the same corruption. Returns the late device's first published update's
+    metrics, its result and the number of library entries."""
+    results, published, entries = _fleet(tiny_zoo, storage, memory,
+                                         [_plan("early", 1, False), _plan("late", 2, True)])
+    first = published["late"][0] if published["late"] else {}
     return first, results[1], entries
 
 
@@ -77,3 +89,17 @@ def tiny_zoo_encoder(tiny_zoo) -> str:
     from edgecl.bundle import load_bundle
 
     return load_bundle(tiny_zoo.student_bundle).encoder_sha256
+
+
+def test_devices_in_one_domain_at_once_are_learned_together(tiny_zoo):
+    """Discovered groups: two devices that register no group but see the same corruption
+    at the same time learn from each other's uploads (``peers`` in the update metrics)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        _, published, _ = _fleet(tiny_zoo, tmp + "/peers", True,
+                                 [_plan("a", 1, False), _plan("b", 2, False)])
+        peers = [m.get("peers", 0) for ms in published.values() for m in ms
+                 if "library_entry" not in m]
+        assert max(peers, default=0) >= 1, published
+        _, alone, _ = _fleet(tiny_zoo, tmp + "/alone", False,
+                             [_plan("a", 1, False), _plan("b", 2, False)])
+        assert all(m.get("peers", 0) == 0 for ms in alone.values() for m in ms)

@@ -93,6 +93,8 @@ class LearningPolicy:
 
 
 TeacherFn = Callable[[np.ndarray], np.ndarray]
+#: A discovered group learns from at most this many peers' uploads besides the target's.
+MAX_PEERS = 8
 
 
 class LearningCoordinator:
@@ -116,6 +118,7 @@ class LearningCoordinator:
         self.library, self.scope = library, scope
         self._domain: dict[str, DomainSignature] = {}  # what a target's state was made for
         self._job_segment: dict[str, int | None] = {}  # device segment at the last job
+        self._seen: dict[str, DomainSignature] = {}  # newest domain at a target's last job
         #: Seconds for the time trigger (a simulation passes its virtual clock).
         self.clock = clock
         #: When set and False, no job is due (a simulation's service still busy in
@@ -262,12 +265,19 @@ class LearningCoordinator:
                                     version, segment, start_index)
             if recalled is not None:
                 return recalled
+        x, x_probs, x_explored = inputs[keep], sub, explored[keep]
+        peers: list[str] = []
+        if domain is not None:
+            with self._lock:
+                self._seen[target] = domain
+            x, x_probs, x_explored, peers = self._with_peers(target, domain, x, x_probs,
+                                                             x_explored)
         if (start_index > 0 or fell_back) and _differs(starts[0], bundle_state):
             # a young domain: the newest candidate was learned on another one, so learn
             # from the bundle state too and keep whichever holds out better
             starts.append(source_now)
-        result = self.learner.learn(inputs[keep], sub, base, start=starts,
-                                    source=bundle_state, explored=explored[keep])
+        result = self.learner.learn(x, x_probs, base, start=starts, source=bundle_state,
+                                    explored=x_explored)
         if result.parts:
             with self._lock:
                 self._working[target] = base.with_parts(version, result.parts)
@@ -281,6 +291,7 @@ class LearningCoordinator:
                 with self._lock:
                     self._short[target] = min(missing, self.policy.trigger_samples)
         metrics = {**result.metrics, "window_start": float(start_index),
+                   "peers": float(len(peers)),
                    "window_samples": float(len(inputs)),
                    "explored_samples": float(explored.sum())}
         if segment is not None:  # devices refuse updates learned on an earlier segment
@@ -322,6 +333,49 @@ class LearningCoordinator:
             self.on_result(target, result)
         return result
 
+
+    def _with_peers(self, target: str, domain: DomainSignature, x: np.ndarray,
+                    probs: np.ndarray, explored: np.ndarray
+                    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[str]]:
+        """Discovered groups: the uploads of the other device targets of this scope whose
+        newest domain matches ``domain`` and has not changed since their last job, added
+        to ``x`` (up to the window; ``target``'s own first). Group targets learn alone."""
+        newest = getattr(self.store, "newest_segment", None)
+        assert self.library is not None
+        if newest is None or newest(target) is None:
+            return x, probs, explored, []
+        scope = self.scope(target)
+        with self._lock:
+            seen = dict(self._seen)
+            segments = dict(self._job_segment)
+        near = sorted((sig.statistic(domain), p) for p, sig in seen.items()
+                      if p != target and sig.dim == domain.dim)
+        peers = [p for stat, p in near if stat < self.library.threshold
+                 and self.scope(p) == scope and newest(p) == segments.get(p)][:MAX_PEERS]
+        room = self.policy.window - len(x)
+        if not peers or room <= 0:
+            return x, probs, explored, []
+        xs, ps, es, used = [x], [probs], [explored], []
+        share = max(room // len(peers), 1)
+        for p in peers:
+            got = self.store.recent_inputs(p, self.policy.window)
+            if len(got[0]) < 2:
+                continue
+            feats = self.learner.encoder_features(got[0])
+            start = newest_segment_start(feats, threshold=self.policy.segment_threshold)
+            if len(feats) - start < 2 or \
+                    DomainSignature.of(feats[start:]).statistic(domain) >= self.library.threshold:
+                continue  # the peer has moved on since its last job
+            first = max(start, len(feats) - share)
+            p_probs = np.asarray(self.teacher(got[0][first:]), dtype=np.float64)
+            keep = np.isin(p_probs.argmax(axis=1), self._columns)
+            sub = p_probs[keep][:, self._columns]
+            xs.append(got[0][first:][keep])
+            ps.append(sub / sub.sum(axis=1, keepdims=True))
+            es.append((np.asarray(got[2], bool)[first:] if len(got) > 2
+                       else np.zeros(len(got[0]) - first, bool))[keep])
+            used.append(p)
+        return np.concatenate(xs), np.concatenate(ps), np.concatenate(es), used
 
     def _recall(self, target: str, domain: DomainSignature, x: np.ndarray, probs: np.ndarray,
                 explored: np.ndarray, base: BaseState, version: int, segment: int | None,
