@@ -67,3 +67,17 @@ def test_bad_settings_are_config_errors(tmp_path):
         DomainLibrary(tmp_path / "l.db", encoders=[ENC], capacity=0)
     with pytest.raises(ConfigError):
         DomainLibrary(tmp_path / "l.db", encoders=[ENC], threshold=0)
+
+
+def test_the_cost_benchmark_runs_and_reports_bytes_and_match_time(tiny_zoo):
+    import json
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "tools/bench_library.py", "--variant", "tiny",
+                          "--home", str(tiny_zoo.path.parent.parent), "--entries", "6",
+                          "--queries", "12", "--json"], capture_output=True, text=True,
+                         timeout=300, check=True)
+    figures = json.loads(out.stdout.strip().splitlines()[-1])
+    assert figures["entries"] == 6 and figures["file_bytes_per_entry"] >= figures["parts_bytes"]
+    assert 0 < figures["match_ms_p50"] <= figures["match_ms_p99"]

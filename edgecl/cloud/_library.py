@@ -234,7 +234,7 @@ class DomainLibrary:
         """An entry was served: it is now the most recently used."""
         with self._lock:
             self._db.execute("UPDATE domains SET used_ms = ?, matches = matches + 1 "
-                             "WHERE id = ?", (_now_ms(), entry_id))
+                             "WHERE id = ?", (self._stamp(), entry_id))
             self._cache.clear()
 
     def store(self, scope: str, encoder: str, origin: str, signature: DomainSignature,
@@ -247,8 +247,9 @@ class DomainLibrary:
         near = self.match(scope, encoder, signature, limit=1)
         sig, blob = signature.to_bytes(), _pack_parts(parts)
         meta = json.dumps({k: float(v) for k, v in metrics.items()}, sort_keys=True)
-        checksum, now = _checksum(sig, blob, meta.encode()), _now_ms()
+        checksum = _checksum(sig, blob, meta.encode())
         with self._lock:
+            now = self._stamp()
             if near:
                 entry_id = near[0].entry.id
                 self._db.execute(
@@ -270,6 +271,12 @@ class DomainLibrary:
                     (scope, self.capacity))
             self._cache.clear()
         return entry_id
+
+    def _stamp(self) -> int:
+        """Milliseconds now, strictly after every stored use (least-recently-used order
+        holds within one millisecond too)."""
+        last = self._db.execute("SELECT MAX(used_ms) FROM domains").fetchone()[0]
+        return max(_now_ms(), int(last or 0) + 1)
 
     def close(self) -> None:
         """Close the database."""
