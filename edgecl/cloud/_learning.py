@@ -357,23 +357,20 @@ class LearningCoordinator:
             return x, probs, explored, []
         xs, ps, es, used = [x], [probs], [explored], []
         share = max(room // len(peers), 1)
-        for p in peers:
-            got = self.store.recent_inputs(p, self.policy.window)
+        for p in peers:  # each peer's newest uploads, if they are still of this domain
+            got = self.store.recent_inputs(p, share)
             if len(got[0]) < 2:
                 continue
             feats = self.learner.encoder_features(got[0])
-            start = newest_segment_start(feats, threshold=self.policy.segment_threshold)
-            if len(feats) - start < 2 or \
-                    DomainSignature.of(feats[start:]).statistic(domain) >= self.library.threshold:
+            if DomainSignature.of(feats).statistic(domain) >= self.library.threshold:
                 continue  # the peer has moved on since its last job
-            first = max(start, len(feats) - share)
-            p_probs = np.asarray(self.teacher(got[0][first:]), dtype=np.float64)
+            p_probs = np.asarray(self.teacher(got[0]), dtype=np.float64)
             keep = np.isin(p_probs.argmax(axis=1), self._columns)
             sub = p_probs[keep][:, self._columns]
-            xs.append(got[0][first:][keep])
+            xs.append(got[0][keep])
             ps.append(sub / sub.sum(axis=1, keepdims=True))
-            es.append((np.asarray(got[2], bool)[first:] if len(got) > 2
-                       else np.zeros(len(got[0]) - first, bool))[keep])
+            es.append((np.asarray(got[2], bool) if len(got) > 2
+                       else np.zeros(len(got[0]), bool))[keep])
             used.append(p)
         return np.concatenate(xs), np.concatenate(ps), np.concatenate(es), used
 
