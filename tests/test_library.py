@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from edgecl import ConfigError
-from edgecl.cloud._library import DomainLibrary, DomainSignature
+from edgecl.cloud import DomainLibrary, DomainSignature
 
 ENC = "a" * 64
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 from edgecl.cloud._config import CloudConfig, load_config
 from edgecl.cloud._learner import BaseState, LearnerConfig, LearnResult, UpdateLearner
 from edgecl.cloud._learning import LearningCoordinator, LearningPolicy, UpdateStore
+from edgecl.cloud._library import DomainEntry, DomainLibrary, DomainMatch, DomainSignature
 from edgecl.cloud._registry import RecentUploads, Registry
 from edgecl.cloud._segments import newest_segment_start
 from edgecl.cloud._server import CloudServer, configure_logging, create_server, serve
@@ -22,6 +23,10 @@ __all__ = [
     "BaseState",
     "CloudConfig",
     "CloudServer",
+    "DomainEntry",
+    "DomainLibrary",
+    "DomainMatch",
+    "DomainSignature",
     "LearnResult",
     "LearnerConfig",
     "LearningCoordinator",

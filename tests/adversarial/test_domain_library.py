@@ -9,7 +9,7 @@ import sqlite3
 
 import numpy as np
 
-from edgecl.cloud._library import DomainLibrary, DomainSignature
+from edgecl.cloud import DomainLibrary, DomainSignature
 
 ENC, OLD = "a" * 64, "b" * 64
 
