@@ -333,7 +333,6 @@ class LearningCoordinator:
             self.on_result(target, result)
         return result
 
-
     def _with_peers(self, target: str, domain: DomainSignature, x: np.ndarray,
                     probs: np.ndarray, explored: np.ndarray
                     ) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[str]]:
