@@ -13,34 +13,36 @@ ENROLL = "fleet-memory-enrollment"
 CORRUPTION, SEVERITY = "gaussian_noise", 5
 
 
-def _server(home: str, storage: str, memory: bool, clock):
+def _server(home: str, storage: str, memory: bool, clock, scope: str = "fleet"):
     from edgecl.cloud import create_server, load_config
 
     env = {"EDGECL_CLOUD_AUTH_ENROLLMENT_KEY": ENROLL, "EDGECL_CLOUD_TEACHER_ZOO": "tiny",
            "EDGECL_CLOUD_STORAGE_DIR": storage, "EDGECL_CLOUD_SERVER_ADDRESS": "127.0.0.1:0",
            "EDGECL_CLOUD_METRICS_PORT": "-1", "EDGECL_CLOUD_LEARNING_TRIGGER_SAMPLES": "12",
            "EDGECL_CLOUD_LEARNING_STEPS": "40",
-           "EDGECL_CLOUD_LEARNING_MEMORY": str(memory).lower()}
+           "EDGECL_CLOUD_LEARNING_MEMORY": str(memory).lower(),
+           "EDGECL_CLOUD_LEARNING_MEMORY_SCOPE": scope}
     return create_server(load_config(None, env=env), home=home,
                          clock=clock).start(labelling=False)
 
 
-def _plan(device_id: str, seed: int, clean_first: bool):
+def _plan(device_id: str, seed: int, clean_first: bool, group: str = ""):
     from edgecl.fleet import DevicePlan
 
     n = 400 if clean_first else 800
-    return DevicePlan(device_id, "", "continual",
+    return DevicePlan(device_id, group, "continual",
                       {"corruptions": [CORRUPTION], "severity": SEVERITY, "samples_per_domain": n,
                        "seed": seed, "include_clean_first": clean_first}, 800, 10.0, seed=seed)
 
 
-def _fleet(tiny_zoo, storage: str, memory: bool, plans: list) -> tuple[list, dict, int]:
+def _fleet(tiny_zoo, storage: str, memory: bool, plans: list,
+           scope: str = "fleet") -> tuple[list, dict, int]:
     """Run ``plans`` against a fresh service; device results, the metrics of every
     published update per device and the number of library entries."""
     from edgecl.fleet import CloudCostModel, DeviceTask, VirtualClock, run_virtual
 
     clock = VirtualClock()
-    server = _server(str(tiny_zoo.path.parent.parent), storage, memory, clock)
+    server = _server(str(tiny_zoo.path.parent.parent), storage, memory, clock, scope)
     tasks = [DeviceTask(p, "cloud", tiny_zoo.student_bundle, target=server.target,
                         public_key=server.signer.public_key, enrollment_key=ENROLL,
                         fraction=0.2, policy="uncertainty", input_drift=True,
@@ -103,3 +105,15 @@ def test_devices_in_one_domain_at_once_are_learned_together(tiny_zoo):
         _, alone, _ = _fleet(tiny_zoo, tmp + "/alone", False,
                              [_plan("a", 1, False), _plan("b", 2, False)])
         assert all(m.get("peers", 0) == 0 for ms in alone.values() for m in ms)
+
+
+def test_with_a_group_scope_another_site_learns_nothing_from_the_library(tiny_zoo):
+    """``memory_scope = "group"``: the library is shared within a device group only."""
+    with tempfile.TemporaryDirectory() as tmp:
+        _, published, entries = _fleet(
+            tiny_zoo, tmp + "/scoped", True,
+            [_plan("early", 1, False, "site-a"), _plan("late", 2, True, "site-b")],
+            scope="group")
+        assert entries >= 1  # site-a's domain is stored...
+        # ...and never served to site-b
+        assert not any("library_entry" in m for m in published["late"]), published["late"]
