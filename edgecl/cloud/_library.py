@@ -35,6 +35,7 @@ from pathlib import Path
 import numpy as np
 
 from edgecl._exceptions import ConfigError, InvalidInput
+from edgecl.bundle import FeatureStats
 
 log = logging.getLogger("edgecl.cloud")
 
@@ -59,21 +60,8 @@ CREATE INDEX IF NOT EXISTS domains_scope ON domains (scope, encoder);
 
 
 @dataclass(frozen=True)
-class DomainSignature:
-    """Per-dimension mean and variance of ``count`` feature vectors."""
-
-    mean: np.ndarray
-    var: np.ndarray
-    count: int
-
-    @classmethod
-    def of(cls, features: np.ndarray) -> DomainSignature:
-        """The signature of ``features`` ``(N, D)``, N >= 2."""
-        f = np.asarray(features, np.float64)
-        if f.ndim != 2 or len(f) < 2 or not np.isfinite(f).all():
-            raise InvalidInput(f"a domain signature needs finite (N>=2, D) features, got "
-                               f"shape {f.shape}")
-        return cls(f.mean(axis=0), f.var(axis=0, ddof=1), len(f))
+class DomainSignature(FeatureStats):
+    """Per-dimension mean and variance of ``count`` feature vectors (``of(features)``)."""
 
     @property
     def dim(self) -> int:
@@ -90,13 +78,13 @@ class DomainSignature:
         diff = (self.mean - other.mean) ** 2 / np.maximum(pooled, 1e-12)
         return float(na * nb / (na + nb) * diff.mean())
 
-    def to_bytes(self) -> bytes:
+    def pack(self) -> bytes:
         """float64 mean, then variance."""
         return np.concatenate([self.mean, self.var]).astype("<f8").tobytes()
 
     @classmethod
-    def from_bytes(cls, data: bytes, dim: int, count: int) -> DomainSignature:
-        """Inverse of :meth:`to_bytes`; :class:`InvalidInput` on a wrong size or values."""
+    def unpack(cls, data: bytes, dim: int, count: int) -> DomainSignature:
+        """Inverse of :meth:`pack`; :class:`InvalidInput` on a wrong size or values."""
         a = np.frombuffer(data, "<f8")
         if a.size != 2 * dim or dim < 1 or count < 2 or not np.isfinite(a).all() \
                 or (a[dim:] < 0).any():
@@ -197,7 +185,7 @@ class DomainLibrary:
             try:
                 if _checksum(sig, parts, metrics.encode()) != checksum:
                     raise InvalidInput("checksum mismatch")
-                signature = DomainSignature.from_bytes(sig, int(dim), int(count))
+                signature = DomainSignature.unpack(sig, int(dim), int(count))
                 entry = DomainEntry(int(entry_id), scope, encoder, origin, signature,
                                     _unpack_parts(parts), json.loads(metrics), int(matches))
             except Exception as exc:  # corrupt, truncated, wrong dimension: never served
@@ -245,7 +233,7 @@ class DomainLibrary:
         if encoder not in self.encoders:
             raise InvalidInput(f"encoder {encoder[:12]} is not served")
         near = self.match(scope, encoder, signature, limit=1)
-        sig, blob = signature.to_bytes(), _pack_parts(parts)
+        sig, blob = signature.pack(), _pack_parts(parts)
         meta = json.dumps({k: float(v) for k, v in metrics.items()}, sort_keys=True)
         checksum = _checksum(sig, blob, meta.encode())
         with self._lock:
