@@ -13,6 +13,8 @@ import numpy as np
 from edgecl.fleet._plans import DevicePlan
 
 STRATEGIES = ("source", "device", "cloud", "cloud+device", "cloud+memory")
+#: What ``simulate`` and ``edgecl demo`` run unless told otherwise.
+DEFAULT_STRATEGIES = ("source", "device", "cloud", "cloud+device")
 # Streams are built one at a time per process: the first build loads and caches the data
 # set, and concurrent first builds would each hold a copy (hundreds of MB per device).
 _BUILD_LOCK = threading.Lock()

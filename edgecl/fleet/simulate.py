@@ -2,7 +2,8 @@
 
 Each strategy runs the whole fleet once: ``source`` (the bundle as shipped), ``device``
 (on-device test-time adaptation only), ``cloud`` (uploads, teacher labels, signed updates)
-and ``cloud+device`` (both). By default (``clock="virtual"``) cloud strategies run on a
+and ``cloud+device`` (both); ``cloud+memory`` (the cloud with fleet memory, ``[learning]
+memory``) when asked. By default (``clock="virtual"``) cloud strategies run on a
 virtual clock (:mod:`edgecl.fleet._virtual`) against a fresh service in this process (real
 gRPC on loopback, registry, teacher, learning): the result does not depend on how busy
 the machine is. ``clock="real"`` keeps wall-clock pacing: a fresh ``edgecl serve``
@@ -29,7 +30,7 @@ from edgecl.fleet._cloud import ENROLLMENT_KEY, CloudProcess
 from edgecl.fleet._metrics import summarise
 from edgecl.fleet._plans import FLEET_SCENARIOS, Impairments, fleet_plans
 from edgecl.fleet._result import CloudCost, SimulationReport, SimulationResult, StrategySummary
-from edgecl.fleet._run import STRATEGIES, DeviceTask, uses_cloud
+from edgecl.fleet._run import DEFAULT_STRATEGIES, STRATEGIES, DeviceTask, uses_cloud
 from edgecl.fleet._virtual import CloudCostModel, VirtualClock, run_virtual
 
 CLOCKS = ("virtual", "real")
@@ -43,7 +44,7 @@ SIM_LEARNING = {"learning_trigger_samples": 16, "learning_trigger_seconds": 10.0
 
 
 def simulate(*, devices: int = 4, scenario: str = "continual",
-             strategies: Sequence[str] = STRATEGIES, steps: int = 100, batch: int = 10,
+             strategies: Sequence[str] = DEFAULT_STRATEGIES, steps: int = 100, batch: int = 10,
              seed: int = 0, pace: float = 20.0, fraction: float = 0.1,
              variant: str = "full", home: str | None = None, cloud: str | None = None,
              public_key: bytes | None = None, enrollment_key: str | None = None,
