@@ -87,15 +87,17 @@ def test_process_backend_matches_threads(tiny_zoo):
 def test_simulate_a_fleet_with_an_offline_device(tiny_zoo, tmp_path):
     home = str(tiny_zoo.path.parent.parent)
     imp = Impairments(latency_ms=5, offline_fraction=0.5, offline_s=3.0)
+    # real time: a 12 s stream and short learning jobs, so that updates arrive in time
+    # on a loaded machine too
     result = simulate(devices=2, scenario="mixed", strategies=("source", "cloud"), steps=30,
-                      batch=10, pace=50.0, fraction=0.3, variant="tiny", home=home,
+                      batch=10, pace=25.0, fraction=0.3, variant="tiny", home=home,
                       impairments=imp, report_dir=tmp_path / "report", progress=False,
                       clock="real",
                       # the tiny zoo's teacher is weak at severity 5: judge candidates
                       # against the source without the sign test, so that updates flow
                       # (this test is about the impaired network, not the publication rule)
                       service_settings={"learning_trigger_samples": 8, "learning_source_z": 0,
-                                        "learning_recent_holdout": 0})
+                                        "learning_recent_holdout": 0, "learning_steps": 30})
     check_result(result, ("impairments",), ("strategies", "cloud"),
                  ("strategies", "cloud", "updates"), ("strategies", "cloud", "per_device", 0),
                  ("report",), optional={"report", "json"})
