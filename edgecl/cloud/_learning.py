@@ -95,6 +95,8 @@ class LearningPolicy:
 TeacherFn = Callable[[np.ndarray], np.ndarray]
 #: A discovered group learns from at most this many peers' uploads besides the target's.
 MAX_PEERS = 8
+#: With fleet memory, the newest this many uploads are also matched on their own.
+TAIL_UPLOADS = 10
 
 
 class LearningCoordinator:
@@ -263,6 +265,16 @@ class LearningCoordinator:
         if domain is not None:
             recalled = self._recall(target, domain, inputs[keep], sub, explored[keep], base,
                                     version, segment, start_index)
+            tail = TAIL_UPLOADS
+            if recalled is None and feats is not None and len(feats) > tail:
+                # a domain too young for the segmenter to split off (it needs 12 uploads
+                # on each side) may already match a stored one: try the newest uploads
+                newest = np.zeros(len(inputs), bool)
+                newest[-tail:] = True
+                k = newest[keep]
+                recalled = self._recall(target, DomainSignature.of(feats[-tail:]),
+                                        inputs[keep][k], sub[k], explored[keep][k], base,
+                                        version, segment, len(inputs) - tail)
             if recalled is not None:
                 return recalled
         x, x_probs, x_explored = inputs[keep], sub, explored[keep]
