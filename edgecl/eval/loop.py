@@ -58,24 +58,26 @@ def _per_domain(correct: np.ndarray, domains: np.ndarray, names: list[str]) -> d
             for d in np.unique(domains)}
 
 
+def _visits(domains: np.ndarray) -> list[tuple[int, int]]:
+    """``(start, end)`` of every visit: every run of one domain in the stream."""
+    starts = np.flatnonzero(np.r_[True, domains[1:] != domains[:-1]])
+    return [(int(a), int(b)) for a, b in zip(starts, np.r_[starts[1:], len(domains)])]
+
+
 def _first_per_domain(correct: np.ndarray, domains: np.ndarray, names: list[str],
                       first: int = FIRST_SAMPLES) -> dict[str, float]:
     """Accuracy over the first ``first`` samples of every visit, pooled per domain."""
-    starts = np.flatnonzero(np.r_[True, domains[1:] != domains[:-1]])
-    ends = np.r_[starts[1:], len(domains)]
     mask = np.zeros(len(domains), bool)
-    for a, b in zip(starts, ends):
+    for a, b in _visits(domains):
         mask[a:min(b, a + first)] = True
     return _per_domain(correct[mask], domains[mask], names)
 
 
 def _per_visit(correct: np.ndarray, domains: np.ndarray, names: list[str]) -> dict[str, float]:
     """Accuracy of every visit, named ``domain#k`` for the k-th visit of a domain."""
-    starts = np.flatnonzero(np.r_[True, domains[1:] != domains[:-1]])
-    ends = np.r_[starts[1:], len(domains)]
     seen: dict[int, int] = {}
     out: dict[str, float] = {}
-    for a, b in zip(starts, ends):
+    for a, b in _visits(domains):
         d = int(domains[a])
         seen[d] = seen.get(d, 0) + 1
         out[f"{names[d]}#{seen[d]}"] = round(float(correct[a:b].mean()), 4)
@@ -109,11 +111,9 @@ def _revisits(correct: np.ndarray, domains: np.ndarray,
               n: int = FIRST_SAMPLES) -> tuple[float | None, float | None]:
     """Mean accuracy over the first ``n`` samples of every second and later visit of a
     domain, and over the last ``n`` of the first visits of the domains visited again."""
-    starts = np.flatnonzero(np.r_[True, domains[1:] != domains[:-1]])
-    ends = np.r_[starts[1:], len(domains)]
     visits: dict[int, list[tuple[int, int]]] = {}
-    for a, b in zip(starts, ends):
-        visits.setdefault(int(domains[a]), []).append((int(a), int(b)))
+    for a, b in _visits(domains):
+        visits.setdefault(int(domains[a]), []).append((a, b))
     again = [v for v in visits.values() if len(v) > 1]
     if not again:
         return None, None
