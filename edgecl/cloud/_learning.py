@@ -97,6 +97,9 @@ TeacherFn = Callable[[np.ndarray], np.ndarray]
 MAX_PEERS = 8
 #: With fleet memory, the newest this many uploads are also matched on their own.
 TAIL_UPLOADS = 10
+#: With fleet memory, a stored domain that matched but was not confirmed on a young
+#: domain's few uploads is tried again after this many new ones.
+RECALL_RETRY_UPLOADS = 4
 
 
 class LearningCoordinator:
@@ -301,7 +304,8 @@ class LearningCoordinator:
                 missing = cfg.min_holdout - int(keep.sum())
             if missing > 0:
                 with self._lock:
-                    self._short[target] = min(missing, self.policy.trigger_samples)
+                    self._short[target] = min(missing, self._short.get(
+                        target, self.policy.trigger_samples))
         metrics = {**result.metrics, "window_start": float(start_index),
                    "peers": float(len(peers)),
                    "window_samples": float(len(inputs)),
@@ -433,6 +437,12 @@ class LearningCoordinator:
                 self.counts["published"] += 1
                 self.counts["recalled"] += 1
             return LearnResult(dict(match.entry.parts), verdict, metrics)
+        if len(x) < cfg.min_train + cfg.min_holdout:
+            # a match too few uploads could confirm yet: try it again on a few more rather
+            # than wait for the usual trigger (the young domain is served by the bundle)
+            with self._lock:
+                self._short[target] = min(self._short.get(target, self.policy.trigger_samples),
+                                          RECALL_RETRY_UPLOADS)
         return None
 
 

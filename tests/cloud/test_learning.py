@@ -413,3 +413,47 @@ def test_the_service_reverts_a_device_whose_update_is_worse_than_source(tiny_zoo
     assert np.array_equal(rt.predict(clean).labels, reference)
     assert rt.state.metadata["serving_cloud"] is False
     coord.close()
+
+
+def test_a_stored_domain_not_yet_confirmed_is_tried_again_after_a_few_uploads(tiny_zoo, domain,
+                                                                             tmp_path):
+    """Fleet memory: a match that a young domain's few uploads cannot confirm (here a
+    stored update that is wrong on them) makes the next job due after
+    ``RECALL_RETRY_UPLOADS`` new ones, not after the usual trigger; without a match the
+    trigger is what the learner still needs."""
+    from edgecl.cloud._learning import RECALL_RETRY_UPLOADS
+    from edgecl.cloud._library import DomainLibrary, DomainSignature
+
+    x, _, _ = domain
+    store = MemoryStore(x[:12])
+    bundle = BaseState.from_bundle(tiny_zoo.student_bundle)
+    library = DomainLibrary(tmp_path / "library.db", encoders=[bundle_sha(tiny_zoo)])
+    policy = LearningPolicy(window=256, trigger_samples=24)
+    coords = {memory: LearningCoordinator(
+        tiny_zoo.student_bundle, _teacher_fn(tiny_zoo), CLASS_NAMES, UpdateSigner.generate(),
+        store, config=FAST, policy=policy, library=library if memory else None)
+        for memory in (True, False)}
+    feats = coords[True].learner.encoder_features(x[:12])
+    wrong = {"head.weight": -bundle.head_weight, "head.bias": -bundle.head_bias}
+    library.store("fleet", bundle_sha(tiny_zoo), "other-device", DomainSignature.of(feats),
+                  wrong, {})
+    try:
+        for memory, coord in coords.items():
+            coord.run_once("dev-1")
+            assert coord.counts["recalled"] == 0 and not store.updates  # never served
+            coord.notify("dev-1", RECALL_RETRY_UPLOADS - 1)
+            assert coord.counts["jobs"] == 0
+            coord.notify("dev-1", 1)
+            assert coord.counts["jobs"] == (1 if memory else 0), memory
+            assert coord.wait_idle(120)
+        assert coords[True].counts["recalled"] == 0 and not store.updates
+    finally:
+        for coord in coords.values():
+            coord.close()
+        library.close()
+
+
+def bundle_sha(tiny_zoo) -> str:
+    from edgecl.bundle import load_bundle
+
+    return load_bundle(tiny_zoo.student_bundle).encoder_sha256
