@@ -10,6 +10,7 @@ import pytest
 from edgecl import ConfigError
 from edgecl.cli import main
 from edgecl.fleet import (
+    CloudCostModel,
     DeviceTask,
     Impairments,
     NetworkProfile,
@@ -138,7 +139,8 @@ SIM = dict(devices=4, scenario="mixed", groups=2, strategies=("source", "cloud")
            impairments=Impairments(latency_ms=200, bandwidth_kbps=64, offline_fraction=0.25,
                                    offline_s=5.0, slow_fraction=0.25),
            service_settings={"learning_trigger_samples": 8, "learning_source_z": 0,
-                             "learning_recent_holdout": 0})
+                             "learning_recent_holdout": 0},
+           cloud_cost=CloudCostModel(job_s=2.0))  # 30 simulated seconds: quick jobs
 
 
 def _without_wall_clock(result) -> dict:
@@ -182,3 +184,24 @@ def test_the_virtual_clock_gives_the_same_json_on_a_busy_machine(tiny_zoo):
 def test_bad_simulation_settings_fail_before_anything_starts(bad):
     with pytest.raises(ConfigError):
         simulate(progress=False, variant="tiny", home="/nonexistent/edgecl-home", **bad)
+
+
+def test_the_modelled_service_runs_one_job_per_worker_and_per_target_at_a_time():
+    """The virtual clock's service model: a second target's job takes an idle worker at
+    once; a target waits for its own previous job; all workers busy, nothing starts; one
+    worker runs the jobs that start together one after another."""
+    from edgecl.fleet._virtual import ServiceSchedule
+
+    two = ServiceSchedule(CloudCostModel(job_s=2.0, label_per_s=10.0, workers=2))
+    ready = two.label(1.0, 5)  # five labels at 10/s from 1.0 s
+    assert ready == pytest.approx(1.5)
+    assert two.run(["a"], ready) == {"a": pytest.approx(3.5)}
+    assert two.may_start("b", 2.0) and not two.may_start("a", 2.0)
+    assert two.run(["b"], two.label(2.0, 0)) == {"b": pytest.approx(4.0)}
+    assert not two.may_start("c", 3.0)  # both workers busy
+    assert two.may_start("c", 3.5) and two.may_start("a", 3.5)
+    # labelling queues behind earlier labelling (done at 2.0 s): 20 more take 2 s
+    assert two.label(1.6, 20) == pytest.approx(4.0)
+    one = ServiceSchedule(CloudCostModel(job_s=2.0, label_per_s=float("inf"), workers=1))
+    assert one.run(["a", "b"], 1.0) == {"a": pytest.approx(3.0), "b": pytest.approx(5.0)}
+    assert not one.may_start("c", 4.0) and one.may_start("c", 5.0)

@@ -126,9 +126,10 @@ class LearningCoordinator:
         self._seen: dict[str, DomainSignature] = {}  # newest domain at a target's last job
         #: Seconds for the time trigger (a simulation passes its virtual clock).
         self.clock = clock
-        #: When set and False, no job is due (a simulation's service still busy in
-        #: simulated time); labelled uploads keep accumulating for the next job.
-        self.gate: Callable[[], bool] | None = None
+        #: When set, ``gate(target)`` False means no job is due for ``target`` (a
+        #: simulation's service still busy in simulated time); labelled uploads keep
+        #: accumulating for the next job.
+        self.gate: Callable[[str], bool] | None = None
         #: Targets in the order their jobs started (a simulation times them from it).
         self.started: list[str] = []
         self._bundle_state = BaseState.from_bundle(self.learner.bundle.path)  # version 0
@@ -187,7 +188,7 @@ class LearningCoordinator:
     # -- internals ---------------------------------------------------------------------
     def _due(self, target: str) -> bool:
         n = self._pending.get(target, 0)
-        if n <= 0 or (self.gate is not None and not self.gate()):
+        if n <= 0 or (self.gate is not None and not self.gate(target)):
             return False
         now = self.clock()
         waited = now - self._first_pending.get(target, now)

@@ -13,12 +13,13 @@ teacher and learning, in this process, started with ``labelling=False``):
    (sample triggers, and time triggers on the virtual clock);
 4. every online device fetches its newest update, which becomes visible to it at
    ``R + latency + bytes / bandwidth``: the round's labelling is done at
-   ``L = max(S + slowest upload (latency + bytes / bandwidth), end of the last round) +
-   labelled / label_per_s``, and the k-th job it started (0-based) ends, with its target's
-   update, at ``R = L + (k // workers + 1) * job_s`` (:class:`CloudCostModel`):
-   labelling queues behind the last round's work, and no learning job starts while the
-   service is still busy in simulated time (uploads wait for the next job, as on a busy
-   service that runs one job per target at a time).
+   ``L = max(S + slowest upload (latency + bytes / bandwidth), end of the labelling of
+   earlier rounds) + labelled / label_per_s``; each job the round started takes the
+   learning worker that is free first and ends, with its target's update, at
+   ``R = max(L, worker free) + job_s`` (:class:`CloudCostModel`). A target's job starts
+   only once its previous job has ended in simulated time, and only while one of the
+   ``workers`` is idle (uploads wait for the next job, as on a busy service that runs
+   one job per target at a time).
 
 Nothing depends on how long any of this takes on the machine, so the same seed and
 settings give the same result on any machine under any load; only wall-clock fields
@@ -63,9 +64,39 @@ class CloudCostModel:
         eval loop``: learning quality apart from cloud speed)."""
         return cls(job_s=0.0, label_per_s=math.inf, workers=1)
 
-    def round_s(self, labelled: int, jobs: int) -> float:
-        """Simulated seconds of one round's labelling and learning."""
-        return labelled / self.label_per_s + math.ceil(jobs / self.workers) * self.job_s
+
+class ServiceSchedule:
+    """When the modelled service (:class:`CloudCostModel`) is busy, in simulated seconds.
+
+    Its teacher labels uploads in arrival order (one queue); its ``workers`` learning
+    workers run one job each at a time. A target's job may start only once the target's
+    previous job has ended and while a worker is idle; the jobs that start together queue
+    for the workers, each on the one free first."""
+
+    def __init__(self, cost: CloudCostModel) -> None:
+        self.cost = cost
+        self.labelled_at = 0.0  # when the teacher is done with everything so far
+        self.free = [0.0] * cost.workers  # when each worker is done with its jobs
+        self.ends: dict[str, float] = {}  # target -> when its newest job ends
+
+    def may_start(self, target: str, now: float) -> bool:
+        """Whether a job for ``target`` may start at ``now``."""
+        return self.ends.get(target, 0.0) <= now and any(f <= now for f in self.free)
+
+    def label(self, arrived: float, count: int) -> float:
+        """``count`` uploads arrived at ``arrived``: when their labels are ready."""
+        self.labelled_at = max(arrived, self.labelled_at) + count / self.cost.label_per_s
+        return self.labelled_at
+
+    def run(self, targets: Sequence[str], ready: float) -> dict[str, float]:
+        """Jobs for ``targets`` (in start order) whose data are ready at ``ready``: when
+        each target's newest update is out."""
+        out: dict[str, float] = {}
+        for target in targets:
+            w = min(range(len(self.free)), key=self.free.__getitem__)
+            self.free[w] = max(ready, self.free[w]) + self.cost.job_s
+            out[target] = self.ends[target] = self.free[w]
+        return out
 
 
 class VirtualClock:
@@ -253,9 +284,10 @@ def _rounds(tasks: Sequence[DeviceTask], hosts: Any, server: Any, clock: Virtual
     ids = [t.id_prefix + t.plan.device_id for t in tasks]
     order = sorted(range(len(tasks)), key=lambda i: ids[i])
     done = [False] * len(tasks)
-    now, busy = sync_s, 0.0
-    for coordinator in server.learning.values():  # no job starts while the service is busy
-        coordinator.gate = lambda: clock.now >= busy
+    now = sync_s
+    service = ServiceSchedule(cost)
+    for coordinator in server.learning.values():
+        coordinator.gate = lambda target: service.may_start(target, clock.now)
     while not all(done):
         active = [i for i in range(len(tasks)) if not done[i]]
         for i, finished in zip(active, hosts.all("advance", active, now)):
@@ -270,23 +302,18 @@ def _rounds(tasks: Sequence[DeviceTask], hosts: Any, server: Any, clock: Virtual
         slowest = 0.0
         for i in online:  # id order: the registry sees the same sequence every run
             slowest = max(slowest, hosts.one("upload", i))
-        started = _started(server)  # before labelling: its notifications start jobs
+        round_start = len(_started(server))  # before labelling: it notifies, jobs start
         labelled = server.label_pending()
         if not server.wait_idle(timeout=3600.0):
             raise ConfigError("the service did not finish its learning jobs in an hour")
-        # the service works through rounds one after another: labelling queues behind the
-        # last round's work, and learning starts only once that is done (above: the gate);
-        # jobs run ``workers`` at a time, each target's update is out when its job ends
-        base = max(now + slowest, busy) + labelled / cost.label_per_s
-        jobs = _started(server)[len(started):]
-        finish = {t: base + (k // cost.workers + 1) * cost.job_s for k, t in enumerate(jobs)}
-        busy = base + math.ceil(len(jobs) / cost.workers) * cost.job_s
+        ready = service.label(now + slowest, labelled)
+        finish = service.run(_started(server)[round_start:], ready)
         for i in online:
             device = server.registry.device(ids[i])
             if device is not None:
                 target = server.servicer.target_of(device)
                 newest = server.registry.latest_version(target)
-                hosts.one("offer", i, newest, finish.get(target, base), now)
+                hosts.one("offer", i, newest, finish.get(target, ready), now)
         if on_round is not None:
             on_round(now, sum(c.counts["published"] for c in server.learning.values()))
         now += sync_s
