@@ -13,7 +13,8 @@ ENROLL = "fleet-memory-enrollment"
 CORRUPTION, SEVERITY = "gaussian_noise", 5
 
 
-def _server(home: str, storage: str, memory: bool, clock, scope: str = "fleet"):
+def _server(home: str, storage: str, memory: bool, clock, scope: str = "fleet",
+            merge: str = "pool"):
     from edgecl.cloud import create_server, load_config
 
     env = {"EDGECL_CLOUD_AUTH_ENROLLMENT_KEY": ENROLL, "EDGECL_CLOUD_TEACHER_ZOO": "tiny",
@@ -21,7 +22,8 @@ def _server(home: str, storage: str, memory: bool, clock, scope: str = "fleet"):
            "EDGECL_CLOUD_METRICS_PORT": "-1", "EDGECL_CLOUD_LEARNING_TRIGGER_SAMPLES": "12",
            "EDGECL_CLOUD_LEARNING_STEPS": "40",
            "EDGECL_CLOUD_LEARNING_MEMORY": str(memory).lower(),
-           "EDGECL_CLOUD_LEARNING_MEMORY_SCOPE": scope}
+           "EDGECL_CLOUD_LEARNING_MEMORY_SCOPE": scope,
+           "EDGECL_CLOUD_LEARNING_PEER_MERGE": merge}
     return create_server(load_config(None, env=env), home=home,
                          clock=clock).start(labelling=False)
 
@@ -36,13 +38,13 @@ def _plan(device_id: str, seed: int, clean_first: bool, group: str = ""):
 
 
 def _fleet(tiny_zoo, storage: str, memory: bool, plans: list,
-           scope: str = "fleet") -> tuple[list, dict, int]:
+           scope: str = "fleet", merge: str = "pool") -> tuple[list, dict, int]:
     """Run ``plans`` against a fresh service; device results, the metrics of every
     published update per device and the number of library entries."""
     from edgecl.fleet import CloudCostModel, DeviceTask, VirtualClock, run_virtual
 
     clock = VirtualClock()
-    server = _server(str(tiny_zoo.path.parent.parent), storage, memory, clock, scope)
+    server = _server(str(tiny_zoo.path.parent.parent), storage, memory, clock, scope, merge)
     tasks = [DeviceTask(p, "cloud", tiny_zoo.student_bundle, target=server.target,
                         public_key=server.signer.public_key, enrollment_key=ENROLL,
                         fraction=0.2, policy="uncertainty", input_drift=True,
@@ -105,6 +107,21 @@ def test_devices_in_one_domain_at_once_are_learned_together(tiny_zoo):
         _, alone, _ = _fleet(tiny_zoo, tmp + "/alone", False,
                              [_plan("a", 1, False), _plan("b", 2, False)])
         assert all(m.get("peers", 0) == 0 for ms in alone.values() for m in ms)
+
+
+def test_with_ties_merging_a_device_also_learns_from_the_merge_of_its_peers_updates(tiny_zoo):
+    """``peer_merge = "ties"``: the same discovered group, but each device learns from its
+    own uploads only, also starting from the TIES merge of what its peers run."""
+    with tempfile.TemporaryDirectory() as tmp:
+        _, published, _ = _fleet(tiny_zoo, tmp + "/ties", True,
+                                 [_plan("a", 1, False), _plan("b", 2, False)], merge="ties")
+        learned = [m for ms in published.values() for m in ms if "library_entry" not in m]
+        assert max((m.get("peers", 0) for m in learned), default=0) >= 1, published
+        # with peers, it trained and validated on its own uploads only (its window); a
+        # pooled job also uses its peers' uploads
+        merged = [m for m in learned if m.get("peers", 0) >= 1 and "holdout_samples" in m]
+        assert merged and all(m["train_samples"] + m["holdout_samples"] <= m["window_samples"]
+                              for m in merged), merged
 
 
 def test_with_a_group_scope_another_site_learns_nothing_from_the_library(tiny_zoo):

@@ -127,6 +127,7 @@ class LearningSection:
     memory: bool = False
     memory_scope: str = "fleet"
     memory_capacity: int = 64
+    peer_merge: str = "pool"
 
 
 @dataclass(frozen=True)
@@ -218,6 +219,8 @@ class CloudConfig:
             raise ConfigError("learning.memory_scope must be 'fleet' or 'group'")
         if self.learning.memory_capacity < 1:
             raise ConfigError("learning.memory_capacity must be >= 1")
+        if self.learning.peer_merge not in ("pool", "ties"):
+            raise ConfigError("learning.peer_merge must be 'pool' or 'ties'")
         if self.log.format not in ("json", "text"):
             raise ConfigError("log.format must be 'json' or 'text'")
         positive = {"server.max_message_bytes": self.server.max_message_bytes,

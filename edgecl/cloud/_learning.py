@@ -29,6 +29,7 @@ from edgecl._exceptions import ConfigError
 from edgecl.cloud._identity import DEVICE_TARGET
 from edgecl.cloud._learner import BaseState, LearnerConfig, LearnResult, UpdateLearner
 from edgecl.cloud._library import DomainLibrary, DomainSignature
+from edgecl.cloud._merge import merge_updates
 from edgecl.cloud._segments import newest_segment_start
 from edgecl.cloud._signing import UpdateSigner
 from edgecl.cloud._validation import validate_candidate
@@ -61,6 +62,10 @@ class UpdateStore(Protocol):
         ...
 
 
+#: How a discovered group learns together (``LearningPolicy.peer_merge``).
+PEER_MERGES = ("pool", "ties")
+
+
 @dataclass(frozen=True)
 class LearningPolicy:
     """When to learn and from which uploads (see :class:`LearningCoordinator`).
@@ -73,7 +78,10 @@ class LearningPolicy:
     not; kept in memory, the published update after a restart) instead of learning each
     candidate from the bundle state; candidates are validated against the state the
     devices run either way. A job that finds the newest domain still too short to learn
-    from lowers the target's trigger to the uploads that are missing.
+    from lowers the target's trigger to the uploads that are missing. ``peer_merge``
+    (with fleet memory): how a discovered group learns together, ``"pool"`` (from the
+    union of its devices' uploads) or ``"ties"`` (from the target's own uploads, starting
+    also from the TIES merge of the updates its peers run, :func:`merge_updates`).
     """
 
     trigger_samples: int = 32
@@ -83,6 +91,7 @@ class LearningPolicy:
     warm_start: bool = True
     segments: bool = True
     segment_threshold: float = 12.0
+    peer_merge: str = "pool"
 
     def __post_init__(self) -> None:
         if min(self.trigger_samples, self.window, self.workers) < 1 or self.trigger_seconds <= 0:
@@ -90,6 +99,8 @@ class LearningPolicy:
                               "trigger_seconds > 0")
         if self.segment_threshold <= 0:
             raise ConfigError("segment_threshold must be > 0")
+        if self.peer_merge not in PEER_MERGES:
+            raise ConfigError(f"peer_merge must be one of {PEER_MERGES}, got {self.peer_merge!r}")
 
 
 TeacherFn = Callable[[np.ndarray], np.ndarray]
@@ -286,8 +297,13 @@ class LearningCoordinator:
         if domain is not None:
             with self._lock:
                 self._seen[target] = domain
-            x, x_probs, x_explored, peers = self._with_peers(target, domain, x, x_probs,
-                                                             x_explored)
+            if self.policy.peer_merge == "ties":
+                merged, peers = self._merged_peers(target, domain, starts[0], version)
+                if merged is not None:
+                    starts.append(merged)
+            else:
+                x, x_probs, x_explored, peers = self._with_peers(target, domain, x, x_probs,
+                                                                 x_explored)
         if (start_index > 0 or fell_back) and _differs(starts[0], bundle_state):
             # a young domain: the newest candidate was learned on another one, so learn
             # from the bundle state too and keep whichever holds out better
@@ -356,18 +372,7 @@ class LearningCoordinator:
         """Discovered groups: the uploads of the other device targets of this scope whose
         newest domain matches ``domain`` and has not changed since their last job, added
         to ``x`` (up to the window; ``target``'s own first). Group targets learn alone."""
-        newest = getattr(self.store, "newest_segment", None)
-        assert self.library is not None
-        if newest is None or newest(target) is None:
-            return x, probs, explored, []
-        scope = self.scope(target)
-        with self._lock:
-            seen = dict(self._seen)
-            segments = dict(self._job_segment)
-        near = sorted((sig.statistic(domain), p) for p, sig in seen.items()
-                      if p != target and sig.dim == domain.dim)
-        peers = [p for stat, p in near if stat < self.library.threshold
-                 and self.scope(p) == scope and newest(p) == segments.get(p)][:MAX_PEERS]
+        peers = self._peers(target, domain)
         room = self.policy.window - len(x)
         if not peers or room <= 0:
             return x, probs, explored, []
@@ -389,6 +394,47 @@ class LearningCoordinator:
                        else np.zeros(len(got[0]), bool))[keep])
             used.append(p)
         return np.concatenate(xs), np.concatenate(ps), np.concatenate(es), used
+
+    def _peers(self, target: str, domain: DomainSignature) -> list[str]:
+        """The other device targets of ``target``'s scope whose newest domain, at their
+        last job, matched ``domain`` and has not changed since (closest first)."""
+        newest = getattr(self.store, "newest_segment", None)
+        assert self.library is not None
+        if newest is None or newest(target) is None:
+            return []
+        scope = self.scope(target)
+        with self._lock:
+            seen = dict(self._seen)
+            segments = dict(self._job_segment)
+        near = sorted((sig.statistic(domain), p) for p, sig in seen.items()
+                      if p != target and sig.dim == domain.dim)
+        return [p for stat, p in near if stat < self.library.threshold
+                and self.scope(p) == scope and newest(p) == segments.get(p)][:MAX_PEERS]
+
+    def _merged_peers(self, target: str, domain: DomainSignature, own: BaseState,
+                      version: int) -> tuple[BaseState | None, list[str]]:
+        """The TIES merge of the updates ``target``'s peers run that were made for
+        ``domain`` (and of ``own``, if it was made for it too), as a state to learn from;
+        None without such peers."""
+        assert self.library is not None
+        with self._lock:
+            made_for = dict(self._domain)
+        used, updates = [], []
+        for p in self._peers(target, domain):
+            sig = made_for.get(p)
+            if sig is None or sig.statistic(domain) >= self.library.threshold:
+                continue  # what the peer runs was made for another domain
+            _, parts, _ = self.store.published(p)
+            if parts:
+                used.append(p)
+                updates.append(parts)
+        if not updates:
+            return None, []
+        mine = made_for.get(target)
+        if mine is not None and mine.statistic(domain) < self.library.threshold:
+            updates.insert(0, _parts_of(own))
+        merged = merge_updates(self._bundle_state, updates)
+        return self._bundle_state.with_parts(version, merged), used
 
     def _recall(self, target: str, domain: DomainSignature, x: np.ndarray, probs: np.ndarray,
                 explored: np.ndarray, base: BaseState, version: int, segment: int | None,
@@ -445,6 +491,15 @@ class LearningCoordinator:
                 self._short[target] = min(self._short.get(target, self.policy.trigger_samples),
                                           RECALL_RETRY_UPLOADS)
         return None
+
+
+def _parts_of(state: BaseState) -> dict[str, np.ndarray]:
+    """A state's parts under their wire names (those it has)."""
+    named = {"prompt": state.prompt, "filter": state.input_filter,
+             "adapter.down": state.adapter_down, "adapter.up": state.adapter_up,
+             "head.weight": state.head_weight, "head.bias": state.head_bias,
+             "norm.scale": state.norm_scale, "norm.shift": state.norm_shift}
+    return {k: v for k, v in named.items() if v is not None}
 
 
 def _addressee(store: Any, target: str) -> dict[str, str]:

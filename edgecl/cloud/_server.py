@@ -276,7 +276,8 @@ class CloudServer:
                                 trigger_seconds=lc.trigger_seconds, window=lc.window,
                                 workers=lc.workers, warm_start=lc.warm_start,
                                 segments=lc.segments,
-                                segment_threshold=lc.segment_threshold)
+                                segment_threshold=lc.segment_threshold,
+                                peer_merge=lc.peer_merge)
         if lc.memory:
             from edgecl.cloud._library import DomainLibrary
 
