@@ -462,6 +462,36 @@ def build_parser() -> argparse.ArgumentParser:
                     "~/.cache/edgecl)")
     kr.set_defaults(func=cmd_keys_rotate)
 
+    fl = add(sub, "fleet", "see and steer a fleet through the service's FleetAdmin API "
+             "(operator token: --token or $EDGECL_ADMIN_TOKEN)"
+             ).add_subparsers(dest="fleet_command", required=True, metavar="COMMAND")
+    for name, text in (("devices", "registered devices, newest seen first"),
+                       ("device", "one device: its target's updates and its reports"),
+                       ("updates", "a target's updates and rejected candidates"),
+                       ("rollback", "publish an earlier version's content as the next one "
+                        "(operator role)")):
+        fc = add(fl, name, text)
+        fc.add_argument("--server", default="127.0.0.1:50051", help="the service's address")
+        fc.add_argument("--token", default=None, help="operator token (default: "
+                        "$EDGECL_ADMIN_TOKEN)")
+        fc.add_argument("--tls-ca", default=None, help="PEM of the CA to trust (TLS)")
+        fc.add_argument("--json", action="store_true", help="JSON on stdout")
+        if name == "devices":
+            fc.add_argument("--group", default="", help="only this group")
+            fc.add_argument("--label", action="append", default=[], metavar="KEY=VALUE",
+                            help="only devices with this label (repeatable)")
+        else:
+            fc.add_argument("id", metavar="DEVICE" if name == "device" else "TARGET")
+        if name == "rollback":
+            fc.add_argument("--to", type=int, required=True, dest="to_version",
+                            help="the earlier version (0: the bundle's own state)")
+            fc.add_argument("--reason", default="", help="why (logged with your name)")
+        fc.set_defaults(func=cmd_fleet)
+    tk = add(fl, "token", "print a new random operator token and its [admin] operators entry")
+    tk.add_argument("--name", required=True, help="the operator's name")
+    tk.add_argument("--role", choices=("read", "operator"), default="read", help="role")
+    tk.set_defaults(func=cmd_fleet_token)
+
     dm = add(sub, "demo", "a small fleet under drift against the real cloud service: every "
              "strategy, a summary and an HTML report (~6 min on 2 cores)")
     common(dm)
@@ -539,6 +569,44 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from edgecl.cloud import load_config, serve
 
     return serve(load_config(args.config), home=args.home)
+
+
+def cmd_fleet(args: argparse.Namespace) -> int:
+    import os
+
+    from edgecl.cloud import AdminClient, format_devices, format_updates
+
+    root = Path(args.tls_ca).read_bytes() if args.tls_ca else None
+    token = args.token or os.environ.get("EDGECL_ADMIN_TOKEN", "")
+    with AdminClient(args.server, token, root_cert=root) as admin:
+        command = args.fleet_command
+        if command == "devices":
+            labels = dict(item.partition("=")[::2] for item in args.label)
+            out: Any = admin.devices(group=args.group, labels=labels)
+            text = format_devices(out) if not args.json else ""
+        elif command == "device":
+            out = admin.device(args.id)
+            text = "" if args.json else (format_devices([out["device"]]) + "\n\n"
+                                         + format_updates({"updates": out["updates"],
+                                                           "rejections": []}))
+        elif command == "updates":
+            out = admin.updates(args.id)
+            text = "" if args.json else format_updates(out)
+        else:
+            out = admin.rollback(args.id, args.to_version, args.reason)
+            text = "" if args.json else (f"published v{out['version']} for {args.id} with "
+                                         f"the content of v{args.to_version}")
+    print(json.dumps(out, indent=2) if args.json else text)
+    return 0
+
+
+def cmd_fleet_token(args: argparse.Namespace) -> int:
+    from edgecl.cloud import new_operator_token
+
+    token = new_operator_token()
+    print(json.dumps({"name": args.name, "role": args.role, "token": token,
+                      "entry": f"{args.name}:{args.role}:{token}"}))
+    return 0
 
 
 def cmd_keys_rotate(args: argparse.Namespace) -> int:

@@ -8,6 +8,8 @@ prometheus-client, cryptography). Build a server with :func:`create_server` and 
 
 from __future__ import annotations
 
+from edgecl.cloud._admin_auth import Operator, new_operator_token
+from edgecl.cloud._admin_client import AdminClient, AdminError, format_devices, format_updates
 from edgecl.cloud._config import CloudConfig, load_config
 from edgecl.cloud._learner import BaseState, LearnerConfig, LearnResult, UpdateLearner
 from edgecl.cloud._learning import LearningCoordinator, LearningPolicy, UpdateStore
@@ -20,6 +22,8 @@ from edgecl.cloud._teacher import Teacher, TeacherPool
 from edgecl.cloud._validation import Verdict, negative_flip_rate, validate_candidate
 
 __all__ = [
+    "AdminClient",
+    "AdminError",
     "BaseState",
     "CloudConfig",
     "CloudServer",
@@ -31,6 +35,7 @@ __all__ = [
     "LearnerConfig",
     "LearningCoordinator",
     "LearningPolicy",
+    "Operator",
     "RecentUploads",
     "Registry",
     "Teacher",
@@ -41,9 +46,12 @@ __all__ = [
     "Verdict",
     "configure_logging",
     "create_server",
+    "format_devices",
+    "format_updates",
     "key_id",
     "load_config",
     "negative_flip_rate",
+    "new_operator_token",
     "newest_segment_start",
     "rotate_signing_key",
     "serve",

@@ -165,6 +165,11 @@ def check_metrics(metrics: MetricsSection) -> None:
 
 
 @dataclass(frozen=True)
+class AdminSection:
+    operators: list[str] = field(default_factory=list)  # "name:role:token"
+
+
+@dataclass(frozen=True)
 class LogSection:
     level: str = "INFO"
     format: str = "json"
@@ -183,6 +188,7 @@ class CloudConfig:
     learning: LearningSection = field(default_factory=LearningSection)
     metrics: MetricsSection = field(default_factory=MetricsSection)
     log: LogSection = field(default_factory=LogSection)
+    admin: AdminSection = field(default_factory=AdminSection)
 
     def replace(self, section: str, **values: Any) -> CloudConfig:
         """A copy with ``values`` set in ``section`` (validated like the file)."""
@@ -213,6 +219,9 @@ class CloudConfig:
         if bool(self.server.tls_cert) != bool(self.server.tls_key):
             raise ConfigError("server.tls_cert and server.tls_key go together")
         check_metrics(self.metrics)
+        from edgecl.cloud._admin_auth import parse_operators
+
+        parse_operators(self.admin.operators)
         if self.learning.group_by not in ("device", "group"):
             raise ConfigError("learning.group_by must be 'device' or 'group'")
         if self.learning.memory_scope not in ("fleet", "group"):

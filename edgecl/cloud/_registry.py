@@ -47,6 +47,7 @@ from edgecl.cloud._registry_file import (
     refuse,
     sample_digest,
 )
+from edgecl.cloud._registry_fleet import FleetQueries
 from edgecl.wire import RegistrationProof, SignedUpdate, UpdatePayload, WireSample
 
 log = logging.getLogger("edgecl.cloud")
@@ -90,7 +91,7 @@ class StoredUpdate:
     update: SignedUpdate
 
 
-class Registry:
+class Registry(FleetQueries):
     """Devices, samples, labels, updates and reports in one SQLite database."""
 
     def __init__(self, directory: str | Path, *, max_samples_per_device: int = 0) -> None:

@@ -132,7 +132,9 @@ class CloudServer:
         from grpc_health.v1 import health, health_pb2, health_pb2_grpc
         from grpc_reflection.v1alpha import reflection
 
-        from edgecl._proto import edgecl_pb2, edgecl_pb2_grpc
+        from edgecl._proto import admin_pb2, admin_pb2_grpc, edgecl_pb2, edgecl_pb2_grpc
+        from edgecl.cloud._admin import AdminServicer
+        from edgecl.cloud._admin_auth import AdminInterceptor, parse_operators
 
         self.config = config.validate()
         #: Seconds for the learning time trigger (a simulation passes its virtual clock).
@@ -193,17 +195,24 @@ class CloudServer:
             interceptors=[AuthInterceptor(self.registry,
                                           TokenBucket(config.limits.requests_per_s,
                                                       config.limits.burst), self.metrics,
-                                          self.stream_caps)],
+                                          self.stream_caps),
+                          AdminInterceptor(parse_operators(config.admin.operators),
+                                           TokenBucket(config.limits.requests_per_s,
+                                                       config.limits.burst))],
             options=[("grpc.max_receive_message_length", limit),
                      ("grpc.max_send_message_length", limit),
                      ("grpc.so_reuseport", 0)],
             maximum_concurrent_rpcs=config.server.max_workers * 4)
         edgecl_pb2_grpc.add_EdgeCloudServicer_to_server(self.servicer, self._grpc)
+        self.admin = AdminServicer(self.registry, self.signer, self.servicer.target_of,
+                                   lambda sha: self.bundles[sha].path)
+        admin_pb2_grpc.add_FleetAdminServicer_to_server(self.admin, self._grpc)
         self.health = health.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self._grpc)
         service = edgecl_pb2.DESCRIPTOR.services_by_name["EdgeCloud"].full_name
+        admin_service = admin_pb2.DESCRIPTOR.services_by_name["FleetAdmin"].full_name
         reflection.enable_server_reflection(
-            (service, health.SERVICE_NAME, reflection.SERVICE_NAME), self._grpc)
+            (service, admin_service, health.SERVICE_NAME, reflection.SERVICE_NAME), self._grpc)
         self._service_names = (service, "")
         self._serving = health_pb2.HealthCheckResponse.SERVING
         self._not_serving = health_pb2.HealthCheckResponse.NOT_SERVING

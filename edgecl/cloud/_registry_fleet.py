@@ -1,0 +1,79 @@
+"""Read queries of the fleet view (the ``FleetAdmin`` service) over the registry."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+
+@dataclass(frozen=True)
+class DeviceRecord:
+    """A registered device as the fleet view shows it."""
+
+    device_id: str
+    group: str
+    labels: dict[str, str]
+    encoder_sha256: str
+    registered_ms: int
+
+
+@dataclass(frozen=True)
+class UpdateRecord:
+    """A published update's stored figures (``artifact``: its payload's key)."""
+
+    target: str
+    version: int
+    base_version: int
+    created_ms: int
+    metrics: dict[str, float]
+    encoder_sha256: str
+    artifact: str
+
+
+class FleetQueries:
+    """Mixed into :class:`~edgecl.cloud._registry.Registry`: reads for operators."""
+
+    def _rows(self, sql: str, args: Any = ()) -> list[Any]:  # provided by the registry
+        raise NotImplementedError
+
+    def device_records(self, group: str = "") -> list[DeviceRecord]:
+        """Every registered device (of ``group`` when given), by id."""
+        sql = ("SELECT device_id, grp, labels_json, encoder_sha256, registered_ms "
+               "FROM devices")
+        args: tuple[Any, ...] = ()
+        if group:
+            sql, args = sql + " WHERE grp = ?", (group,)
+        return [DeviceRecord(r[0], r[1], json.loads(r[2] or "{}"), r[3], int(r[4]))
+                for r in self._rows(sql + " ORDER BY device_id", args)]
+
+    def last_seen_ms(self, device_id: str) -> int:
+        """Time of the device's newest stored upload or report (0: never)."""
+        up = self._rows("SELECT received_ms FROM samples WHERE device_id = ? "
+                        "ORDER BY seq DESC LIMIT 1", (device_id,))
+        rep = self._rows("SELECT MAX(received_ms) FROM reports WHERE device_id = ?",
+                         (device_id,))
+        return max(int(up[0][0]) if up else 0, int(rep[0][0] or 0))
+
+    def reports_of(self, device_id: str, limit: int) -> list[tuple[int, int, dict[str, float]]]:
+        """The device's newest reports ``(received_ms, state_version, stats)``."""
+        rows = self._rows("SELECT received_ms, state_version, stats_json FROM reports "
+                          "WHERE device_id = ? ORDER BY received_ms DESC, rowid DESC LIMIT ?",
+                          (device_id, limit))
+        return [(int(r[0]), int(r[1]), json.loads(r[2])) for r in rows]
+
+    def update_records(self, target: str, limit: int) -> list[UpdateRecord]:
+        """The target's published updates, newest first."""
+        rows = self._rows("SELECT version, base_version, created_ms, metrics_json, "
+                          "encoder_sha256, artifact FROM updates WHERE target = ? "
+                          "ORDER BY version DESC LIMIT ?", (target, limit))
+        return [UpdateRecord(target, int(r[0]), int(r[1]), int(r[2]), json.loads(r[3]), r[4],
+                             r[5]) for r in rows]
+
+    def rejection_records(self, target: str, limit: int) -> list[tuple[int, str, int]]:
+        """The target's rejected candidates ``(version, reason, created_ms)``, newest
+        first."""
+        rows = self._rows("SELECT version, reason, created_ms FROM rejections WHERE "
+                          "target = ? ORDER BY created_ms DESC, rowid DESC LIMIT ?",
+                          (target, limit))
+        return [(int(r[0]), r[1], int(r[2])) for r in rows]
