@@ -469,6 +469,8 @@ def build_parser() -> argparse.ArgumentParser:
                        ("device", "one device: its target's updates and its reports"),
                        ("updates", "a target's updates and rejected candidates"),
                        ("rollback", "publish an earlier version's content as the next one "
+                        "(operator role)"),
+                       ("pin", "serve a device, or a target's devices, no version above one "
                         "(operator role)")):
         fc = add(fl, name, text)
         fc.add_argument("--server", default="127.0.0.1:50051", help="the service's address")
@@ -480,6 +482,13 @@ def build_parser() -> argparse.ArgumentParser:
             fc.add_argument("--group", default="", help="only this group")
             fc.add_argument("--label", action="append", default=[], metavar="KEY=VALUE",
                             help="only devices with this label (repeatable)")
+        elif name == "pin":
+            fc.add_argument("id", metavar="DEVICE", nargs="?", default="",
+                            help="the device (or --target)")
+            fc.add_argument("--target", default="", help="pin every device of this target")
+            fc.add_argument("--version", type=int, default=None, help="the version")
+            fc.add_argument("--clear", action="store_true", help="remove the pin")
+            fc.add_argument("--reason", default="", help="why (logged with your name)")
         else:
             fc.add_argument("id", metavar="DEVICE" if name == "device" else "TARGET")
         if name == "rollback":
@@ -592,6 +601,13 @@ def cmd_fleet(args: argparse.Namespace) -> int:
         elif command == "updates":
             out = admin.updates(args.id)
             text = "" if args.json else format_updates(out)
+        elif command == "pin":
+            if args.version is None and not args.clear:
+                raise ConfigError("fleet pin needs --version V or --clear")
+            out = admin.pin(device_id=args.id, target=args.target,
+                            version=args.version or 0, clear=args.clear, reason=args.reason)
+            text = "" if args.json else (f"{out['kind']} {out['name']}: " + (
+                "pin cleared" if int(out["version"]) < 0 else f"pinned to v{out['version']}"))
         else:
             out = admin.rollback(args.id, args.to_version, args.reason)
             text = "" if args.json else (f"published v{out['version']} for {args.id} with "

@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x15\x65\x64gecl/v1/admin.proto\x12\tedgecl.v1\"\x9c\x01\n\x12ListDevicesRequest\x12\r\n\x05group\x18\x01 \x01(\t\x12\x39\n\x06labels\x18\x02 \x03(\x0b\x32).edgecl.v1.ListDevicesRequest.LabelsEntry\x12\r\n\x05limit\x18\x03 \x01(\x05\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\xef\x02\n\nDeviceInfo\x12\x11\n\tdevice_id\x18\x01 \x01(\t\x12\r\n\x05group\x18\x02 \x01(\t\x12\x31\n\x06labels\x18\x03 \x03(\x0b\x32!.edgecl.v1.DeviceInfo.LabelsEntry\x12\x0e\n\x06target\x18\x04 \x01(\t\x12\x15\n\rregistered_ms\x18\x05 \x01(\x03\x12\x14\n\x0clast_seen_ms\x18\x06 \x01(\x03\x12\x18\n\x10reported_version\x18\x07 \x01(\x03\x12\x16\n\x0elatest_version\x18\x08 \x01(\x03\x12\x0f\n\x07samples\x18\t \x01(\x03\x12/\n\x05stats\x18\n \x03(\x0b\x32 .edgecl.v1.DeviceInfo.StatsEntry\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x1a,\n\nStatsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\"=\n\x13ListDevicesResponse\x12&\n\x07\x64\x65vices\x18\x01 \x03(\x0b\x32\x15.edgecl.v1.DeviceInfo\"%\n\x10GetDeviceRequest\x12\x11\n\tdevice_id\x18\x01 \x01(\t\"\x97\x01\n\nReportInfo\x12\x13\n\x0breceived_ms\x18\x01 \x01(\x03\x12\x15\n\rstate_version\x18\x02 \x01(\x03\x12/\n\x05stats\x18\x03 \x03(\x0b\x32 .edgecl.v1.ReportInfo.StatsEntry\x1a,\n\nStatsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\"\x85\x01\n\x0c\x44\x65viceDetail\x12%\n\x06\x64\x65vice\x18\x01 \x01(\x0b\x32\x15.edgecl.v1.DeviceInfo\x12&\n\x07updates\x18\x02 \x03(\x0b\x32\x15.edgecl.v1.UpdateInfo\x12&\n\x07reports\x18\x03 \x03(\x0b\x32\x15.edgecl.v1.ReportInfo\"3\n\x12ListUpdatesRequest\x12\x0e\n\x06target\x18\x01 \x01(\t\x12\r\n\x05limit\x18\x02 \x01(\x05\"\xcb\x01\n\nUpdateInfo\x12\x0e\n\x06target\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\x03\x12\x14\n\x0c\x62\x61se_version\x18\x03 \x01(\x03\x12\x12\n\ncreated_ms\x18\x04 \x01(\x03\x12\x33\n\x07metrics\x18\x05 \x03(\x0b\x32\".edgecl.v1.UpdateInfo.MetricsEntry\x12\r\n\x05parts\x18\x06 \x03(\t\x1a.\n\x0cMetricsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\"@\n\tRejection\x12\x0f\n\x07version\x18\x01 \x01(\x03\x12\x0e\n\x06reason\x18\x02 \x01(\t\x12\x12\n\ncreated_ms\x18\x03 \x01(\x03\"g\n\x13ListUpdatesResponse\x12&\n\x07updates\x18\x01 \x03(\x0b\x32\x15.edgecl.v1.UpdateInfo\x12(\n\nrejections\x18\x02 \x03(\x0b\x32\x14.edgecl.v1.Rejection\"E\n\x0fRollbackRequest\x12\x0e\n\x06target\x18\x01 \x01(\t\x12\x12\n\nto_version\x18\x02 \x01(\x03\x12\x0e\n\x06reason\x18\x03 \x01(\t2\xaa\x02\n\nFleetAdmin\x12L\n\x0bListDevices\x12\x1d.edgecl.v1.ListDevicesRequest\x1a\x1e.edgecl.v1.ListDevicesResponse\x12\x41\n\tGetDevice\x12\x1b.edgecl.v1.GetDeviceRequest\x1a\x17.edgecl.v1.DeviceDetail\x12L\n\x0bListUpdates\x12\x1d.edgecl.v1.ListUpdatesRequest\x1a\x1e.edgecl.v1.ListUpdatesResponse\x12=\n\x08Rollback\x12\x1a.edgecl.v1.RollbackRequest\x1a\x15.edgecl.v1.UpdateInfob\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x15\x65\x64gecl/v1/admin.proto\x12\tedgecl.v1\"\x9c\x01\n\x12ListDevicesRequest\x12\r\n\x05group\x18\x01 \x01(\t\x12\x39\n\x06labels\x18\x02 \x03(\x0b\x32).edgecl.v1.ListDevicesRequest.LabelsEntry\x12\r\n\x05limit\x18\x03 \x01(\x05\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\x87\x03\n\nDeviceInfo\x12\x11\n\tdevice_id\x18\x01 \x01(\t\x12\r\n\x05group\x18\x02 \x01(\t\x12\x31\n\x06labels\x18\x03 \x03(\x0b\x32!.edgecl.v1.DeviceInfo.LabelsEntry\x12\x0e\n\x06target\x18\x04 \x01(\t\x12\x15\n\rregistered_ms\x18\x05 \x01(\x03\x12\x14\n\x0clast_seen_ms\x18\x06 \x01(\x03\x12\x18\n\x10reported_version\x18\x07 \x01(\x03\x12\x16\n\x0elatest_version\x18\x08 \x01(\x03\x12\x0f\n\x07samples\x18\t \x01(\x03\x12/\n\x05stats\x18\n \x03(\x0b\x32 .edgecl.v1.DeviceInfo.StatsEntry\x12\x16\n\x0epinned_version\x18\x0b \x01(\x03\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x1a,\n\nStatsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\"=\n\x13ListDevicesResponse\x12&\n\x07\x64\x65vices\x18\x01 \x03(\x0b\x32\x15.edgecl.v1.DeviceInfo\"%\n\x10GetDeviceRequest\x12\x11\n\tdevice_id\x18\x01 \x01(\t\"\x97\x01\n\nReportInfo\x12\x13\n\x0breceived_ms\x18\x01 \x01(\x03\x12\x15\n\rstate_version\x18\x02 \x01(\x03\x12/\n\x05stats\x18\x03 \x03(\x0b\x32 .edgecl.v1.ReportInfo.StatsEntry\x1a,\n\nStatsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\"\x85\x01\n\x0c\x44\x65viceDetail\x12%\n\x06\x64\x65vice\x18\x01 \x01(\x0b\x32\x15.edgecl.v1.DeviceInfo\x12&\n\x07updates\x18\x02 \x03(\x0b\x32\x15.edgecl.v1.UpdateInfo\x12&\n\x07reports\x18\x03 \x03(\x0b\x32\x15.edgecl.v1.ReportInfo\"3\n\x12ListUpdatesRequest\x12\x0e\n\x06target\x18\x01 \x01(\t\x12\r\n\x05limit\x18\x02 \x01(\x05\"\xcb\x01\n\nUpdateInfo\x12\x0e\n\x06target\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\x03\x12\x14\n\x0c\x62\x61se_version\x18\x03 \x01(\x03\x12\x12\n\ncreated_ms\x18\x04 \x01(\x03\x12\x33\n\x07metrics\x18\x05 \x03(\x0b\x32\".edgecl.v1.UpdateInfo.MetricsEntry\x12\r\n\x05parts\x18\x06 \x03(\t\x1a.\n\x0cMetricsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\"@\n\tRejection\x12\x0f\n\x07version\x18\x01 \x01(\x03\x12\x0e\n\x06reason\x18\x02 \x01(\t\x12\x12\n\ncreated_ms\x18\x03 \x01(\x03\"g\n\x13ListUpdatesResponse\x12&\n\x07updates\x18\x01 \x03(\x0b\x32\x15.edgecl.v1.UpdateInfo\x12(\n\nrejections\x18\x02 \x03(\x0b\x32\x14.edgecl.v1.Rejection\"E\n\x0fRollbackRequest\x12\x0e\n\x06target\x18\x01 \x01(\t\x12\x12\n\nto_version\x18\x02 \x01(\x03\x12\x0e\n\x06reason\x18\x03 \x01(\t\"_\n\nPinRequest\x12\x11\n\tdevice_id\x18\x01 \x01(\t\x12\x0e\n\x06target\x18\x02 \x01(\t\x12\x0f\n\x07version\x18\x03 \x01(\x03\x12\r\n\x05\x63lear\x18\x04 \x01(\x08\x12\x0e\n\x06reason\x18\x05 \x01(\t\"6\n\x07PinInfo\x12\x0c\n\x04kind\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x0f\n\x07version\x18\x03 \x01(\x03\x32\xdc\x02\n\nFleetAdmin\x12L\n\x0bListDevices\x12\x1d.edgecl.v1.ListDevicesRequest\x1a\x1e.edgecl.v1.ListDevicesResponse\x12\x41\n\tGetDevice\x12\x1b.edgecl.v1.GetDeviceRequest\x1a\x17.edgecl.v1.DeviceDetail\x12L\n\x0bListUpdates\x12\x1d.edgecl.v1.ListUpdatesRequest\x1a\x1e.edgecl.v1.ListUpdatesResponse\x12=\n\x08Rollback\x12\x1a.edgecl.v1.RollbackRequest\x1a\x15.edgecl.v1.UpdateInfo\x12\x30\n\x03Pin\x12\x15.edgecl.v1.PinRequest\x1a\x12.edgecl.v1.PinInfob\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -47,33 +47,37 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_LISTDEVICESREQUEST_LABELSENTRY']._serialized_start=148
   _globals['_LISTDEVICESREQUEST_LABELSENTRY']._serialized_end=193
   _globals['_DEVICEINFO']._serialized_start=196
-  _globals['_DEVICEINFO']._serialized_end=563
+  _globals['_DEVICEINFO']._serialized_end=587
   _globals['_DEVICEINFO_LABELSENTRY']._serialized_start=148
   _globals['_DEVICEINFO_LABELSENTRY']._serialized_end=193
-  _globals['_DEVICEINFO_STATSENTRY']._serialized_start=519
-  _globals['_DEVICEINFO_STATSENTRY']._serialized_end=563
-  _globals['_LISTDEVICESRESPONSE']._serialized_start=565
-  _globals['_LISTDEVICESRESPONSE']._serialized_end=626
-  _globals['_GETDEVICEREQUEST']._serialized_start=628
-  _globals['_GETDEVICEREQUEST']._serialized_end=665
-  _globals['_REPORTINFO']._serialized_start=668
-  _globals['_REPORTINFO']._serialized_end=819
-  _globals['_REPORTINFO_STATSENTRY']._serialized_start=519
-  _globals['_REPORTINFO_STATSENTRY']._serialized_end=563
-  _globals['_DEVICEDETAIL']._serialized_start=822
-  _globals['_DEVICEDETAIL']._serialized_end=955
-  _globals['_LISTUPDATESREQUEST']._serialized_start=957
-  _globals['_LISTUPDATESREQUEST']._serialized_end=1008
-  _globals['_UPDATEINFO']._serialized_start=1011
-  _globals['_UPDATEINFO']._serialized_end=1214
-  _globals['_UPDATEINFO_METRICSENTRY']._serialized_start=1168
-  _globals['_UPDATEINFO_METRICSENTRY']._serialized_end=1214
-  _globals['_REJECTION']._serialized_start=1216
-  _globals['_REJECTION']._serialized_end=1280
-  _globals['_LISTUPDATESRESPONSE']._serialized_start=1282
-  _globals['_LISTUPDATESRESPONSE']._serialized_end=1385
-  _globals['_ROLLBACKREQUEST']._serialized_start=1387
-  _globals['_ROLLBACKREQUEST']._serialized_end=1456
-  _globals['_FLEETADMIN']._serialized_start=1459
-  _globals['_FLEETADMIN']._serialized_end=1757
+  _globals['_DEVICEINFO_STATSENTRY']._serialized_start=543
+  _globals['_DEVICEINFO_STATSENTRY']._serialized_end=587
+  _globals['_LISTDEVICESRESPONSE']._serialized_start=589
+  _globals['_LISTDEVICESRESPONSE']._serialized_end=650
+  _globals['_GETDEVICEREQUEST']._serialized_start=652
+  _globals['_GETDEVICEREQUEST']._serialized_end=689
+  _globals['_REPORTINFO']._serialized_start=692
+  _globals['_REPORTINFO']._serialized_end=843
+  _globals['_REPORTINFO_STATSENTRY']._serialized_start=543
+  _globals['_REPORTINFO_STATSENTRY']._serialized_end=587
+  _globals['_DEVICEDETAIL']._serialized_start=846
+  _globals['_DEVICEDETAIL']._serialized_end=979
+  _globals['_LISTUPDATESREQUEST']._serialized_start=981
+  _globals['_LISTUPDATESREQUEST']._serialized_end=1032
+  _globals['_UPDATEINFO']._serialized_start=1035
+  _globals['_UPDATEINFO']._serialized_end=1238
+  _globals['_UPDATEINFO_METRICSENTRY']._serialized_start=1192
+  _globals['_UPDATEINFO_METRICSENTRY']._serialized_end=1238
+  _globals['_REJECTION']._serialized_start=1240
+  _globals['_REJECTION']._serialized_end=1304
+  _globals['_LISTUPDATESRESPONSE']._serialized_start=1306
+  _globals['_LISTUPDATESRESPONSE']._serialized_end=1409
+  _globals['_ROLLBACKREQUEST']._serialized_start=1411
+  _globals['_ROLLBACKREQUEST']._serialized_end=1480
+  _globals['_PINREQUEST']._serialized_start=1482
+  _globals['_PINREQUEST']._serialized_end=1577
+  _globals['_PININFO']._serialized_start=1579
+  _globals['_PININFO']._serialized_end=1633
+  _globals['_FLEETADMIN']._serialized_start=1636
+  _globals['_FLEETADMIN']._serialized_end=1984
 # @@protoc_insertion_point(module_scope)

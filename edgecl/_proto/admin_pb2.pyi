@@ -25,7 +25,7 @@ class ListDevicesRequest(_message.Message):
     def __init__(self, group: _Optional[str] = ..., labels: _Optional[_Mapping[str, str]] = ..., limit: _Optional[int] = ...) -> None: ...
 
 class DeviceInfo(_message.Message):
-    __slots__ = ("device_id", "group", "labels", "target", "registered_ms", "last_seen_ms", "reported_version", "latest_version", "samples", "stats")
+    __slots__ = ("device_id", "group", "labels", "target", "registered_ms", "last_seen_ms", "reported_version", "latest_version", "samples", "stats", "pinned_version")
     class LabelsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -50,6 +50,7 @@ class DeviceInfo(_message.Message):
     LATEST_VERSION_FIELD_NUMBER: _ClassVar[int]
     SAMPLES_FIELD_NUMBER: _ClassVar[int]
     STATS_FIELD_NUMBER: _ClassVar[int]
+    PINNED_VERSION_FIELD_NUMBER: _ClassVar[int]
     device_id: str
     group: str
     labels: _containers.ScalarMap[str, str]
@@ -60,7 +61,8 @@ class DeviceInfo(_message.Message):
     latest_version: int
     samples: int
     stats: _containers.ScalarMap[str, float]
-    def __init__(self, device_id: _Optional[str] = ..., group: _Optional[str] = ..., labels: _Optional[_Mapping[str, str]] = ..., target: _Optional[str] = ..., registered_ms: _Optional[int] = ..., last_seen_ms: _Optional[int] = ..., reported_version: _Optional[int] = ..., latest_version: _Optional[int] = ..., samples: _Optional[int] = ..., stats: _Optional[_Mapping[str, float]] = ...) -> None: ...
+    pinned_version: int
+    def __init__(self, device_id: _Optional[str] = ..., group: _Optional[str] = ..., labels: _Optional[_Mapping[str, str]] = ..., target: _Optional[str] = ..., registered_ms: _Optional[int] = ..., last_seen_ms: _Optional[int] = ..., reported_version: _Optional[int] = ..., latest_version: _Optional[int] = ..., samples: _Optional[int] = ..., stats: _Optional[_Mapping[str, float]] = ..., pinned_version: _Optional[int] = ...) -> None: ...
 
 class ListDevicesResponse(_message.Message):
     __slots__ = ("devices",)
@@ -159,3 +161,27 @@ class RollbackRequest(_message.Message):
     to_version: int
     reason: str
     def __init__(self, target: _Optional[str] = ..., to_version: _Optional[int] = ..., reason: _Optional[str] = ...) -> None: ...
+
+class PinRequest(_message.Message):
+    __slots__ = ("device_id", "target", "version", "clear", "reason")
+    DEVICE_ID_FIELD_NUMBER: _ClassVar[int]
+    TARGET_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    CLEAR_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    device_id: str
+    target: str
+    version: int
+    clear: bool
+    reason: str
+    def __init__(self, device_id: _Optional[str] = ..., target: _Optional[str] = ..., version: _Optional[int] = ..., clear: _Optional[bool] = ..., reason: _Optional[str] = ...) -> None: ...
+
+class PinInfo(_message.Message):
+    __slots__ = ("kind", "name", "version")
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    kind: str
+    name: str
+    version: int
+    def __init__(self, kind: _Optional[str] = ..., name: _Optional[str] = ..., version: _Optional[int] = ...) -> None: ...

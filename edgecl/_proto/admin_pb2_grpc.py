@@ -55,6 +55,11 @@ class FleetAdminStub:
                 request_serializer=edgecl_dot_v1_dot_admin__pb2.RollbackRequest.SerializeToString,
                 response_deserializer=edgecl_dot_v1_dot_admin__pb2.UpdateInfo.FromString,
                 _registered_method=True)
+        self.Pin = channel.unary_unary(
+                '/edgecl.v1.FleetAdmin/Pin',
+                request_serializer=edgecl_dot_v1_dot_admin__pb2.PinRequest.SerializeToString,
+                response_deserializer=edgecl_dot_v1_dot_admin__pb2.PinInfo.FromString,
+                _registered_method=True)
 
 
 class FleetAdminServicer:
@@ -75,8 +80,8 @@ class FleetAdminServicer:
         raise NotImplementedError('Method not implemented!')
 
     def ListUpdates(self, request, context):
-        """Updates published for a target (a device id, or "group:<name>") and the candidates
-        the service rejected, newest first.
+        """Updates published for a target (a device id, or a group when the service learns per
+        group) and the candidates the service rejected, newest first.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -85,6 +90,14 @@ class FleetAdminServicer:
     def Rollback(self, request, context):
         """Publish the content of an earlier version of a target as its next version (devices
         only ever move to higher versions, so a rollback is a new version).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Pin(self, request, context):
+        """Pin a device, or every device of a target, to a version: it is served no version
+        above it (what it runs stays; to move it back, roll its target back), or clear a pin.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -112,6 +125,11 @@ def add_FleetAdminServicer_to_server(servicer, server):
                     servicer.Rollback,
                     request_deserializer=edgecl_dot_v1_dot_admin__pb2.RollbackRequest.FromString,
                     response_serializer=edgecl_dot_v1_dot_admin__pb2.UpdateInfo.SerializeToString,
+            ),
+            'Pin': grpc.unary_unary_rpc_method_handler(
+                    servicer.Pin,
+                    request_deserializer=edgecl_dot_v1_dot_admin__pb2.PinRequest.FromString,
+                    response_serializer=edgecl_dot_v1_dot_admin__pb2.PinInfo.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -222,6 +240,33 @@ class FleetAdmin:
             '/edgecl.v1.FleetAdmin/Rollback',
             edgecl_dot_v1_dot_admin__pb2.RollbackRequest.SerializeToString,
             edgecl_dot_v1_dot_admin__pb2.UpdateInfo.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Pin(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/edgecl.v1.FleetAdmin/Pin',
+            edgecl_dot_v1_dot_admin__pb2.PinRequest.SerializeToString,
+            edgecl_dot_v1_dot_admin__pb2.PinInfo.FromString,
             options,
             channel_credentials,
             insecure,

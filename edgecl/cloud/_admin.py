@@ -56,6 +56,7 @@ class AdminServicer(admin_pb2_grpc.FleetAdminServicer):
     def _info(self, record: DeviceRecord) -> admin_pb2.DeviceInfo:
         target = self.target_of(Device(record.device_id, record.encoder_sha256, record.group))
         reports = self.registry.reports_of(record.device_id, 1)
+        cap = self.registry.served_cap(record.device_id, target)
         return admin_pb2.DeviceInfo(
             device_id=record.device_id, group=record.group, labels=record.labels,
             target=target, registered_ms=record.registered_ms,
@@ -63,7 +64,8 @@ class AdminServicer(admin_pb2_grpc.FleetAdminServicer):
             reported_version=reports[0][1] if reports else -1,
             latest_version=self.registry.latest_version(target),
             samples=self.registry.sample_count(record.device_id),
-            stats=reports[0][2] if reports else {})
+            stats=reports[0][2] if reports else {},
+            pinned_version=-1 if cap is None else cap)
 
     @grpc_errors
     def ListDevices(self, request: Any, context: Any) -> Any:
@@ -155,3 +157,34 @@ class AdminServicer(admin_pb2_grpc.FleetAdminServicer):
             "to_version": to, "version": payload.version, "reason": request.reason[:500]})
         record = self.registry.update_records(target, 1)[0]
         return self._update(record)
+
+    @grpc_errors
+    def Pin(self, request: Any, context: Any) -> Any:
+        if bool(request.device_id) == bool(request.target):
+            raise InvalidInput("name exactly one of device_id and target")
+        if request.device_id:
+            record = self._record(request.device_id)
+            kind, name = "device", record.device_id
+            target = self.target_of(Device(record.device_id, record.encoder_sha256,
+                                           record.group))
+        else:
+            if not self._known_target(request.target):
+                raise NotFound(f"no device or group {request.target!r}")
+            kind, name = "target", request.target
+            target = request.target
+        operator = current_operator.get()
+        who = operator.name if operator else ""
+        if request.clear:
+            self.registry.set_pin(kind, name, None, who)
+            version = -1
+        else:
+            latest = self.registry.latest_version(target)
+            version = int(request.version)
+            if not 0 <= version <= latest:
+                raise InvalidInput(f"version must be 0 to {latest} (the latest of "
+                                   f"{target!r}), got {version}")
+            self.registry.set_pin(kind, name, version, who)
+        log.warning("pin set" if version >= 0 else "pin cleared", extra={
+            "operator": who, "kind": kind, "pinned": name, "version": version,
+            "reason": request.reason[:500]})
+        return admin_pb2.PinInfo(kind=kind, name=name, version=version)

@@ -31,7 +31,7 @@ from edgecl.cloud._errors import (
 
 ADMIN_SERVICE = "/edgecl.v1.FleetAdmin/"
 #: Methods that change the fleet: the ``operator`` role only.
-MUTATING = {ADMIN_SERVICE + "Rollback"}
+MUTATING = {ADMIN_SERVICE + "Rollback", ADMIN_SERVICE + "Pin"}
 ROLES = ("read", "operator")
 MIN_TOKEN_CHARS = 24
 log = logging.getLogger("edgecl.cloud.admin")

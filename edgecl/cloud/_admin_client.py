@@ -75,6 +75,14 @@ class AdminClient:
         return _dict(self._call("Rollback", admin_pb2.RollbackRequest(
             target=target, to_version=to_version, reason=reason)))
 
+    def pin(self, *, device_id: str = "", target: str = "", version: int = 0,
+            clear: bool = False, reason: str = "") -> dict[str, Any]:
+        """Serve a device (or every device of a target) no version above ``version``;
+        ``clear`` removes the pin."""
+        return _dict(self._call("Pin", admin_pb2.PinRequest(
+            device_id=device_id, target=target, version=version, clear=clear,
+            reason=reason)))
+
     def close(self) -> None:
         """Close the channel."""
         self._channel.close()
@@ -88,10 +96,12 @@ class AdminClient:
 
 def format_devices(devices: list[dict[str, Any]]) -> str:
     """A table of :meth:`AdminClient.devices` for people."""
-    rows = [("device", "group", "target", "reported", "latest", "samples", "last seen (ms)")]
+    rows = [("device", "group", "target", "reported", "latest", "pinned", "samples",
+             "last seen (ms)")]
     rows += [(d["device_id"], d["group"] or "-", d["target"],
               "-" if int(d["reported_version"]) < 0 else d["reported_version"],
-              d["latest_version"], d["samples"], d["last_seen_ms"]) for d in devices]
+              d["latest_version"], "-" if int(d["pinned_version"]) < 0 else d["pinned_version"],
+              d["samples"], d["last_seen_ms"]) for d in devices]
     return _table(rows)
 
 

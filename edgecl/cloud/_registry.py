@@ -138,6 +138,19 @@ class Registry(FleetQueries):
         except sqlite3.DatabaseError as exc:
             raise StorageError(f"registry {self.path}: read failed: {exc}") from exc
 
+    def _execute(self, sql: str, args: Any) -> None:
+        """One committed write; wakes update streams (a pin may have moved)."""
+        with self._write:
+            conn = self._conn()
+            try:
+                conn.execute(sql, args)
+                conn.commit()
+            except sqlite3.Error as exc:
+                conn.rollback()
+                raise StorageError(f"registry {self.path}: write failed: {exc}") from exc
+        with self._changed:
+            self._changed.notify_all()
+
     def _verified(self, rows: list[Any]) -> tuple[list[Any], int]:
         """The rows (selected with :data:`SUM_COLS` first) whose checksum matches, and
         how many did not: those are logged, counted and moved to the quarantine table."""

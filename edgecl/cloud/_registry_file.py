@@ -14,7 +14,7 @@ from edgecl._exceptions import StorageError
 from edgecl.bundle._files import fsync_dir
 from edgecl.cloud._identity import DEFAULT_TOKEN_TTL_S, now_ms
 
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 6
 #: Tables every edgecl registry has had since schema 1.
 TABLES = {"meta", "devices", "samples", "updates", "rejections", "reports"}
 #: Columns a sample's checksum covers (everything learning reads), checksum last.
@@ -85,6 +85,14 @@ CREATE TABLE IF NOT EXISTS quarantine (
     input BLOB,
     features BLOB
 );
+CREATE TABLE IF NOT EXISTS pins (
+    kind TEXT NOT NULL,
+    name TEXT NOT NULL,
+    version BIGINT NOT NULL,
+    operator TEXT NOT NULL,
+    created_ms BIGINT NOT NULL,
+    PRIMARY KEY (kind, name)
+);
 CREATE TABLE IF NOT EXISTS reports (
     device_id TEXT NOT NULL,
     received_ms BIGINT NOT NULL,
@@ -115,6 +123,7 @@ def migrate(conn: sqlite3.Connection, version: int) -> None:
         if "proof_counter" not in have:
             conn.execute("ALTER TABLE devices ADD COLUMN proof_counter BIGINT NOT NULL "
                          "DEFAULT 0")
+    # 6: operators' pins (the pins table, created by the schema script: nothing to move)
     conn.execute("UPDATE meta SET value = ? WHERE key = 'schema'", (str(SCHEMA_VERSION),))
 
 

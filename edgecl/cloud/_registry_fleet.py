@@ -31,11 +31,42 @@ class UpdateRecord:
     artifact: str
 
 
+#: Kinds of pin: one device, or every device of a target (a group).
+PIN_KINDS = ("device", "target")
+
+
 class FleetQueries:
-    """Mixed into :class:`~edgecl.cloud._registry.Registry`: reads for operators."""
+    """Mixed into :class:`~edgecl.cloud._registry.Registry`: reads for operators, and
+    operators' pins (a pinned device is served no version above its pin)."""
 
     def _rows(self, sql: str, args: Any = ()) -> list[Any]:  # provided by the registry
         raise NotImplementedError
+
+    def _execute(self, sql: str, args: Any) -> None:  # provided by the registry
+        raise NotImplementedError
+
+    def set_pin(self, kind: str, name: str, version: int | None, operator: str) -> None:
+        """Pin ``name`` (a device id or a target) to ``version``; None removes the pin."""
+        if kind not in PIN_KINDS:
+            raise ValueError(f"pin kind must be one of {PIN_KINDS}")
+        if version is None:
+            self._execute("DELETE FROM pins WHERE kind = ? AND name = ?", (kind, name))
+        else:
+            self._execute("INSERT OR REPLACE INTO pins VALUES (?, ?, ?, ?, "
+                          "CAST(strftime('%s', 'now') AS INTEGER) * 1000)",
+                          (kind, name, int(version), operator))
+
+    def pin_of(self, kind: str, name: str) -> int | None:
+        """The version ``name`` is pinned to (None: not pinned)."""
+        rows = self._rows("SELECT version FROM pins WHERE kind = ? AND name = ?", (kind, name))
+        return int(rows[0][0]) if rows else None
+
+    def served_cap(self, device_id: str, target: str) -> int | None:
+        """The highest version a device may be served (None: no pin): the lower of its
+        own pin and its target's."""
+        pins = [p for p in (self.pin_of("device", device_id), self.pin_of("target", target))
+                if p is not None]
+        return min(pins) if pins else None
 
     def device_records(self, group: str = "") -> list[DeviceRecord]:
         """Every registered device (of ``group`` when given), by id."""

@@ -298,7 +298,9 @@ class EdgeCloudServicer(pb_grpc.EdgeCloudServicer):
             ends = time.monotonic() + self.stream_max_s
             while (context.is_active() and not self.stopping.is_set()
                    and time.monotonic() < ends):
-                updates = self.registry.updates_after(target, after)
+                cap = self.registry.served_cap(device.device_id, target)  # an operator's pin
+                updates = [u for u in self.registry.updates_after(target, after)
+                           if cap is None or u.version <= cap]
                 for stored in updates:
                     yield self._outgoing(stored.update)
                     after = stored.version
@@ -312,19 +314,28 @@ class EdgeCloudServicer(pb_grpc.EdgeCloudServicer):
         device = self._device(request.device_id)
         target = self.target_of(device)
         after = _after_version(request)
-        latest = self.registry.latest_version(target)
+        latest = self._servable(device, target)
         if latest <= after:
             raise NotFound(f"no update after version {request.after_version} "
                            f"(latest is {latest})")
         stored = self.registry.updates_after(target, latest - 1, limit=1)
+        if not stored or stored[0].version > latest:
+            raise NotFound(f"no update after version {request.after_version}")
         return self._outgoing(stored[0].update)
+
+    def _servable(self, device: Device, target: str) -> int:
+        """The newest version ``device`` may be served: its target's latest, or lower
+        when an operator pinned the device or its target."""
+        latest = self.registry.latest_version(target)
+        cap = self.registry.served_cap(device.device_id, target)
+        return latest if cap is None else min(latest, cap)
 
     @grpc_errors
     def Report(self, request: Any, context: Any) -> Any:
         device = self._device(request.device_id)
         stats = self._check_report(request.stats)
         self.registry.add_report(device.device_id, int(request.state_version), stats)
-        return pb.ReportAck(latest_version=self.registry.latest_version(self.target_of(device)))
+        return pb.ReportAck(latest_version=self._servable(device, self.target_of(device)))
 
 
 def _after_version(request: Any) -> int:

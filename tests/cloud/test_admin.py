@@ -144,6 +144,13 @@ def test_the_fleet_command_lists_and_rolls_back(fleet, capsys, monkeypatch):
     assert main(["fleet", "rollback", "cam-0", "--to", "2", "--server", srv.target,
                  "--token", READER]) == 2  # read-only: refused, a clear error
     assert "PERMISSION_DENIED" in capsys.readouterr().err
+    assert main(["fleet", "pin", "cam-2", "--version", "0", "--server", srv.target]) == 0
+    assert "device cam-2: pinned to v0" in capsys.readouterr().out
+    assert main(["fleet", "pin", "cam-2", "--server", srv.target]) == 2  # no --version
+    assert "--version" in capsys.readouterr().err
+    assert main(["fleet", "pin", "cam-2", "--clear", "--server", srv.target]) == 0
+    assert srv.registry.served_cap("cam-2", "cam-2") is None
+    capsys.readouterr()
     assert main(["fleet", "token", "--name", "carol", "--role", "operator"]) == 0
     entry = json.loads(capsys.readouterr().out)["entry"]
     from edgecl.cloud._admin_auth import parse_operators
@@ -160,3 +167,44 @@ def test_bad_operator_settings_are_config_errors(tmp_path):
                     f"alice:read:{OPERATOR},alice:operator:{READER}", "alice"):
         with pytest.raises(ConfigError):
             load_config(None, env=cloud_env(tmp_path, admin_operators=entries))
+
+
+def test_a_pinned_device_is_served_nothing_above_its_pin_until_it_is_cleared(fleet):
+    srv, stub, tokens = fleet
+    sha = next(iter(srv.bundles))
+    md = (("authorization", f"Bearer {tokens['cam-0']}"),)
+    held = srv.registry.latest_version("cam-0")
+    with AdminClient(srv.target, OPERATOR) as admin:
+        assert admin.pin(device_id="cam-0", version=held)["version"] == str(held)
+        p = UpdatePayload(held + 1, held, sha, device_id="cam-0",
+                          parts={"prompt": np.full((1, 28, 28), 0.03, np.float32)})
+        srv.publish_update("cam-0", srv.signer.sign(p))
+        with pytest.raises(grpc.RpcError) as err:
+            stub.FetchUpdate(pb.FetchUpdateRequest(after_version=held), metadata=md, timeout=5)
+        assert err.value.code() == grpc.StatusCode.NOT_FOUND
+        stream = stub.Subscribe(pb.SubscribeRequest(after_version=held), metadata=md,
+                                timeout=1.5)
+        with pytest.raises(grpc.RpcError) as err:  # nothing arrives before the deadline
+            next(iter(stream))
+        assert err.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+        assert stub.Report(pb.DeviceReport(state_version=held), metadata=md,
+                           timeout=5).latest_version == held
+        assert admin.device("cam-0")["device"]["pinned_version"] == str(held)
+        # refused pins change nothing
+        for kwargs, code in (({"device_id": "cam-0", "version": held + 5}, "INVALID_ARGUMENT"),
+                             ({"device_id": "cam-0", "target": "cam-0"}, "INVALID_ARGUMENT"),
+                             ({"device_id": "nobody", "version": 0}, "NOT_FOUND"),
+                             ({"target": "nowhere", "version": 0}, "NOT_FOUND")):
+            with pytest.raises(AdminError) as e:
+                admin.pin(**kwargs)
+            assert e.value.code == code, kwargs
+        with AdminClient(srv.target, READER) as reader, pytest.raises(AdminError) as e:
+            reader.pin(device_id="cam-0", clear=True)
+        assert e.value.code == "PERMISSION_DENIED"
+        assert srv.registry.served_cap("cam-0", "cam-0") == held
+        assert admin.pin(device_id="cam-0", clear=True)["version"] == "-1"
+    update = update_from_proto(stub.FetchUpdate(pb.FetchUpdateRequest(after_version=held),
+                                                metadata=md, timeout=5))
+    assert payload_from_bytes(update.payload).version == held + 1
+    stream = stub.Subscribe(pb.SubscribeRequest(after_version=held), metadata=md, timeout=5)
+    assert payload_from_bytes(update_from_proto(next(iter(stream))).payload).version == held + 1
