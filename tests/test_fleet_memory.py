@@ -134,3 +134,25 @@ def test_with_a_group_scope_another_site_learns_nothing_from_the_library(tiny_zo
         assert entries >= 1  # site-a's domain is stored...
         # ...and never served to site-b
         assert not any("library_entry" in m for m in published["late"]), published["late"]
+
+
+def test_a_fleet_with_memory_and_several_workers_repeats_exactly(tiny_zoo):
+    """With fleet memory, jobs share the library and each other's domains: a service
+    modelled with 4 workers still gives the same JSON run after run (its jobs run one at a
+    time in the order they started; simulated time follows the model)."""
+    from edgecl.fleet import CloudCostModel, simulate
+
+    def run() -> dict:
+        result = simulate(devices=4, scenario="late-joiner", steps=30, pace=10.0,
+                          fraction=0.3, strategies=("cloud+memory",), variant="tiny",
+                          home=str(tiny_zoo.path.parent.parent), progress=False, seed=3,
+                          cloud_cost=CloudCostModel(job_s=1.0, workers=4),
+                          service_settings={"learning_trigger_samples": 8})
+        data = result.to_dict()
+        for key in ("seconds", "wall_seconds", "peak_rss_mb"):
+            data.pop(key)
+        return data
+
+    first = run()
+    assert first["strategies"]["cloud+memory"]["updates"]["applied"] > 0
+    assert run() == first

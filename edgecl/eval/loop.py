@@ -31,7 +31,7 @@ from edgecl.eval.results import (
     LoopResult,
     LoopStrategyResult,
 )
-from edgecl.fleet._virtual import CloudCostModel
+from edgecl.fleet._virtual import CloudCostModel, learning_threads
 from edgecl.zoo.streams import DEFAULT_CORRUPTIONS, RETURNING_DOMAINS
 
 LOOP_CORRUPTIONS = DEFAULT_CORRUPTIONS[:10]
@@ -172,7 +172,8 @@ def run_cloud(zoo: Any, stream: tuple[str, dict[str, Any]], samples: int, *, pol
     with tempfile.TemporaryDirectory() as tmp:
         clock = VirtualClock()
         server = _server(variant, home, tmp + "/cloud",
-                         {**learning, "workers": str(cost.workers)}, clock)
+                         {**learning, "workers": str(learning_threads(
+                             cost, learning.get("memory", "false") == "true"))}, clock)
         task = DeviceTask(plan, "cloud+device" if adapt else "cloud", zoo.student_bundle,
                           target=server.target, public_key=server.signer.public_key,
                           enrollment_key=ENROLL, fraction=fraction, batch=batch,

@@ -65,6 +65,14 @@ class CloudCostModel:
         return cls(job_s=0.0, label_per_s=math.inf, workers=1)
 
 
+def learning_threads(cost: CloudCostModel, memory: bool) -> int:
+    """Learning threads of a virtual-clock service. With fleet memory its jobs share the
+    domain library and each other's domains, so they run one at a time, in the order they
+    started (the same every run); without, jobs of different targets share nothing and
+    run ``cost.workers`` at a time. Simulated time follows ``cost`` either way."""
+    return 1 if memory else cost.workers
+
+
 class ServiceSchedule:
     """When the modelled service (:class:`CloudCostModel`) is busy, in simulated seconds.
 

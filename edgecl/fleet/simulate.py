@@ -31,7 +31,7 @@ from edgecl.fleet._metrics import summarise
 from edgecl.fleet._plans import FLEET_SCENARIOS, Impairments, fleet_plans
 from edgecl.fleet._result import CloudCost, SimulationReport, SimulationResult, StrategySummary
 from edgecl.fleet._run import DEFAULT_STRATEGIES, STRATEGIES, DeviceTask, uses_cloud
-from edgecl.fleet._virtual import CloudCostModel, VirtualClock, run_virtual
+from edgecl.fleet._virtual import CloudCostModel, VirtualClock, learning_threads, run_virtual
 
 CLOCKS = ("virtual", "real")
 
@@ -174,7 +174,8 @@ def _run_virtual(tasks: list[DeviceTask], name: str, tmp: Path, variant: str,
         **settings, "auth_enrollment_key": ENROLLMENT_KEY, "teacher_zoo": variant,
         "storage_dir": str(tmp / f"{name.replace('+', '-')}-virtual"),
         "server_address": "127.0.0.1:0", "metrics_port": "-1",
-        "learning_workers": cost.workers}.items()}
+        "learning_workers": learning_threads(
+            cost, str(settings.get("learning_memory", "false")).lower() == "true")}.items()}
     sim_clock = VirtualClock()
     server = create_server(load_config(None, env=env), home=home, clock=sim_clock)
     server.start(labelling=False)
