@@ -202,6 +202,12 @@ def test_the_modelled_service_runs_one_job_per_worker_and_per_target_at_a_time()
     assert two.may_start("c", 3.5) and two.may_start("a", 3.5)
     # labelling queues behind earlier labelling (done at 2.0 s): 20 more take 2 s
     assert two.label(1.6, 20) == pytest.approx(4.0)
+    # the real service runs the modelled workers' jobs in threads, but one at a time when
+    # jobs share state (fleet memory), so a run repeats exactly
+    from edgecl.fleet._virtual import learning_threads
+
+    assert learning_threads(two.cost, memory=False) == 2
+    assert learning_threads(two.cost, memory=True) == 1
     one = ServiceSchedule(CloudCostModel(job_s=2.0, label_per_s=float("inf"), workers=1))
     assert one.run(["a", "b"], 1.0) == {"a": pytest.approx(3.0), "b": pytest.approx(5.0)}
     assert not one.may_start("c", 4.0) and one.may_start("c", 5.0)
