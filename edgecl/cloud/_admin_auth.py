@@ -20,7 +20,7 @@ from typing import Any, NamedTuple
 import grpc
 
 from edgecl._exceptions import ConfigError
-from edgecl.cloud._auth import TokenBucket, hint_retry
+from edgecl.cloud._auth import TokenBucket, hint_retry, presented_token
 from edgecl.cloud._errors import (
     PermissionDenied,
     RateLimited,
@@ -80,12 +80,10 @@ def _digest(token: str) -> str:
 
 
 def _bearer(context: Any) -> str:
-    for key, value in context.invocation_metadata() or ():
-        if key == "authorization":
-            scheme, _, token = value.partition(" ")
-            if scheme.lower() == "bearer" and token:
-                return token
-    raise Unauthenticated("missing 'authorization: Bearer <operator token>' metadata")
+    token = presented_token(context)
+    if not token:
+        raise Unauthenticated("missing 'authorization: Bearer <operator token>' metadata")
+    return token
 
 
 class AdminInterceptor(grpc.ServerInterceptor):
