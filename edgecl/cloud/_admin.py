@@ -18,7 +18,7 @@ from typing import Any
 from edgecl._exceptions import InvalidInput
 from edgecl._proto import admin_pb2, admin_pb2_grpc
 from edgecl.cloud._admin_auth import current_operator
-from edgecl.cloud._errors import NotFound, grpc_errors
+from edgecl.cloud._errors import FailedPrecondition, NotFound, grpc_errors
 from edgecl.cloud._identity import Device
 from edgecl.cloud._learner import BaseState
 from edgecl.cloud._registry import Registry
@@ -135,7 +135,12 @@ class AdminServicer(admin_pb2_grpc.FleetAdminServicer):
                                f"0 (the bundle's own state) to {latest.version - 1}, got {to}")
         newest = payload_from_bytes(self.registry.artifacts.get(latest.artifact))
         if to == 0:
-            bundle = BaseState.from_bundle(self.bundle_dir(latest.encoder_sha256))
+            try:
+                bundle_dir = self.bundle_dir(latest.encoder_sha256)
+            except KeyError:
+                raise FailedPrecondition(f"{target!r} runs encoder {latest.encoder_sha256[:12]}"
+                                         f"..., which this service no longer serves") from None
+            bundle = BaseState.from_bundle(bundle_dir)
             parts = {"head.weight": bundle.head_weight, "head.bias": bundle.head_bias}
             encoder = latest.encoder_sha256
         else:
