@@ -490,7 +490,9 @@ def build_parser() -> argparse.ArgumentParser:
             fc.add_argument("--clear", action="store_true", help="remove the pin")
             fc.add_argument("--reason", default="", help="why (logged with your name)")
         else:
-            fc.add_argument("id", metavar="DEVICE" if name == "device" else "TARGET")
+            fc.add_argument("id", metavar="DEVICE" if name == "device" else "TARGET",
+                            help="the device id" if name == "device" else
+                            "a device id, or a group when the service learns per group")
         if name == "rollback":
             fc.add_argument("--to", type=int, required=True, dest="to_version",
                             help="the earlier version (0: the bundle's own state)")
