@@ -104,7 +104,7 @@ class AdminServicer(admin_pb2_grpc.FleetAdminServicer):
     def _record(self, device_id: str) -> DeviceRecord:
         if not device_id:
             raise InvalidInput("device_id is required")
-        found = [r for r in self.registry.device_records() if r.device_id == device_id]
+        found = self.registry.device_records(device_id=device_id)
         if not found:
             raise NotFound(f"no device {device_id!r}")
         return found[0]
@@ -144,11 +144,10 @@ class AdminServicer(admin_pb2_grpc.FleetAdminServicer):
             parts = {"head.weight": bundle.head_weight, "head.bias": bundle.head_bias}
             encoder = latest.encoder_sha256
         else:
-            old = [u for u in self.registry.update_records(target, latest.version)
-                   if u.version == to]
-            if not old:
+            old = self.registry.update_record(target, to)
+            if old is None:
                 raise NotFound(f"{target!r} has no version {to}")
-            payload = payload_from_bytes(self.registry.artifacts.get(old[0].artifact))
+            payload = payload_from_bytes(self.registry.artifacts.get(old.artifact))
             parts, encoder = dict(payload.parts), payload.encoder_sha256
         operator = current_operator.get()
         payload = UpdatePayload(

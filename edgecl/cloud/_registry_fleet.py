@@ -31,6 +31,15 @@ class UpdateRecord:
     artifact: str
 
 
+_UPDATE_SELECT = ("SELECT version, base_version, created_ms, metrics_json, encoder_sha256, "
+                  "artifact FROM updates WHERE target = ? ")
+
+
+def _update_record(target: str, row: Any) -> UpdateRecord:
+    return UpdateRecord(target, int(row[0]), int(row[1]), int(row[2]), json.loads(row[3]),
+                        row[4], row[5])
+
+
 #: Kinds of pin: one device, or every device of a target (a group).
 PIN_KINDS = ("device", "target")
 
@@ -68,13 +77,17 @@ class FleetQueries:
                 if p is not None]
         return min(pins) if pins else None
 
-    def device_records(self, group: str = "") -> list[DeviceRecord]:
-        """Every registered device (of ``group`` when given), by id."""
+    def device_records(self, group: str = "", device_id: str = "") -> list[DeviceRecord]:
+        """Every registered device (of ``group``, or the one ``device_id``, when given),
+        by id."""
         sql = ("SELECT device_id, grp, labels_json, encoder_sha256, registered_ms "
                "FROM devices")
-        args: tuple[Any, ...] = ()
         if group:
             sql, args = sql + " WHERE grp = ?", (group,)
+        elif device_id:
+            sql, args = sql + " WHERE device_id = ?", (device_id,)
+        else:
+            args = ()
         return [DeviceRecord(r[0], r[1], json.loads(r[2] or "{}"), r[3], int(r[4]))
                 for r in self._rows(sql + " ORDER BY device_id", args)]
 
@@ -95,11 +108,13 @@ class FleetQueries:
 
     def update_records(self, target: str, limit: int) -> list[UpdateRecord]:
         """The target's published updates, newest first."""
-        rows = self._rows("SELECT version, base_version, created_ms, metrics_json, "
-                          "encoder_sha256, artifact FROM updates WHERE target = ? "
-                          "ORDER BY version DESC LIMIT ?", (target, limit))
-        return [UpdateRecord(target, int(r[0]), int(r[1]), int(r[2]), json.loads(r[3]), r[4],
-                             r[5]) for r in rows]
+        rows = self._rows(_UPDATE_SELECT + "ORDER BY version DESC LIMIT ?", (target, limit))
+        return [_update_record(target, r) for r in rows]
+
+    def update_record(self, target: str, version: int) -> UpdateRecord | None:
+        """One published version of the target (None: there is no such version)."""
+        rows = self._rows(_UPDATE_SELECT + "AND version = ?", (target, version))
+        return _update_record(target, rows[0]) if rows else None
 
     def rejection_records(self, target: str, limit: int) -> list[tuple[int, str, int]]:
         """The target's rejected candidates ``(version, reason, created_ms)``, newest
