@@ -25,7 +25,7 @@ class ListDevicesRequest(_message.Message):
     def __init__(self, group: _Optional[str] = ..., labels: _Optional[_Mapping[str, str]] = ..., limit: _Optional[int] = ...) -> None: ...
 
 class DeviceInfo(_message.Message):
-    __slots__ = ("device_id", "group", "labels", "target", "registered_ms", "last_seen_ms", "reported_version", "latest_version", "samples", "stats", "pinned_version")
+    __slots__ = ("device_id", "group", "labels", "target", "registered_ms", "last_seen_ms", "reported_version", "latest_version", "samples", "stats", "pinned_version", "desired_config", "desired_revision", "reported_config", "reported_revision", "served_version")
     class LabelsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -40,6 +40,20 @@ class DeviceInfo(_message.Message):
         key: str
         value: float
         def __init__(self, key: _Optional[str] = ..., value: _Optional[float] = ...) -> None: ...
+    class DesiredConfigEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
+    class ReportedConfigEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
     DEVICE_ID_FIELD_NUMBER: _ClassVar[int]
     GROUP_FIELD_NUMBER: _ClassVar[int]
     LABELS_FIELD_NUMBER: _ClassVar[int]
@@ -51,6 +65,11 @@ class DeviceInfo(_message.Message):
     SAMPLES_FIELD_NUMBER: _ClassVar[int]
     STATS_FIELD_NUMBER: _ClassVar[int]
     PINNED_VERSION_FIELD_NUMBER: _ClassVar[int]
+    DESIRED_CONFIG_FIELD_NUMBER: _ClassVar[int]
+    DESIRED_REVISION_FIELD_NUMBER: _ClassVar[int]
+    REPORTED_CONFIG_FIELD_NUMBER: _ClassVar[int]
+    REPORTED_REVISION_FIELD_NUMBER: _ClassVar[int]
+    SERVED_VERSION_FIELD_NUMBER: _ClassVar[int]
     device_id: str
     group: str
     labels: _containers.ScalarMap[str, str]
@@ -62,7 +81,12 @@ class DeviceInfo(_message.Message):
     samples: int
     stats: _containers.ScalarMap[str, float]
     pinned_version: int
-    def __init__(self, device_id: _Optional[str] = ..., group: _Optional[str] = ..., labels: _Optional[_Mapping[str, str]] = ..., target: _Optional[str] = ..., registered_ms: _Optional[int] = ..., last_seen_ms: _Optional[int] = ..., reported_version: _Optional[int] = ..., latest_version: _Optional[int] = ..., samples: _Optional[int] = ..., stats: _Optional[_Mapping[str, float]] = ..., pinned_version: _Optional[int] = ...) -> None: ...
+    desired_config: _containers.ScalarMap[str, str]
+    desired_revision: int
+    reported_config: _containers.ScalarMap[str, str]
+    reported_revision: int
+    served_version: int
+    def __init__(self, device_id: _Optional[str] = ..., group: _Optional[str] = ..., labels: _Optional[_Mapping[str, str]] = ..., target: _Optional[str] = ..., registered_ms: _Optional[int] = ..., last_seen_ms: _Optional[int] = ..., reported_version: _Optional[int] = ..., latest_version: _Optional[int] = ..., samples: _Optional[int] = ..., stats: _Optional[_Mapping[str, float]] = ..., pinned_version: _Optional[int] = ..., desired_config: _Optional[_Mapping[str, str]] = ..., desired_revision: _Optional[int] = ..., reported_config: _Optional[_Mapping[str, str]] = ..., reported_revision: _Optional[int] = ..., served_version: _Optional[int] = ...) -> None: ...
 
 class ListDevicesResponse(_message.Message):
     __slots__ = ("devices",)
@@ -112,7 +136,7 @@ class ListUpdatesRequest(_message.Message):
     def __init__(self, target: _Optional[str] = ..., limit: _Optional[int] = ...) -> None: ...
 
 class UpdateInfo(_message.Message):
-    __slots__ = ("target", "version", "base_version", "created_ms", "metrics", "parts")
+    __slots__ = ("target", "version", "base_version", "created_ms", "metrics", "parts", "rollout_state")
     class MetricsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -126,13 +150,15 @@ class UpdateInfo(_message.Message):
     CREATED_MS_FIELD_NUMBER: _ClassVar[int]
     METRICS_FIELD_NUMBER: _ClassVar[int]
     PARTS_FIELD_NUMBER: _ClassVar[int]
+    ROLLOUT_STATE_FIELD_NUMBER: _ClassVar[int]
     target: str
     version: int
     base_version: int
     created_ms: int
     metrics: _containers.ScalarMap[str, float]
     parts: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, target: _Optional[str] = ..., version: _Optional[int] = ..., base_version: _Optional[int] = ..., created_ms: _Optional[int] = ..., metrics: _Optional[_Mapping[str, float]] = ..., parts: _Optional[_Iterable[str]] = ...) -> None: ...
+    rollout_state: str
+    def __init__(self, target: _Optional[str] = ..., version: _Optional[int] = ..., base_version: _Optional[int] = ..., created_ms: _Optional[int] = ..., metrics: _Optional[_Mapping[str, float]] = ..., parts: _Optional[_Iterable[str]] = ..., rollout_state: _Optional[str] = ...) -> None: ...
 
 class Rejection(_message.Message):
     __slots__ = ("version", "reason", "created_ms")
@@ -185,3 +211,133 @@ class PinInfo(_message.Message):
     name: str
     version: int
     def __init__(self, kind: _Optional[str] = ..., name: _Optional[str] = ..., version: _Optional[int] = ...) -> None: ...
+
+class RolloutPolicy(_message.Message):
+    __slots__ = ("mode", "canary_share", "wave_share", "wave_interval_s", "min_reported_share", "max_rollback_rate", "max_confidence_drop", "max_ood_rise", "max_errors", "gate_timeout_s", "revert_on_failure")
+    MODE_FIELD_NUMBER: _ClassVar[int]
+    CANARY_SHARE_FIELD_NUMBER: _ClassVar[int]
+    WAVE_SHARE_FIELD_NUMBER: _ClassVar[int]
+    WAVE_INTERVAL_S_FIELD_NUMBER: _ClassVar[int]
+    MIN_REPORTED_SHARE_FIELD_NUMBER: _ClassVar[int]
+    MAX_ROLLBACK_RATE_FIELD_NUMBER: _ClassVar[int]
+    MAX_CONFIDENCE_DROP_FIELD_NUMBER: _ClassVar[int]
+    MAX_OOD_RISE_FIELD_NUMBER: _ClassVar[int]
+    MAX_ERRORS_FIELD_NUMBER: _ClassVar[int]
+    GATE_TIMEOUT_S_FIELD_NUMBER: _ClassVar[int]
+    REVERT_ON_FAILURE_FIELD_NUMBER: _ClassVar[int]
+    mode: str
+    canary_share: float
+    wave_share: float
+    wave_interval_s: float
+    min_reported_share: float
+    max_rollback_rate: float
+    max_confidence_drop: float
+    max_ood_rise: float
+    max_errors: int
+    gate_timeout_s: float
+    revert_on_failure: bool
+    def __init__(self, mode: _Optional[str] = ..., canary_share: _Optional[float] = ..., wave_share: _Optional[float] = ..., wave_interval_s: _Optional[float] = ..., min_reported_share: _Optional[float] = ..., max_rollback_rate: _Optional[float] = ..., max_confidence_drop: _Optional[float] = ..., max_ood_rise: _Optional[float] = ..., max_errors: _Optional[int] = ..., gate_timeout_s: _Optional[float] = ..., revert_on_failure: _Optional[bool] = ...) -> None: ...
+
+class SetRolloutPolicyRequest(_message.Message):
+    __slots__ = ("target", "policy", "clear", "reason")
+    TARGET_FIELD_NUMBER: _ClassVar[int]
+    POLICY_FIELD_NUMBER: _ClassVar[int]
+    CLEAR_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    target: str
+    policy: RolloutPolicy
+    clear: bool
+    reason: str
+    def __init__(self, target: _Optional[str] = ..., policy: _Optional[_Union[RolloutPolicy, _Mapping]] = ..., clear: _Optional[bool] = ..., reason: _Optional[str] = ...) -> None: ...
+
+class GetRolloutRequest(_message.Message):
+    __slots__ = ("target",)
+    TARGET_FIELD_NUMBER: _ClassVar[int]
+    target: str
+    def __init__(self, target: _Optional[str] = ...) -> None: ...
+
+class RolloutWave(_message.Message):
+    __slots__ = ("wave", "devices", "reported", "applied", "refused", "started_s")
+    WAVE_FIELD_NUMBER: _ClassVar[int]
+    DEVICES_FIELD_NUMBER: _ClassVar[int]
+    REPORTED_FIELD_NUMBER: _ClassVar[int]
+    APPLIED_FIELD_NUMBER: _ClassVar[int]
+    REFUSED_FIELD_NUMBER: _ClassVar[int]
+    STARTED_S_FIELD_NUMBER: _ClassVar[int]
+    wave: int
+    devices: int
+    reported: int
+    applied: int
+    refused: int
+    started_s: float
+    def __init__(self, wave: _Optional[int] = ..., devices: _Optional[int] = ..., reported: _Optional[int] = ..., applied: _Optional[int] = ..., refused: _Optional[int] = ..., started_s: _Optional[float] = ...) -> None: ...
+
+class RolloutStatus(_message.Message):
+    __slots__ = ("target", "version", "state", "reason", "policy", "waves", "target_devices", "released_version")
+    TARGET_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    POLICY_FIELD_NUMBER: _ClassVar[int]
+    WAVES_FIELD_NUMBER: _ClassVar[int]
+    TARGET_DEVICES_FIELD_NUMBER: _ClassVar[int]
+    RELEASED_VERSION_FIELD_NUMBER: _ClassVar[int]
+    target: str
+    version: int
+    state: str
+    reason: str
+    policy: RolloutPolicy
+    waves: _containers.RepeatedCompositeFieldContainer[RolloutWave]
+    target_devices: int
+    released_version: int
+    def __init__(self, target: _Optional[str] = ..., version: _Optional[int] = ..., state: _Optional[str] = ..., reason: _Optional[str] = ..., policy: _Optional[_Union[RolloutPolicy, _Mapping]] = ..., waves: _Optional[_Iterable[_Union[RolloutWave, _Mapping]]] = ..., target_devices: _Optional[int] = ..., released_version: _Optional[int] = ...) -> None: ...
+
+class RolloutAction(_message.Message):
+    __slots__ = ("target", "revert", "reason")
+    TARGET_FIELD_NUMBER: _ClassVar[int]
+    REVERT_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    target: str
+    revert: bool
+    reason: str
+    def __init__(self, target: _Optional[str] = ..., revert: _Optional[bool] = ..., reason: _Optional[str] = ...) -> None: ...
+
+class SetDesiredConfigRequest(_message.Message):
+    __slots__ = ("device_id", "group", "values", "clear", "reason")
+    class ValuesEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
+    DEVICE_ID_FIELD_NUMBER: _ClassVar[int]
+    GROUP_FIELD_NUMBER: _ClassVar[int]
+    VALUES_FIELD_NUMBER: _ClassVar[int]
+    CLEAR_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    device_id: str
+    group: str
+    values: _containers.ScalarMap[str, str]
+    clear: bool
+    reason: str
+    def __init__(self, device_id: _Optional[str] = ..., group: _Optional[str] = ..., values: _Optional[_Mapping[str, str]] = ..., clear: _Optional[bool] = ..., reason: _Optional[str] = ...) -> None: ...
+
+class DesiredConfigInfo(_message.Message):
+    __slots__ = ("kind", "name", "revision", "values")
+    class ValuesEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    REVISION_FIELD_NUMBER: _ClassVar[int]
+    VALUES_FIELD_NUMBER: _ClassVar[int]
+    kind: str
+    name: str
+    revision: int
+    values: _containers.ScalarMap[str, str]
+    def __init__(self, kind: _Optional[str] = ..., name: _Optional[str] = ..., revision: _Optional[int] = ..., values: _Optional[_Mapping[str, str]] = ...) -> None: ...

@@ -60,6 +60,36 @@ class FleetAdminStub:
                 request_serializer=edgecl_dot_v1_dot_admin__pb2.PinRequest.SerializeToString,
                 response_deserializer=edgecl_dot_v1_dot_admin__pb2.PinInfo.FromString,
                 _registered_method=True)
+        self.SetRolloutPolicy = channel.unary_unary(
+                '/edgecl.v1.FleetAdmin/SetRolloutPolicy',
+                request_serializer=edgecl_dot_v1_dot_admin__pb2.SetRolloutPolicyRequest.SerializeToString,
+                response_deserializer=edgecl_dot_v1_dot_admin__pb2.RolloutPolicy.FromString,
+                _registered_method=True)
+        self.GetRollout = channel.unary_unary(
+                '/edgecl.v1.FleetAdmin/GetRollout',
+                request_serializer=edgecl_dot_v1_dot_admin__pb2.GetRolloutRequest.SerializeToString,
+                response_deserializer=edgecl_dot_v1_dot_admin__pb2.RolloutStatus.FromString,
+                _registered_method=True)
+        self.PauseRollout = channel.unary_unary(
+                '/edgecl.v1.FleetAdmin/PauseRollout',
+                request_serializer=edgecl_dot_v1_dot_admin__pb2.RolloutAction.SerializeToString,
+                response_deserializer=edgecl_dot_v1_dot_admin__pb2.RolloutStatus.FromString,
+                _registered_method=True)
+        self.ResumeRollout = channel.unary_unary(
+                '/edgecl.v1.FleetAdmin/ResumeRollout',
+                request_serializer=edgecl_dot_v1_dot_admin__pb2.RolloutAction.SerializeToString,
+                response_deserializer=edgecl_dot_v1_dot_admin__pb2.RolloutStatus.FromString,
+                _registered_method=True)
+        self.AbortRollout = channel.unary_unary(
+                '/edgecl.v1.FleetAdmin/AbortRollout',
+                request_serializer=edgecl_dot_v1_dot_admin__pb2.RolloutAction.SerializeToString,
+                response_deserializer=edgecl_dot_v1_dot_admin__pb2.RolloutStatus.FromString,
+                _registered_method=True)
+        self.SetDesiredConfig = channel.unary_unary(
+                '/edgecl.v1.FleetAdmin/SetDesiredConfig',
+                request_serializer=edgecl_dot_v1_dot_admin__pb2.SetDesiredConfigRequest.SerializeToString,
+                response_deserializer=edgecl_dot_v1_dot_admin__pb2.DesiredConfigInfo.FromString,
+                _registered_method=True)
 
 
 class FleetAdminServicer:
@@ -103,6 +133,51 @@ class FleetAdminServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def SetRolloutPolicy(self, request, context):
+        """Set (or clear) the rollout policy of a target, or the fleet's default ("" target).
+        It applies to versions published from then on.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetRollout(self, request, context):
+        """The rollout of a target's newest version: its state, policy and waves.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def PauseRollout(self, request, context):
+        """Admit no more devices to the target's rollout until it is resumed.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ResumeRollout(self, request, context):
+        """Continue a paused or halted rollout, or approve a manual one.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def AbortRollout(self, request, context):
+        """End the target's rollout; with `revert`, devices that took the version get the
+        released version's content back (as a new version).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SetDesiredConfig(self, request, context):
+        """Set (or clear) the config an operator wants a device or a group to run; devices
+        receive it with their next report's reply and report what they applied.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_FleetAdminServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -130,6 +205,36 @@ def add_FleetAdminServicer_to_server(servicer, server):
                     servicer.Pin,
                     request_deserializer=edgecl_dot_v1_dot_admin__pb2.PinRequest.FromString,
                     response_serializer=edgecl_dot_v1_dot_admin__pb2.PinInfo.SerializeToString,
+            ),
+            'SetRolloutPolicy': grpc.unary_unary_rpc_method_handler(
+                    servicer.SetRolloutPolicy,
+                    request_deserializer=edgecl_dot_v1_dot_admin__pb2.SetRolloutPolicyRequest.FromString,
+                    response_serializer=edgecl_dot_v1_dot_admin__pb2.RolloutPolicy.SerializeToString,
+            ),
+            'GetRollout': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetRollout,
+                    request_deserializer=edgecl_dot_v1_dot_admin__pb2.GetRolloutRequest.FromString,
+                    response_serializer=edgecl_dot_v1_dot_admin__pb2.RolloutStatus.SerializeToString,
+            ),
+            'PauseRollout': grpc.unary_unary_rpc_method_handler(
+                    servicer.PauseRollout,
+                    request_deserializer=edgecl_dot_v1_dot_admin__pb2.RolloutAction.FromString,
+                    response_serializer=edgecl_dot_v1_dot_admin__pb2.RolloutStatus.SerializeToString,
+            ),
+            'ResumeRollout': grpc.unary_unary_rpc_method_handler(
+                    servicer.ResumeRollout,
+                    request_deserializer=edgecl_dot_v1_dot_admin__pb2.RolloutAction.FromString,
+                    response_serializer=edgecl_dot_v1_dot_admin__pb2.RolloutStatus.SerializeToString,
+            ),
+            'AbortRollout': grpc.unary_unary_rpc_method_handler(
+                    servicer.AbortRollout,
+                    request_deserializer=edgecl_dot_v1_dot_admin__pb2.RolloutAction.FromString,
+                    response_serializer=edgecl_dot_v1_dot_admin__pb2.RolloutStatus.SerializeToString,
+            ),
+            'SetDesiredConfig': grpc.unary_unary_rpc_method_handler(
+                    servicer.SetDesiredConfig,
+                    request_deserializer=edgecl_dot_v1_dot_admin__pb2.SetDesiredConfigRequest.FromString,
+                    response_serializer=edgecl_dot_v1_dot_admin__pb2.DesiredConfigInfo.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -267,6 +372,168 @@ class FleetAdmin:
             '/edgecl.v1.FleetAdmin/Pin',
             edgecl_dot_v1_dot_admin__pb2.PinRequest.SerializeToString,
             edgecl_dot_v1_dot_admin__pb2.PinInfo.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SetRolloutPolicy(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/edgecl.v1.FleetAdmin/SetRolloutPolicy',
+            edgecl_dot_v1_dot_admin__pb2.SetRolloutPolicyRequest.SerializeToString,
+            edgecl_dot_v1_dot_admin__pb2.RolloutPolicy.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetRollout(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/edgecl.v1.FleetAdmin/GetRollout',
+            edgecl_dot_v1_dot_admin__pb2.GetRolloutRequest.SerializeToString,
+            edgecl_dot_v1_dot_admin__pb2.RolloutStatus.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def PauseRollout(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/edgecl.v1.FleetAdmin/PauseRollout',
+            edgecl_dot_v1_dot_admin__pb2.RolloutAction.SerializeToString,
+            edgecl_dot_v1_dot_admin__pb2.RolloutStatus.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ResumeRollout(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/edgecl.v1.FleetAdmin/ResumeRollout',
+            edgecl_dot_v1_dot_admin__pb2.RolloutAction.SerializeToString,
+            edgecl_dot_v1_dot_admin__pb2.RolloutStatus.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def AbortRollout(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/edgecl.v1.FleetAdmin/AbortRollout',
+            edgecl_dot_v1_dot_admin__pb2.RolloutAction.SerializeToString,
+            edgecl_dot_v1_dot_admin__pb2.RolloutStatus.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SetDesiredConfig(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/edgecl.v1.FleetAdmin/SetDesiredConfig',
+            edgecl_dot_v1_dot_admin__pb2.SetDesiredConfigRequest.SerializeToString,
+            edgecl_dot_v1_dot_admin__pb2.DesiredConfigInfo.FromString,
             options,
             channel_credentials,
             insecure,

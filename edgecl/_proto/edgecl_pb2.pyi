@@ -169,7 +169,7 @@ class KeyEndorsement(_message.Message):
     def __init__(self, public_key: _Optional[bytes] = ..., endorser_key_id: _Optional[str] = ..., signature: _Optional[bytes] = ...) -> None: ...
 
 class DeviceReport(_message.Message):
-    __slots__ = ("timestamp_ms", "state_version", "stats", "device_id")
+    __slots__ = ("timestamp_ms", "state_version", "stats", "device_id", "events", "config_revision", "config")
     class StatsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -177,18 +177,60 @@ class DeviceReport(_message.Message):
         key: str
         value: float
         def __init__(self, key: _Optional[str] = ..., value: _Optional[float] = ...) -> None: ...
+    class ConfigEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
     TIMESTAMP_MS_FIELD_NUMBER: _ClassVar[int]
     STATE_VERSION_FIELD_NUMBER: _ClassVar[int]
     STATS_FIELD_NUMBER: _ClassVar[int]
     DEVICE_ID_FIELD_NUMBER: _ClassVar[int]
+    EVENTS_FIELD_NUMBER: _ClassVar[int]
+    CONFIG_REVISION_FIELD_NUMBER: _ClassVar[int]
+    CONFIG_FIELD_NUMBER: _ClassVar[int]
     timestamp_ms: int
     state_version: int
     stats: _containers.ScalarMap[str, float]
     device_id: str
-    def __init__(self, timestamp_ms: _Optional[int] = ..., state_version: _Optional[int] = ..., stats: _Optional[_Mapping[str, float]] = ..., device_id: _Optional[str] = ...) -> None: ...
+    events: _containers.RepeatedCompositeFieldContainer[UpdateEvent]
+    config_revision: int
+    config: _containers.ScalarMap[str, str]
+    def __init__(self, timestamp_ms: _Optional[int] = ..., state_version: _Optional[int] = ..., stats: _Optional[_Mapping[str, float]] = ..., device_id: _Optional[str] = ..., events: _Optional[_Iterable[_Union[UpdateEvent, _Mapping]]] = ..., config_revision: _Optional[int] = ..., config: _Optional[_Mapping[str, str]] = ...) -> None: ...
+
+class UpdateEvent(_message.Message):
+    __slots__ = ("version", "action", "reason", "time_ms")
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    ACTION_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    TIME_MS_FIELD_NUMBER: _ClassVar[int]
+    version: int
+    action: str
+    reason: str
+    time_ms: int
+    def __init__(self, version: _Optional[int] = ..., action: _Optional[str] = ..., reason: _Optional[str] = ..., time_ms: _Optional[int] = ...) -> None: ...
+
+class DesiredConfig(_message.Message):
+    __slots__ = ("revision", "values")
+    class ValuesEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
+    REVISION_FIELD_NUMBER: _ClassVar[int]
+    VALUES_FIELD_NUMBER: _ClassVar[int]
+    revision: int
+    values: _containers.ScalarMap[str, str]
+    def __init__(self, revision: _Optional[int] = ..., values: _Optional[_Mapping[str, str]] = ...) -> None: ...
 
 class ReportAck(_message.Message):
-    __slots__ = ("latest_version",)
+    __slots__ = ("latest_version", "desired")
     LATEST_VERSION_FIELD_NUMBER: _ClassVar[int]
+    DESIRED_FIELD_NUMBER: _ClassVar[int]
     latest_version: int
-    def __init__(self, latest_version: _Optional[int] = ...) -> None: ...
+    desired: DesiredConfig
+    def __init__(self, latest_version: _Optional[int] = ..., desired: _Optional[_Union[DesiredConfig, _Mapping]] = ...) -> None: ...

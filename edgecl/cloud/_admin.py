@@ -1,36 +1,38 @@
 """The ``FleetAdmin`` gRPC service: the fleet as operators see and steer it.
 
 Reads: devices (filtered by group and labels), one device with its update history and
-reports, a target's updates and rejected candidates. Writes (the ``operator`` role, see
-:mod:`edgecl.cloud._admin_auth`): a rollback publishes an earlier version's content (or
-the bundle's own state) as the target's next version, signed like every update, so the
-devices' rule that versions only increase holds. Every write is logged with the
-operator's name.
+reports, a target's updates and rejected candidates, a target's rollout. Writes (the
+``operator`` role, see :mod:`edgecl.cloud._admin_auth`): a rollback publishes an earlier
+version's content (or the bundle's own state) as the target's next version, signed like
+every update, so the devices' rule that versions only increase holds; pins; rollout
+policies and pause / resume / abort; desired device config. Every write is logged with
+the operator's name.
 """
 
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from edgecl._exceptions import InvalidInput
 from edgecl._proto import admin_pb2, admin_pb2_grpc
 from edgecl.cloud._admin_auth import current_operator
+from edgecl.cloud._desired import check_desired_config
 from edgecl.cloud._errors import FailedPrecondition, NotFound, grpc_errors
 from edgecl.cloud._identity import Device
-from edgecl.cloud._learner import BaseState
 from edgecl.cloud._registry import Registry
 from edgecl.cloud._registry_fleet import DeviceRecord, UpdateRecord
+from edgecl.cloud._republish import ROLLBACK_METRIC, republish
+from edgecl.cloud._rollout import RolloutPolicy
 from edgecl.cloud._signing import UpdateSigner
-from edgecl.wire import UpdatePayload, payload_from_bytes
+from edgecl.wire import payload_from_bytes
 
 MAX_DEVICES = 1000
 MAX_UPDATES = 100
 MAX_REPORTS = 20
-#: Metric of a rollback update: the version whose content it publishes again.
-ROLLBACK_METRIC = "rollback_of"
+__all__ = ["ROLLBACK_METRIC", "AdminServicer"]
 log = logging.getLogger("edgecl.cloud.admin")
 
 
@@ -42,22 +44,38 @@ def _limit(value: int, maximum: int) -> int:
 
 class AdminServicer(admin_pb2_grpc.FleetAdminServicer):
     """Serves :mod:`edgecl.v1.FleetAdmin` from the registry; publishes rollbacks signed
-    by ``signer``. ``target_of(device)`` names where a device's updates go;
-    ``bundle_dir(encoder_sha256)`` finds the bundle of an encoder (for a rollback to the
-    bundle's own state)."""
+    by ``signer``. ``devices`` is the EdgeCloud servicer (where a device's updates go,
+    what it may be served); ``bundle_dir(encoder_sha256)`` finds the bundle of an encoder
+    (for a rollback to the bundle's own state); ``devices_of(target)`` lists a target's
+    devices."""
 
-    def __init__(self, registry: Registry, signer: UpdateSigner,
-                 target_of: Callable[[Device], str],
-                 bundle_dir: Callable[[str], Any]) -> None:
-        self.registry, self.signer = registry, signer
-        self.target_of, self.bundle_dir = target_of, bundle_dir
+    def __init__(self, registry: Registry, signer: UpdateSigner, devices: Any,
+                 bundle_dir: Callable[[str], Path],
+                 devices_of: Callable[[str], list[str]]) -> None:
+        self.registry, self.signer, self.devices = registry, signer, devices
+        self.bundle_dir, self.devices_of = bundle_dir, devices_of
+
+    def target_of(self, device: Device) -> str:
+        """Where ``device``'s updates are published."""
+        return str(self.devices.target_of(device))
+
+    @staticmethod
+    def _who() -> str:
+        operator = current_operator.get()
+        return operator.name if operator else ""
 
     # -- reads -------------------------------------------------------------------------
     def _info(self, record: DeviceRecord) -> admin_pb2.DeviceInfo:
-        target = self.target_of(Device(record.device_id, record.encoder_sha256, record.group))
+        device = Device(record.device_id, record.encoder_sha256, record.group)
+        target = self.target_of(device)
         reports = self.registry.reports_of(record.device_id, 1)
         cap = self.registry.served_cap(record.device_id, target)
+        desired_rev, desired = self.registry.desired_for(record.device_id, record.group)
+        reported_rev, reported = self.registry.reported_config(record.device_id)
         return admin_pb2.DeviceInfo(
+            desired_config=desired, desired_revision=desired_rev,
+            reported_config=reported, reported_revision=reported_rev,
+            served_version=self.devices.servable(device, target),
             device_id=record.device_id, group=record.group, labels=record.labels,
             target=target, registered_ms=record.registered_ms,
             last_seen_ms=self.registry.last_seen_ms(record.device_id),
@@ -115,10 +133,12 @@ class AdminServicer(admin_pb2_grpc.FleetAdminServicer):
 
     def _update(self, record: UpdateRecord) -> admin_pb2.UpdateInfo:
         payload = payload_from_bytes(self.registry.artifacts.get(record.artifact))
+        rollout = self.registry.rollout(record.target, record.version)
         return admin_pb2.UpdateInfo(target=record.target, version=record.version,
                                     base_version=record.base_version,
                                     created_ms=record.created_ms, metrics=record.metrics,
-                                    parts=sorted(payload.parts))
+                                    parts=sorted(payload.parts),
+                                    rollout_state=rollout.state if rollout else "released")
 
     # -- writes ------------------------------------------------------------------------
     @grpc_errors
@@ -126,40 +146,14 @@ class AdminServicer(admin_pb2_grpc.FleetAdminServicer):
         target, to = request.target, int(request.to_version)
         if not target:
             raise InvalidInput("target is required (a device id or a group)")
-        records = self.registry.update_records(target, 1)
-        if not records:
-            raise NotFound(f"nothing was published for {target!r}: nothing to roll back")
-        latest = records[0]
-        if not 0 <= to < latest.version:
-            raise InvalidInput(f"to_version must be an earlier version of {target!r}: "
-                               f"0 (the bundle's own state) to {latest.version - 1}, got {to}")
-        newest = payload_from_bytes(self.registry.artifacts.get(latest.artifact))
-        if to == 0:
-            try:
-                bundle_dir = self.bundle_dir(latest.encoder_sha256)
-            except KeyError:
-                raise FailedPrecondition(f"{target!r} runs encoder {latest.encoder_sha256[:12]}"
-                                         f"..., which this service no longer serves") from None
-            bundle = BaseState.from_bundle(bundle_dir)
-            parts = {"head.weight": bundle.head_weight, "head.bias": bundle.head_bias}
-            encoder = latest.encoder_sha256
-        else:
-            old = self.registry.update_record(target, to)
-            if old is None:
-                raise NotFound(f"{target!r} has no version {to}")
-            payload = payload_from_bytes(self.registry.artifacts.get(old.artifact))
-            parts, encoder = dict(payload.parts), payload.encoder_sha256
-        operator = current_operator.get()
-        payload = UpdatePayload(
-            version=latest.version + 1, base_version=latest.version, encoder_sha256=encoder,
-            parts=parts, metrics={ROLLBACK_METRIC: float(to)},
-            created_ms=int(time.time() * 1000), device_id=newest.device_id,
-            group=newest.group)
-        self.registry.publish(target, self.signer.sign(payload), payload)
+        version = republish(self.registry, self.signer, self.bundle_dir, target, to,
+                            reason=f"rollback to v{to} by {self._who()}: "
+                                   f"{request.reason[:300]}")
         log.warning("rollback published", extra={
-            "operator": operator.name if operator else "", "target": target,
-            "to_version": to, "version": payload.version, "reason": request.reason[:500]})
-        record = self.registry.update_records(target, 1)[0]
+            "operator": self._who(), "target": target, "to_version": to,
+            "version": version, "reason": request.reason[:500]})
+        record = self.registry.update_record(target, version)
+        assert record is not None
         return self._update(record)
 
     @grpc_errors
@@ -176,8 +170,7 @@ class AdminServicer(admin_pb2_grpc.FleetAdminServicer):
                 raise NotFound(f"no device or group {request.target!r}")
             kind, name = "target", request.target
             target = request.target
-        operator = current_operator.get()
-        who = operator.name if operator else ""
+        who = self._who()
         if request.clear:
             self.registry.set_pin(kind, name, None, who)
             version = -1
@@ -192,3 +185,136 @@ class AdminServicer(admin_pb2_grpc.FleetAdminServicer):
             "operator": who, "kind": kind, "pinned": name, "version": version,
             "reason": request.reason[:500]})
         return admin_pb2.PinInfo(kind=kind, name=name, version=version)
+
+    # -- rollouts ------------------------------------------------------------------------
+    def _target(self, target: str) -> str:
+        if not target:
+            raise InvalidInput("target is required (a device id or a group)")
+        if not self._known_target(target):
+            raise NotFound(f"no device or group {target!r}")
+        return target
+
+    @grpc_errors
+    def SetRolloutPolicy(self, request: Any, context: Any) -> Any:
+        if request.target:
+            self._target(request.target)
+        name = request.target or "the fleet"
+        if request.clear:
+            self.registry.set_rollout_policy(request.target, None, self._who())
+            policy = RolloutPolicy.from_dict(self.registry.rollout_policy(request.target))
+        else:
+            if not request.HasField("policy"):
+                raise InvalidInput("policy is required (or clear)")
+            policy = _policy_from_proto(request.policy)
+            self.registry.set_rollout_policy(request.target, policy.to_dict(), self._who())
+        log.warning("rollout policy set" if not request.clear else "rollout policy cleared",
+                    extra={"operator": self._who(), "target": name, "mode": policy.mode,
+                           "reason": request.reason[:500]})
+        return _policy_to_proto(policy)
+
+    def _status(self, target: str) -> admin_pb2.RolloutStatus:
+        row = self.registry.rollout(target)
+        devices = self.devices_of(target)
+        released = self.registry.released_version(target)
+        if row is None:
+            policy = RolloutPolicy.from_dict(self.registry.rollout_policy(target))
+            return admin_pb2.RolloutStatus(target=target, state="released",
+                                           policy=_policy_to_proto(policy),
+                                           target_devices=len(devices))
+        health = {h.device_id: h for h in self.registry.health_of(target, row.version)}
+        waves: dict[int, admin_pb2.RolloutWave] = {}
+        for device_id, wave, started, _ in self.registry.admitted(target, row.version):
+            w = waves.setdefault(wave, admin_pb2.RolloutWave(wave=wave, started_s=started))
+            w.devices += 1
+            outcome = health[device_id].outcome if device_id in health else ""
+            w.reported += bool(outcome)
+            w.applied += outcome == "applied"
+            w.refused += outcome == "refused"
+        return admin_pb2.RolloutStatus(
+            target=target, version=row.version, state=row.state, reason=row.reason,
+            policy=_policy_to_proto(RolloutPolicy.from_dict(row.policy)),
+            waves=[waves[k] for k in sorted(waves)], target_devices=len(devices),
+            released_version=released)
+
+    @grpc_errors
+    def GetRollout(self, request: Any, context: Any) -> Any:
+        return self._status(self._target(request.target))
+
+    def _act(self, request: Any, expected: tuple[str, ...], state: str, verb: str,
+             **kwargs: Any) -> Any:
+        target = self._target(request.target)
+        row = self.registry.rollout(target)
+        if row is None or row.state not in expected:
+            now = f"v{row.version} is {row.state}" if row else "nothing is published"
+            raise FailedPrecondition(f"{target!r} has no rollout to {verb} ({now}; {verb} "
+                                     f"applies to {', '.join(expected)})")
+        reason = f"{verb}d by {self._who()}: {request.reason[:300]}".rstrip(": ")
+        if not self.registry.set_rollout_state(target, row.version, expected, state, reason,
+                                               **kwargs):
+            raise FailedPrecondition(f"the rollout of {target!r} changed meanwhile; retry")
+        log.warning(f"rollout {verb}d", extra={"operator": self._who(), "target": target,
+                                              "version": row.version,
+                                              "reason": request.reason[:500]})
+        return row
+
+    @grpc_errors
+    def PauseRollout(self, request: Any, context: Any) -> Any:
+        self._act(request, ("rolling", "awaiting"), "paused", "pause")
+        return self._status(request.target)
+
+    @grpc_errors
+    def ResumeRollout(self, request: Any, context: Any) -> Any:
+        target = self._target(request.target)
+        row = self.registry.rollout(target)
+        policy = RolloutPolicy.from_dict(row.policy if row else {})
+        if row is not None and policy.mode == "manual" and row.state in ("awaiting",
+                                                                         "paused"):
+            self._act(request, ("awaiting", "paused"), "released", "approve")
+        else:  # a halted wave counts as approved: the next one starts at once
+            self._act(request, ("paused", "halted"), "rolling", "resume",
+                      approved_wave=row.wave if row and row.state == "halted" else None)
+        return self._status(target)
+
+    @grpc_errors
+    def AbortRollout(self, request: Any, context: Any) -> Any:
+        row = self._act(request, ("rolling", "paused", "halted", "awaiting"), "aborted",
+                        "abort")
+        if request.revert and self.registry.admitted(row.target, row.version):
+            released = self.registry.released_version(row.target)
+            republish(self.registry, self.signer, self.bundle_dir, row.target, released,
+                      reason=f"revert of v{row.version}, aborted by {self._who()}")
+        return self._status(request.target)
+
+    # -- desired config ------------------------------------------------------------------
+    @grpc_errors
+    def SetDesiredConfig(self, request: Any, context: Any) -> Any:
+        if bool(request.device_id) == bool(request.group):
+            raise InvalidInput("name exactly one of device_id and group")
+        if request.device_id:
+            kind, name = "device", self._record(request.device_id).device_id
+        else:
+            if not self.registry.device_records(request.group):
+                raise NotFound(f"no device in group {request.group!r}")
+            kind, name = "group", request.group
+        values = None if request.clear else check_desired_config(dict(request.values))
+        revision = self.registry.set_desired_config(kind, name, values, self._who())
+        log.warning("desired config set" if values is not None else "desired config cleared",
+                    extra={"operator": self._who(), "kind": kind, "name": name,
+                           "values": values, "revision": revision,
+                           "reason": request.reason[:500]})
+        return admin_pb2.DesiredConfigInfo(kind=kind, name=name, revision=revision,
+                                           values=values or {})
+
+
+def _policy_from_proto(msg: Any) -> RolloutPolicy:
+    return RolloutPolicy(
+        mode=msg.mode, canary_share=msg.canary_share, wave_share=msg.wave_share,
+        wave_interval_s=msg.wave_interval_s, min_reported_share=msg.min_reported_share,
+        max_rollback_rate=msg.max_rollback_rate, max_confidence_drop=msg.max_confidence_drop,
+        max_ood_rise=msg.max_ood_rise, max_errors=int(msg.max_errors),
+        gate_timeout_s=msg.gate_timeout_s, revert_on_failure=msg.revert_on_failure
+    ).validate()
+
+
+def _policy_to_proto(policy: RolloutPolicy) -> admin_pb2.RolloutPolicy:
+    return admin_pb2.RolloutPolicy(**policy.to_dict())

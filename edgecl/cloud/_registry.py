@@ -14,6 +14,7 @@ import logging
 import os
 import sqlite3
 import threading
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -48,6 +49,7 @@ from edgecl.cloud._registry_file import (
     sample_digest,
 )
 from edgecl.cloud._registry_fleet import FleetQueries
+from edgecl.cloud._registry_rollouts import RolloutStore
 from edgecl.wire import RegistrationProof, SignedUpdate, UpdatePayload, WireSample
 
 log = logging.getLogger("edgecl.cloud")
@@ -91,7 +93,7 @@ class StoredUpdate:
     update: SignedUpdate
 
 
-class Registry(FleetQueries):
+class Registry(FleetQueries, RolloutStore):
     """Devices, samples, labels, updates and reports in one SQLite database."""
 
     def __init__(self, directory: str | Path, *, max_samples_per_device: int = 0) -> None:
@@ -144,6 +146,20 @@ class Registry(FleetQueries):
             conn = self._conn()
             try:
                 conn.execute(sql, args)
+                conn.commit()
+            except sqlite3.Error as exc:
+                conn.rollback()
+                raise StorageError(f"registry {self.path}: write failed: {exc}") from exc
+        with self._changed:
+            self._changed.notify_all()
+
+    def _transaction(self, statements: list[tuple[str, Any]]) -> None:
+        """Several writes committed together; wakes update streams."""
+        with self._write:
+            conn = self._conn()
+            try:
+                for sql, args in statements:
+                    conn.execute(sql, args)
                 conn.commit()
             except sqlite3.Error as exc:
                 conn.rollback()
@@ -499,11 +515,14 @@ class Registry(FleetQueries):
         return [r[0] for r in rows]
 
     # -- updates -----------------------------------------------------------------------
-    def publish(self, target: str, update: SignedUpdate, payload: UpdatePayload) -> None:
+    def publish(self, target: str, update: SignedUpdate, payload: UpdatePayload, *,
+                release: bool = False, reason: str = "") -> None:
         """Store a signed update for ``target`` and wake its subscribers.
 
         ``payload`` is the decoded ``update.payload``; its version must be newer than
         every version already published for ``target`` (:class:`InvalidInput` if not).
+        Its rollout starts as the target's rollout policy says; ``release``: every device
+        may be served it at once (a rollback; ``reason`` says why).
         """
         key = self.artifacts.put(update.payload)
         with self._write:
@@ -517,6 +536,7 @@ class Registry(FleetQueries):
                              (target, payload.version, payload.base_version,
                               payload.encoder_sha256, key, update.signature, update.key_id,
                               json.dumps(payload.metrics, sort_keys=True), _now_ms()))
+                self._start_rollout(conn, target, payload.version, release, reason)
                 conn.commit()
             except sqlite3.Error as exc:
                 conn.rollback()
@@ -565,14 +585,30 @@ class Registry(FleetQueries):
         return [(r[0], int(r[1]), r[2]) for r in self._conn().execute(sql, args).fetchall()]
 
     # -- reports -----------------------------------------------------------------------
-    def add_report(self, device_id: str, state_version: int, stats: dict[str, float]) -> None:
-        """Store one device report (:class:`InvalidInput` when ``stats`` is too large)."""
+    def add_report(self, device_id: str, state_version: int, stats: dict[str, float],
+                   events: Sequence[tuple[int, str, str, int]] = (),
+                   config: tuple[int, dict[str, str]] | None = None) -> None:
+        """Store one device report: its ``stats``, update ``events`` ``(version, action,
+        reason, time_ms)`` and the desired ``config`` ``(revision, values)`` it applied
+        (:class:`InvalidInput` when ``stats`` is too large)."""
         _check_entries("stats", stats)
         with self._write:
             conn = self._conn()
-            conn.execute("INSERT INTO reports VALUES (?, ?, ?, ?)",
-                         (device_id, _now_ms(), state_version, json.dumps(stats)))
-            conn.commit()
+            try:
+                cur = conn.execute("INSERT INTO reports VALUES (?, ?, ?, ?)",
+                                   (device_id, _now_ms(), state_version, json.dumps(stats)))
+                conn.executemany("INSERT INTO update_events VALUES (?, ?, ?, ?, ?, ?)",
+                                 [(device_id, v, a, r, t, cur.lastrowid)
+                                  for v, a, r, t in events])
+                if config is not None:
+                    conn.execute("INSERT OR REPLACE INTO reported_config VALUES (?, ?, ?, ?)",
+                                 (device_id, config[0], json.dumps(config[1], sort_keys=True),
+                                  _now_ms()))
+                conn.commit()
+            except sqlite3.Error as exc:
+                conn.rollback()
+                raise StorageError(f"registry {self.path}: cannot store a report: "
+                                   f"{exc}") from exc
 
     def last_report(self, device_id: str) -> dict[str, Any] | None:
         """The newest report of ``device_id``."""

@@ -14,7 +14,7 @@ from edgecl._exceptions import StorageError
 from edgecl.bundle._files import fsync_dir
 from edgecl.cloud._identity import DEFAULT_TOKEN_TTL_S, now_ms
 
-SCHEMA_VERSION = 6
+SCHEMA_VERSION = 7
 #: Tables every edgecl registry has had since schema 1.
 TABLES = {"meta", "devices", "samples", "updates", "rejections", "reports"}
 #: Columns a sample's checksum covers (everything learning reads), checksum last.
@@ -99,6 +99,60 @@ CREATE TABLE IF NOT EXISTS reports (
     state_version BIGINT NOT NULL,
     stats_json TEXT NOT NULL
 );
+CREATE INDEX IF NOT EXISTS reports_by_device ON reports (device_id, received_ms);
+CREATE TABLE IF NOT EXISTS rollout_policies (
+    target TEXT PRIMARY KEY,
+    policy_json TEXT NOT NULL,
+    operator TEXT NOT NULL,
+    created_ms BIGINT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS rollouts (
+    target TEXT NOT NULL,
+    version BIGINT NOT NULL,
+    state TEXT NOT NULL,
+    reason TEXT NOT NULL DEFAULT '',
+    policy_json TEXT NOT NULL DEFAULT '',
+    wave INTEGER NOT NULL DEFAULT 0,
+    wave_started_s REAL NOT NULL DEFAULT 0,
+    approved_wave INTEGER NOT NULL DEFAULT 0,
+    updated_ms BIGINT NOT NULL,
+    PRIMARY KEY (target, version)
+);
+CREATE INDEX IF NOT EXISTS rollouts_by_state ON rollouts (state);
+CREATE TABLE IF NOT EXISTS rollout_devices (
+    target TEXT NOT NULL,
+    version BIGINT NOT NULL,
+    device_id TEXT NOT NULL,
+    wave INTEGER NOT NULL,
+    started_s REAL NOT NULL,
+    report_mark BIGINT NOT NULL,
+    PRIMARY KEY (target, version, device_id)
+);
+CREATE INDEX IF NOT EXISTS rollout_devices_by_device ON rollout_devices (device_id);
+CREATE TABLE IF NOT EXISTS update_events (
+    device_id TEXT NOT NULL,
+    version BIGINT NOT NULL,
+    action TEXT NOT NULL,
+    reason TEXT NOT NULL,
+    time_ms BIGINT NOT NULL,
+    report_id BIGINT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS update_events_by_device ON update_events (device_id, version);
+CREATE TABLE IF NOT EXISTS desired_config (
+    kind TEXT NOT NULL,
+    name TEXT NOT NULL,
+    values_json TEXT NOT NULL,
+    revision BIGINT NOT NULL,
+    operator TEXT NOT NULL,
+    created_ms BIGINT NOT NULL,
+    PRIMARY KEY (kind, name)
+);
+CREATE TABLE IF NOT EXISTS reported_config (
+    device_id TEXT PRIMARY KEY,
+    revision BIGINT NOT NULL,
+    values_json TEXT NOT NULL,
+    received_ms BIGINT NOT NULL
+);
 """
 
 
@@ -124,6 +178,9 @@ def migrate(conn: sqlite3.Connection, version: int) -> None:
             conn.execute("ALTER TABLE devices ADD COLUMN proof_counter BIGINT NOT NULL "
                          "DEFAULT 0")
     # 6: operators' pins (the pins table, created by the schema script: nothing to move)
+    if version < 7:  # 7: rollouts; every version published before was released at once
+        conn.execute("INSERT OR IGNORE INTO rollouts (target, version, state, updated_ms) "
+                     "SELECT target, version, 'released', created_ms FROM updates")
     conn.execute("UPDATE meta SET value = ? WHERE key = 'schema'", (str(SCHEMA_VERSION),))
 
 

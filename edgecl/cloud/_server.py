@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -25,6 +26,8 @@ from edgecl.cloud._learner import LearnerConfig
 from edgecl.cloud._learning import LearningCoordinator, LearningPolicy
 from edgecl.cloud._metrics import Metrics
 from edgecl.cloud._registry import Registry
+from edgecl.cloud._republish import republish
+from edgecl.cloud._rollout import RolloutController, RolloutPolicy
 from edgecl.cloud._servicer import Backlog, EdgeCloudServicer
 from edgecl.cloud._signing import UpdateSigner
 from edgecl.cloud._teacher import Teacher, TeacherPool
@@ -204,8 +207,14 @@ class CloudServer:
                      ("grpc.so_reuseport", 0)],
             maximum_concurrent_rpcs=config.server.max_workers * 4)
         edgecl_pb2_grpc.add_EdgeCloudServicer_to_server(self.servicer, self._grpc)
-        self.admin = AdminServicer(self.registry, self.signer, self.servicer.target_of,
-                                   lambda sha: self.bundles[sha].path)
+        policy = RolloutPolicy.from_dict(dataclasses.asdict(config.rollout))
+        self.registry.default_rollout_policy = (None if policy.mode == "auto"
+                                                else policy.to_dict())
+        #: Moves staged rollouts (ticked every second, or by a simulation's rounds).
+        self.rollouts = RolloutController(self.registry, self._devices_of, self._revert,
+                                          clock=self.clock)
+        self.admin = AdminServicer(self.registry, self.signer, self.servicer,
+                                   lambda sha: self.bundles[sha].path, self._devices_of)
         admin_pb2_grpc.add_FleetAdminServicer_to_server(self.admin, self._grpc)
         self.health = health.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self._grpc)
@@ -318,6 +327,20 @@ class CloudServer:
         while not self._stopped.wait(1.0):
             for coordinator in self.learning.values():
                 coordinator.tick()
+            self.rollouts.tick()
+
+    def _devices_of(self, target: str) -> list[str]:
+        """Registered devices whose updates are published to ``target``."""
+        ids = self.registry.devices_in(target, self.config.learning.group_by == "group")
+        return [d for d in ids if self.registry.device(d) is not None]
+
+    def _revert(self, target: str, version: int, reason: str) -> None:
+        """Give the devices that took ``version`` the released content back."""
+        released = self.registry.released_version(target)
+        new = republish(self.registry, self.signer, lambda sha: self.bundles[sha].path,
+                        target, released, reason=f"revert of v{version}: {reason}")
+        log.warning("rollout reverted", extra={"target": target, "version": version,
+                                               "to_version": released, "published": new})
 
     # -- lifecycle -----------------------------------------------------------------------
     @property

@@ -60,6 +60,9 @@ ADDRESS_FAILURE_BURST, ADDRESS_FAILURE_RATE = 500.0, 2.0
 MIN_HINT_S, MAX_HINT_S, UNKNOWN_RATE_HINT_S = 0.25, 30.0, 1.0
 #: Retry hint (s) for a device at its storage bound (its samples are being labelled).
 QUOTA_RETRY_S = 5.0
+#: Update events one report may carry, and the actions they may name.
+MAX_REPORT_EVENTS = 64
+EVENT_ACTIONS = ("applied", "rejected", "rolled_back", "reverted")
 
 
 class Backlog:
@@ -298,9 +301,9 @@ class EdgeCloudServicer(pb_grpc.EdgeCloudServicer):
             ends = time.monotonic() + self.stream_max_s
             while (context.is_active() and not self.stopping.is_set()
                    and time.monotonic() < ends):
-                cap = self.registry.served_cap(device.device_id, target)  # an operator's pin
+                cap = self.servable(device, target)  # pins and staged rollouts
                 updates = [u for u in self.registry.updates_after(target, after)
-                           if cap is None or u.version <= cap]
+                           if u.version <= cap]
                 for stored in updates:
                     yield self._outgoing(stored.update)
                     after = stored.version
@@ -314,7 +317,7 @@ class EdgeCloudServicer(pb_grpc.EdgeCloudServicer):
         device = self._device(request.device_id)
         target = self.target_of(device)
         after = _after_version(request)
-        latest = self._servable(device, target)
+        latest = self.servable(device, target)
         if latest <= after:
             raise NotFound(f"no update after version {request.after_version} "
                            f"(latest is {latest})")
@@ -323,19 +326,52 @@ class EdgeCloudServicer(pb_grpc.EdgeCloudServicer):
             raise NotFound(f"no update after version {request.after_version}")
         return self._outgoing(stored[0].update)
 
-    def _servable(self, device: Device, target: str) -> int:
+    def servable(self, device: Device, target: str | None = None) -> int:
         """The newest version ``device`` may be served: its target's latest, or lower
-        when an operator pinned the device or its target."""
-        latest = self.registry.latest_version(target)
+        while a staged rollout has not reached it or an operator pinned it."""
+        target = self.target_of(device) if target is None else target
+        served = min(self.registry.latest_version(target),
+                     self.registry.rollout_cap(device.device_id, target))
         cap = self.registry.served_cap(device.device_id, target)
-        return latest if cap is None else min(latest, cap)
+        return served if cap is None else min(served, cap)
+
+    def _check_events(self, events: Any) -> list[tuple[int, str, str, int]]:
+        """A report's update events, or :class:`InvalidInput` beyond the bounds."""
+        if len(events) > MAX_REPORT_EVENTS:
+            raise InvalidInput(f"a report holds at most {MAX_REPORT_EVENTS} update events, "
+                               f"got {len(events)}")
+        out = []
+        for e in events:
+            if e.action not in EVENT_ACTIONS or e.version < 0:
+                raise InvalidInput(f"update events need a version >= 0 and an action of "
+                                   f"{EVENT_ACTIONS}, got v{e.version} {e.action[:32]!r}")
+            out.append((int(e.version), e.action, e.reason[:500], int(e.time_ms)))
+        return out
+
+    def _check_config(self, config: Any) -> dict[str, str]:
+        """A report's applied config, or :class:`InvalidInput` beyond the bounds."""
+        if len(config) > self.max_report_keys:
+            raise InvalidInput(f"a report's config holds at most {self.max_report_keys} "
+                               f"values, got {len(config)}")
+        for key, value in config.items():
+            if not key or len(key) > self.max_report_key_chars or len(value) > 256:
+                raise InvalidInput(f"config names need 1 to {self.max_report_key_chars} "
+                                   f"characters and values at most 256")
+        return dict(config)
 
     @grpc_errors
     def Report(self, request: Any, context: Any) -> Any:
         device = self._device(request.device_id)
         stats = self._check_report(request.stats)
-        self.registry.add_report(device.device_id, int(request.state_version), stats)
-        return pb.ReportAck(latest_version=self._servable(device, self.target_of(device)))
+        events = self._check_events(request.events)
+        config = self._check_config(request.config)
+        applied = (int(request.config_revision), config) if (
+            request.config_revision or config) else None
+        self.registry.add_report(device.device_id, int(request.state_version), stats,
+                                 events, applied)
+        revision, values = self.registry.desired_for(device.device_id, device.group)
+        return pb.ReportAck(latest_version=self.servable(device),
+                            desired=pb.DesiredConfig(revision=revision, values=values))
 
 
 def _after_version(request: Any) -> int:
