@@ -9,12 +9,20 @@ prometheus-client, cryptography). Build a server with :func:`create_server` and 
 from __future__ import annotations
 
 from edgecl.cloud._admin_auth import Operator, new_operator_token
-from edgecl.cloud._admin_client import AdminClient, AdminError, format_devices, format_updates
+from edgecl.cloud._admin_client import (
+    AdminClient,
+    AdminError,
+    format_config,
+    format_devices,
+    format_rollout,
+    format_updates,
+)
 from edgecl.cloud._config import CloudConfig, load_config
 from edgecl.cloud._learner import BaseState, LearnerConfig, LearnResult, UpdateLearner
 from edgecl.cloud._learning import LearningCoordinator, LearningPolicy, UpdateStore
 from edgecl.cloud._library import DomainEntry, DomainLibrary, DomainMatch, DomainSignature
 from edgecl.cloud._registry import RecentUploads, Registry
+from edgecl.cloud._rollout import GateResult, RolloutController, RolloutPolicy, judge_gate
 from edgecl.cloud._segments import newest_segment_start
 from edgecl.cloud._server import CloudServer, configure_logging, create_server, serve
 from edgecl.cloud._signing import UpdateSigner, key_id, rotate_signing_key
@@ -31,6 +39,7 @@ __all__ = [
     "DomainLibrary",
     "DomainMatch",
     "DomainSignature",
+    "GateResult",
     "LearnResult",
     "LearnerConfig",
     "LearningCoordinator",
@@ -38,6 +47,8 @@ __all__ = [
     "Operator",
     "RecentUploads",
     "Registry",
+    "RolloutController",
+    "RolloutPolicy",
     "Teacher",
     "TeacherPool",
     "UpdateLearner",
@@ -46,8 +57,11 @@ __all__ = [
     "Verdict",
     "configure_logging",
     "create_server",
+    "format_config",
     "format_devices",
+    "format_rollout",
     "format_updates",
+    "judge_gate",
     "key_id",
     "load_config",
     "negative_flip_rate",

@@ -299,7 +299,7 @@ class AdminServicer(admin_pb2_grpc.FleetAdminServicer):
         values = None if request.clear else check_desired_config(dict(request.values))
         revision = self.registry.set_desired_config(kind, name, values, self._who())
         log.warning("desired config set" if values is not None else "desired config cleared",
-                    extra={"operator": self._who(), "kind": kind, "name": name,
+                    extra={"operator": self._who(), "kind": kind, "config_of": name,
                            "values": values, "revision": revision,
                            "reason": request.reason[:500]})
         return admin_pb2.DesiredConfigInfo(kind=kind, name=name, revision=revision,

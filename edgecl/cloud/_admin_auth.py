@@ -30,8 +30,10 @@ from edgecl.cloud._errors import (
 )
 
 ADMIN_SERVICE = "/edgecl.v1.FleetAdmin/"
-#: Methods that change the fleet: the ``operator`` role only.
-MUTATING = {ADMIN_SERVICE + "Rollback", ADMIN_SERVICE + "Pin"}
+#: Methods that only read: the ``read`` role may call these; every other method (all
+#: that change the fleet, and any added later) needs the ``operator`` role.
+READ_ONLY = {ADMIN_SERVICE + m for m in ("ListDevices", "GetDevice", "ListUpdates",
+                                         "GetRollout")}
 ROLES = ("read", "operator")
 MIN_TOKEN_CHARS = 24
 log = logging.getLogger("edgecl.cloud.admin")
@@ -114,7 +116,7 @@ class AdminInterceptor(grpc.ServerInterceptor):
         def unary(request: Any, context: Any) -> Any:
             try:
                 operator = self.identify(_bearer(context))
-                if method in MUTATING and operator.role != "operator":
+                if method not in READ_ONLY and operator.role != "operator":
                     raise PermissionDenied(f"{operator.name} has the {operator.role!r} role; "
                                            f"{name} needs 'operator'")
                 if not self.limiter.take("operator:" + operator.name):

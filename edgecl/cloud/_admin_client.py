@@ -17,6 +17,7 @@ from google.protobuf.json_format import MessageToDict
 
 from edgecl._exceptions import ConfigError, EdgeclError
 from edgecl._proto import admin_pb2, admin_pb2_grpc
+from edgecl.cloud._rollout import RolloutPolicy
 
 
 class AdminError(EdgeclError):
@@ -83,6 +84,40 @@ class AdminClient:
             device_id=device_id, target=target, version=version, clear=clear,
             reason=reason)))
 
+    def set_rollout_policy(self, target: str, policy: RolloutPolicy | None = None, *,
+                           clear: bool = False, reason: str = "") -> dict[str, Any]:
+        """Set ``target``'s rollout policy ("" : the fleet's default); ``clear`` removes
+        it. Returns the policy the target now follows."""
+        msg = None if policy is None else admin_pb2.RolloutPolicy(**policy.to_dict())
+        return _dict(self._call("SetRolloutPolicy", admin_pb2.SetRolloutPolicyRequest(
+            target=target, policy=msg, clear=clear, reason=reason)))
+
+    def rollout(self, target: str) -> dict[str, Any]:
+        """The rollout of ``target``'s newest version: state, policy, waves."""
+        return _dict(self._call("GetRollout", admin_pb2.GetRolloutRequest(target=target)))
+
+    def pause(self, target: str, reason: str = "") -> dict[str, Any]:
+        """Admit no more devices to ``target``'s rollout."""
+        return _dict(self._call("PauseRollout", admin_pb2.RolloutAction(target=target,
+                                                                       reason=reason)))
+
+    def resume(self, target: str, reason: str = "") -> dict[str, Any]:
+        """Continue a paused or halted rollout, or approve a manual one."""
+        return _dict(self._call("ResumeRollout", admin_pb2.RolloutAction(target=target,
+                                                                        reason=reason)))
+
+    def abort(self, target: str, *, revert: bool = False, reason: str = "") -> dict[str, Any]:
+        """End ``target``'s rollout; ``revert`` gives its devices the released content."""
+        return _dict(self._call("AbortRollout", admin_pb2.RolloutAction(
+            target=target, revert=revert, reason=reason)))
+
+    def set_config(self, values: dict[str, str] | None = None, *, device_id: str = "",
+                   group: str = "", clear: bool = False, reason: str = "") -> dict[str, Any]:
+        """Set (``clear``: remove) the config a device or a group should run."""
+        return _dict(self._call("SetDesiredConfig", admin_pb2.SetDesiredConfigRequest(
+            device_id=device_id, group=group, values=values or {}, clear=clear,
+            reason=reason)))
+
     def close(self) -> None:
         """Close the channel."""
         self._channel.close()
@@ -96,27 +131,54 @@ class AdminClient:
 
 def format_devices(devices: list[dict[str, Any]]) -> str:
     """A table of :meth:`AdminClient.devices` for people."""
-    rows = [("device", "group", "target", "reported", "latest", "pinned", "samples",
-             "last seen (ms)")]
+    rows = [("device", "group", "target", "reported", "served", "latest", "pinned",
+             "samples", "last seen (ms)")]
     rows += [(d["device_id"], d["group"] or "-", d["target"],
               "-" if int(d["reported_version"]) < 0 else d["reported_version"],
-              d["latest_version"], "-" if int(d["pinned_version"]) < 0 else d["pinned_version"],
+              d["served_version"], d["latest_version"],
+              "-" if int(d["pinned_version"]) < 0 else d["pinned_version"],
               d["samples"], d["last_seen_ms"]) for d in devices]
     return _table(rows)
 
 
 def format_updates(updates: dict[str, Any]) -> str:
     """A table of :meth:`AdminClient.updates` for people."""
-    rows = [("version", "base", "created (ms)", "parts", "metrics")]
+    rows = [("version", "base", "rollout", "created (ms)", "parts", "metrics")]
     for u in updates["updates"]:
         shown = {k: round(v, 3) for k, v in sorted(u["metrics"].items())[:4]}
-        rows.append((u["version"], u["base_version"], u["created_ms"], ",".join(u["parts"]),
-                     str(shown)))
+        rows.append((u["version"], u["base_version"], u["rollout_state"], u["created_ms"],
+                     ",".join(u["parts"]), str(shown)))
     text = _table(rows)
     if updates["rejections"]:
         text += "\nrejected: " + "; ".join(f"v{r['version']} {r['reason']}"
                                            for r in updates["rejections"][:10])
     return text
+
+
+def format_rollout(status: dict[str, Any]) -> str:
+    """:meth:`AdminClient.rollout` for people: state, policy, one row per wave."""
+    policy = status["policy"]
+    head = (f"{status['target']} v{status['version']}: {status['state']}"
+            f"{' (' + status['reason'] + ')' if status['reason'] else ''}\n"
+            f"policy {policy['mode']}: canary {policy['canary_share']:g}, waves of "
+            f"{policy['wave_share']:g} every {policy['wave_interval_s']:g} s; released "
+            f"v{status['released_version']} on {status['target_devices']} devices")
+    rows = [("wave", "devices", "reported", "applied", "refused", "started (s)")]
+    rows += [(w["wave"], w["devices"], w["reported"], w["applied"], w["refused"],
+              f"{w['started_s']:.1f}") for w in status["waves"]]
+    return head + ("\n" + _table(rows) if status["waves"] else "")
+
+
+def format_config(devices: list[dict[str, Any]]) -> str:
+    """Desired vs reported config of :meth:`AdminClient.devices` for people."""
+    rows = [("device", "desired rev", "reported rev", "desired", "reported")]
+    rows += [(d["device_id"], d["desired_revision"], d["reported_revision"],
+              _kv(d["desired_config"]), _kv(d["reported_config"])) for d in devices]
+    return _table(rows)
+
+
+def _kv(values: dict[str, str]) -> str:
+    return ",".join(f"{k}={v}" for k, v in sorted(values.items())) or "-"
 
 
 def _table(rows: list[tuple[Any, ...]]) -> str:

@@ -550,14 +550,24 @@ class Registry(FleetQueries, RolloutStore):
                           (target,))
         return int(rows[0][0])
 
-    def updates_after(self, target: str, version: int, limit: int = 16) -> list[StoredUpdate]:
+    def updates_after(self, target: str, version: int, limit: int = 16, *,
+                      device_id: str | None = None, cap: int | None = None
+                      ) -> list[StoredUpdate]:
         """Published updates of ``target`` newer than ``version``, oldest first
-        (:class:`InvalidInput` for a negative ``version``)."""
+        (:class:`InvalidInput` for a negative ``version``). With ``device_id``: only those
+        the device may be served (released, or a rollout admitted it) up to ``cap``."""
         if version < 0:
             raise InvalidInput(f"version must be >= 0, got {version}")
-        rows = self._rows(
-            "SELECT version, artifact, signature, key_id FROM updates WHERE target = ? AND "
-            "version > ? ORDER BY version LIMIT ?", (target, version, limit))
+        sql = ("SELECT u.version, u.artifact, u.signature, u.key_id FROM updates u WHERE "
+               "u.target = ? AND u.version > ? ")
+        args: list[Any] = [target, version]
+        if device_id is not None:
+            sql += ("AND u.version <= ? AND (EXISTS (SELECT 1 FROM rollouts r WHERE "
+                    "r.target = u.target AND r.version = u.version AND r.state = 'released') "
+                    "OR EXISTS (SELECT 1 FROM rollout_devices d WHERE d.target = u.target AND "
+                    "d.version = u.version AND d.device_id = ?)) ")
+            args += [cap if cap is not None else 2**62, device_id]
+        rows = self._rows(sql + "ORDER BY u.version LIMIT ?", (*args, limit))
         return [StoredUpdate(target, int(v), SignedUpdate(self.artifacts.get(a), bytes(sig), k))
                 for v, a, sig, k in rows]
 

@@ -301,9 +301,10 @@ class EdgeCloudServicer(pb_grpc.EdgeCloudServicer):
             ends = time.monotonic() + self.stream_max_s
             while (context.is_active() and not self.stopping.is_set()
                    and time.monotonic() < ends):
-                cap = self.servable(device, target)  # pins and staged rollouts
-                updates = [u for u in self.registry.updates_after(target, after)
-                           if u.version <= cap]
+                # what this device may be served: released or admitted, under its pins
+                updates = self.registry.updates_after(
+                    target, after, device_id=device.device_id,
+                    cap=self.registry.served_cap(device.device_id, target))
                 for stored in updates:
                     yield self._outgoing(stored.update)
                     after = stored.version
@@ -321,8 +322,9 @@ class EdgeCloudServicer(pb_grpc.EdgeCloudServicer):
         if latest <= after:
             raise NotFound(f"no update after version {request.after_version} "
                            f"(latest is {latest})")
-        stored = self.registry.updates_after(target, latest - 1, limit=1)
-        if not stored or stored[0].version > latest:
+        stored = self.registry.updates_after(target, latest - 1, limit=1,
+                                             device_id=device.device_id, cap=latest)
+        if not stored:
             raise NotFound(f"no update after version {request.after_version}")
         return self._outgoing(stored[0].update)
 

@@ -11,6 +11,7 @@ from edgecl.device._collector import CollectorStats, SampleCollector
 from edgecl.device._identity import DeviceKey
 from edgecl.device._outbox import Outbox, OutboxItem, OutboxStats
 from edgecl.device._prediction import Prediction
+from edgecl.device._reporter import DeviceReporter, HealthCounters
 from edgecl.device._runtime import DeviceRuntime, StateConflict, softmax
 from edgecl.device._sampling import (
     SamplingPolicy,
@@ -32,8 +33,10 @@ __all__ = [
     "CanaryPolicy",
     "CollectorStats",
     "DeviceKey",
+    "DeviceReporter",
     "DeviceRuntime",
     "GrpcTransport",
+    "HealthCounters",
     "InputValidator",
     "ModelState",
     "OODScorer",

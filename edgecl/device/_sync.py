@@ -36,7 +36,14 @@ from edgecl.bundle._files import atomic_write_bytes
 from edgecl.device._identity import DeviceKey
 from edgecl.device._outbox import Outbox, OutboxItem
 from edgecl.device._transport import GrpcTransport, Transport, TransportError
-from edgecl.wire import RegistrationProof, SignedUpdate, WireSample, payload_version
+from edgecl.wire import (
+    DeviceStatus,
+    RegistrationProof,
+    ReportReply,
+    SignedUpdate,
+    WireSample,
+    payload_version,
+)
 
 log = logging.getLogger("edgecl.device")
 
@@ -143,6 +150,9 @@ class SyncClient:
                            else DeviceKey.generate() if device_key is None
                            else DeviceKey.load_or_create(device_key))
         self._threads: list[threading.Thread] = []
+        #: Called (no arguments) after each update was handed to ``on_update``, e.g. a
+        #: :class:`DeviceReporter` reporting the outcome at once.
+        self.update_listeners: list[Callable[[], None]] = []
 
     # -- lifecycle ---------------------------------------------------------------------
     def start(self, *, uploads: bool = True) -> SyncClient:
@@ -241,8 +251,25 @@ class SyncClient:
         return self.transport.fetch(self._ensure_token(), self.last_version)
 
     def report(self, state_version: int, stats: dict[str, float]) -> int:
-        """Send device statistics; returns the newest published version."""
+        """Send device statistics; returns the newest version this device may be served."""
         return self.transport.report(self._ensure_token(), state_version, stats)
+
+    def send_report(self, status: DeviceStatus) -> ReportReply:
+        """Send a full report (:class:`~edgecl.wire.DeviceStatus`); the reply carries the
+        config an operator wants this device to run. A :class:`DeviceReporter` calls it
+        periodically and after every update."""
+        token = self._ensure_token()
+        if not hasattr(self.transport, "send_report"):  # an older transport: stats only
+            return ReportReply(self.transport.report(token, status.state_version,
+                                                     status.stats))
+        try:
+            return self.transport.send_report(token, status)
+        except TransportError as exc:
+            if exc.code == "UNAUTHENTICATED":  # an expired token: register again next time
+                with self._lock:
+                    if token == self._token:
+                        self._token = None
+            raise
 
     def _register_call(self, token: str, proof: RegistrationProof) -> Any:
         """The transport's register, presenting ``token`` and ``proof`` as far as it takes
@@ -400,6 +427,11 @@ class SyncClient:
             self._count("update_errors")
             return
         self._count("updates_applied" if outcome else "updates_rejected")
+        for listener in list(self.update_listeners):
+            try:
+                listener()
+            except Exception:
+                log.exception("update listener failed")
         version = self._verified_version(update, outcome)
         if version is None:
             return

@@ -17,13 +17,17 @@ from typing import Any, Protocol
 
 from edgecl._exceptions import EdgeclError
 from edgecl.wire import (
+    DeviceStatus,
     Registration,
     RegistrationProof,
+    ReportReply,
     SignedUpdate,
     UploadResult,
     WireSample,
     batch_to_proto,
     registration_from_proto,
+    report_reply_from_proto,
+    report_to_proto,
     update_from_proto,
     upload_result_from_proto,
 )
@@ -82,6 +86,11 @@ class Transport(Protocol):
     def fetch(self, token: str, after_version: int) -> SignedUpdate | None: ...
 
     def report(self, token: str, state_version: int, stats: dict[str, float]) -> int: ...
+
+    def send_report(self, token: str, status: DeviceStatus) -> ReportReply:
+        """A full report (stats, update events, applied config); optional: a transport
+        without it sends :meth:`report` and gets no desired config."""
+        ...
 
     def close(self) -> None: ...
 
@@ -180,6 +189,12 @@ class GrpcTransport:
         req = self._pb.DeviceReport(state_version=state_version, stats=stats)
         return int(self._call(self.stub.Report, req, method="report",
                               metadata=self._md(token)).latest_version)
+
+    def send_report(self, token: str, status: DeviceStatus) -> ReportReply:
+        """Send a full report (stats, update events, applied config); the reply carries
+        the desired config."""
+        return report_reply_from_proto(self._call(self.stub.Report, report_to_proto(status),
+                                                  method="report", metadata=self._md(token)))
 
     def close(self) -> None:
         """Cancel open streams, end waits for retry hints and close the channel."""

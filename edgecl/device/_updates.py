@@ -119,6 +119,7 @@ class UpdateEvent:
     action: str  # "applied", "rejected", "rolled_back", "restored", "reverted"
     reason: str
     at: float
+    kind: str = ""  # a rejection's kind (signature, canary, probe...)
 
 
 def _norm_entropy(p: np.ndarray) -> np.ndarray:
@@ -279,7 +280,7 @@ class UpdateManager:
         kind = getattr(exc, "kind", None) or ("signature" if not verified else "other")
         with self._lock:
             self._rejections[kind] += 1
-        self._event(exc.version or 0, "rejected", exc.reason)
+        self._event(exc.version or 0, "rejected", exc.reason, kind)
         log.warning("update rejected", extra={"kind": kind, "version": exc.version,
                                               "reason": exc.reason})
         return UpdateOutcome(False, verified, version, exc.reason)
@@ -519,9 +520,9 @@ class UpdateManager:
             raise _rejection("canary", f"canary: one class takes {share:.2f} of recent "
                              f"predictions (limit {c.max_class_share:.2f})", v)
 
-    def _event(self, version: int, action: str, reason: str) -> None:
+    def _event(self, version: int, action: str, reason: str, kind: str = "") -> None:
         with self._lock:
-            self.events.append(UpdateEvent(version, action, reason, time.time()))
+            self.events.append(UpdateEvent(version, action, reason, time.time(), kind))
 
     # -- persistence -----------------------------------------------------------------------
     def _persist(self, update: SignedUpdate, version: int) -> None:

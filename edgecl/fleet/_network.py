@@ -122,6 +122,10 @@ class ImpairedTransport:
         self._gate(len(token) + 16 * len(stats))
         return self.inner.report(token, state_version, stats)
 
+    def send_report(self, token: str, status: Any) -> Any:
+        self._gate(len(token) + 16 * len(status.stats) + 64 * len(status.events))
+        return self.inner.send_report(token, status)
+
     def close(self) -> None:
         self.inner.close()
 

@@ -13,6 +13,8 @@ from edgecl.wire._serde import (
     payload_to_bytes,
     payload_version,
     registration_from_proto,
+    report_reply_from_proto,
+    report_to_proto,
     sample_from_proto,
     sample_to_proto,
     update_from_proto,
@@ -23,9 +25,11 @@ from edgecl.wire._tensor import MAX_TENSOR_BYTES, tensor_from_proto, tensor_to_p
 from edgecl.wire._types import (
     REVERT_METRIC,
     UPDATE_PARTS,
+    DeviceStatus,
     KeyEndorsement,
     Registration,
     RegistrationProof,
+    ReportReply,
     SignedUpdate,
     UpdatePayload,
     UploadResult,
@@ -35,6 +39,10 @@ from edgecl.wire._types import (
 )
 
 __all__ = [
+    "DeviceStatus",
+    "ReportReply",
+    "report_reply_from_proto",
+    "report_to_proto",
     "KeyEndorsement",
     "MAX_TENSOR_BYTES",
     "REVERT_METRIC",

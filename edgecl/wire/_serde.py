@@ -7,6 +7,7 @@ field name, so servers can map it to ``INVALID_ARGUMENT`` and keep serving.
 from __future__ import annotations
 
 import math
+import time
 from typing import Any
 
 import numpy as np
@@ -17,8 +18,10 @@ from edgecl._proto import edgecl_pb2 as pb
 from edgecl.wire._tensor import MAX_TENSOR_BYTES, tensor_from_proto, tensor_to_proto
 from edgecl.wire._types import (
     UPDATE_PARTS,
+    DeviceStatus,
     KeyEndorsement,
     Registration,
+    ReportReply,
     SignedUpdate,
     UpdatePayload,
     UploadResult,
@@ -185,3 +188,19 @@ def upload_result_from_proto(msg: Any) -> UploadResult:
 def check_device_id(device_id: str) -> str:
     """``device_id`` if it is a valid id, else :class:`InvalidInput`."""
     return _check_id(device_id, "device_id")
+
+
+def report_to_proto(status: DeviceStatus) -> Any:
+    """The ``DeviceReport`` message of a :class:`DeviceStatus`."""
+    return pb.DeviceReport(
+        timestamp_ms=int(time.time() * 1000), state_version=int(status.state_version),
+        stats=status.stats, config_revision=int(status.config_revision),
+        config=status.config,
+        events=[pb.UpdateEvent(version=v, action=a, reason=r, time_ms=t)
+                for v, a, r, t in status.events])
+
+
+def report_reply_from_proto(msg: Any) -> ReportReply:
+    """A :class:`ReportReply` from a ``ReportAck`` message."""
+    return ReportReply(int(msg.latest_version), int(msg.desired.revision),
+                       dict(msg.desired.values))

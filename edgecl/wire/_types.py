@@ -144,3 +144,26 @@ class UploadResult:
     accepted: int
     duplicates: int
     acked_ids: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class DeviceStatus:
+    """One device report: the state version it serves, its ``stats``, what happened to
+    updates since the last report (``events``: ``(version, action, reason, time_ms)``)
+    and the desired-config revision and values it applied."""
+
+    state_version: int
+    stats: dict[str, float]
+    events: tuple[tuple[int, str, str, int], ...] = ()
+    config_revision: int = 0
+    config: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class ReportReply:
+    """The service's answer to a report: the newest version the device may be served and
+    the config an operator wants it to run (revision 0: none)."""
+
+    latest_version: int
+    desired_revision: int = 0
+    desired: dict[str, str] = field(default_factory=dict)
