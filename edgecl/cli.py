@@ -462,46 +462,17 @@ def build_parser() -> argparse.ArgumentParser:
                     "~/.cache/edgecl)")
     kr.set_defaults(func=cmd_keys_rotate)
 
-    fl = add(sub, "fleet", "see and steer a fleet through the service's FleetAdmin API "
-             "(operator token: --token or $EDGECL_ADMIN_TOKEN)"
-             ).add_subparsers(dest="fleet_command", required=True, metavar="COMMAND")
-    for name, text in (("devices", "registered devices, newest seen first"),
-                       ("device", "one device: its target's updates and its reports"),
-                       ("updates", "a target's updates and rejected candidates"),
-                       ("rollback", "publish an earlier version's content as the next one "
-                        "(operator role)"),
-                       ("pin", "serve a device, or a target's devices, no version above one "
-                        "(operator role)")):
-        fc = add(fl, name, text)
-        fc.add_argument("--server", default="127.0.0.1:50051", help="the service's address")
-        fc.add_argument("--token", default=None, help="operator token (default: "
-                        "$EDGECL_ADMIN_TOKEN)")
-        fc.add_argument("--tls-ca", default=None, help="PEM of the CA to trust (TLS)")
-        fc.add_argument("--json", action="store_true", help="JSON on stdout")
-        if name == "devices":
-            fc.add_argument("--group", default="", help="only this group")
-            fc.add_argument("--label", action="append", default=[], metavar="KEY=VALUE",
-                            help="only devices with this label (repeatable)")
-        elif name == "pin":
-            fc.add_argument("id", metavar="DEVICE", nargs="?", default="",
-                            help="the device (or --target)")
-            fc.add_argument("--target", default="", help="pin every device of this target")
-            fc.add_argument("--version", type=int, default=None, help="the version")
-            fc.add_argument("--clear", action="store_true", help="remove the pin")
-            fc.add_argument("--reason", default="", help="why (logged with your name)")
-        else:
-            fc.add_argument("id", metavar="DEVICE" if name == "device" else "TARGET",
-                            help="the device id" if name == "device" else
-                            "a device id, or a group when the service learns per group")
-        if name == "rollback":
-            fc.add_argument("--to", type=int, required=True, dest="to_version",
-                            help="the earlier version (0: the bundle's own state)")
-            fc.add_argument("--reason", default="", help="why (logged with your name)")
-        fc.set_defaults(func=cmd_fleet)
-    tk = add(fl, "token", "print a new random operator token and its [admin] operators entry")
-    tk.add_argument("--name", required=True, help="the operator's name")
-    tk.add_argument("--role", choices=("read", "operator"), default="read", help="role")
-    tk.set_defaults(func=cmd_fleet_token)
+    dv = add(sub, "device", "device run: the long-running agent of a real device (runtime, "
+             "sampling, outbox, sync, updates, reports)").add_subparsers(
+        dest="device_command", required=True, metavar="COMMAND")
+    dr = add(dv, "run", "run the device agent until its frame source ends or SIGTERM/SIGINT "
+             "(the outbox is flushed first); prints a JSON summary")
+    dr.add_argument("--config", required=True, help="device TOML (see device/device.toml)")
+    dr.set_defaults(func=cmd_device_run)
+
+    from edgecl._cli_fleet import add_fleet_commands
+
+    add_fleet_commands(sub, add)
 
     dm = add(sub, "demo", "a small fleet under drift against the real cloud service: every "
              "strategy, a summary and an HTML report (~6 min on 2 cores)")
@@ -582,48 +553,24 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return serve(load_config(args.config), home=args.home)
 
 
-def cmd_fleet(args: argparse.Namespace) -> int:
-    import os
+def cmd_device_run(args: argparse.Namespace) -> int:
+    import signal
+    import threading
 
-    from edgecl.cloud import AdminClient, format_devices, format_updates
+    from edgecl.device import DeviceAgent, load_agent_config
 
-    root = Path(args.tls_ca).read_bytes() if args.tls_ca else None
-    token = args.token or os.environ.get("EDGECL_ADMIN_TOKEN", "")
-    with AdminClient(args.server, token, root_cert=root) as admin:
-        command = args.fleet_command
-        if command == "devices":
-            labels = dict(item.partition("=")[::2] for item in args.label)
-            out: Any = admin.devices(group=args.group, labels=labels)
-            text = format_devices(out) if not args.json else ""
-        elif command == "device":
-            out = admin.device(args.id)
-            text = "" if args.json else (format_devices([out["device"]]) + "\n\n"
-                                         + format_updates({"updates": out["updates"],
-                                                           "rejections": []}))
-        elif command == "updates":
-            out = admin.updates(args.id)
-            text = "" if args.json else format_updates(out)
-        elif command == "pin":
-            if args.version is None and not args.clear:
-                raise ConfigError("fleet pin needs --version V or --clear")
-            out = admin.pin(device_id=args.id, target=args.target,
-                            version=args.version or 0, clear=args.clear, reason=args.reason)
-            text = "" if args.json else (f"{out['kind']} {out['name']}: " + (
-                "pin cleared" if int(out["version"]) < 0 else f"pinned to v{out['version']}"))
-        else:
-            out = admin.rollback(args.id, args.to_version, args.reason)
-            text = "" if args.json else (f"published v{out['version']} for {args.id} with "
-                                         f"the content of v{args.to_version}")
-    print(json.dumps(out, indent=2) if args.json else text)
-    return 0
-
-
-def cmd_fleet_token(args: argparse.Namespace) -> int:
-    from edgecl.cloud import new_operator_token
-
-    token = new_operator_token()
-    print(json.dumps({"name": args.name, "role": args.role, "token": token,
-                      "entry": f"{args.name}:{args.role}:{token}"}))
+    agent = DeviceAgent(load_agent_config(args.config)).start()
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda signum, frame: stop.set())
+    print(json.dumps({"device_id": agent.config.name, "server": agent.config.server,
+                      "source": agent.config.source, "state_dir": str(agent.state_dir)}),
+          flush=True)
+    try:
+        agent.run(stop)
+    finally:
+        summary = agent.close()
+    print(json.dumps(summary), flush=True)
     return 0
 
 

@@ -7,6 +7,8 @@ process). See :class:`DeviceRuntime` for an example.
 from __future__ import annotations
 
 from edgecl.device._adaptation import AdaptationStats, AdaptationWorker
+from edgecl.device._agent import DeviceAgent
+from edgecl.device._agent_config import AgentConfig, load_agent_config
 from edgecl.device._collector import CollectorStats, SampleCollector
 from edgecl.device._identity import DeviceKey
 from edgecl.device._outbox import Outbox, OutboxItem, OutboxStats
@@ -30,8 +32,10 @@ from edgecl.device._verify import UpdateVerifier
 __all__ = [
     "AdaptationStats",
     "AdaptationWorker",
+    "AgentConfig",
     "CanaryPolicy",
     "CollectorStats",
+    "DeviceAgent",
     "DeviceKey",
     "DeviceReporter",
     "DeviceRuntime",
@@ -58,6 +62,7 @@ __all__ = [
     "UpdateVerifier",
     "create_policy",
     "list_policies",
+    "load_agent_config",
     "register_policy",
     "softmax",
 ]
