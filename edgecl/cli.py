@@ -179,6 +179,19 @@ def cmd_simulate(args: argparse.Namespace) -> int:
                               offline_fraction=args.offline_fraction, offline_s=args.offline_s,
                               slow_fraction=args.slow_fraction)
     public_key = Path(args.public_key).read_bytes() if args.public_key else None
+    rollout = None
+    if args.rollout:
+        rollout = {"mode": args.rollout}
+        for item in args.rollout_option:
+            key, sep, value = item.partition("=")
+            if not sep:
+                raise ConfigError(f"--rollout-option takes KEY=VALUE, got {item!r}")
+            try:
+                rollout[key] = (value.lower() == "true" if value.lower() in ("true", "false")
+                                else int(value) if key == "max_errors" else float(value))
+            except ValueError:
+                raise ConfigError(f"--rollout-option {key} takes a number, got {value!r}"
+                                  ) from None
     result = simulate(devices=args.devices, scenario=args.scenario,
                       strategies=tuple(args.strategies.split(",")), steps=args.steps,
                       batch=args.batch, seed=args.seed, pace=args.pace, fraction=args.budget,
@@ -192,7 +205,7 @@ def cmd_simulate(args: argparse.Namespace) -> int:
                       clock="real" if args.real_time or args.cloud else "virtual",
                       sync_s=args.sync_s,
                       cloud_cost=CloudCostModel(args.cloud_job_s, args.cloud_label_per_s,
-                                                 args.cloud_workers))
+                                                 args.cloud_workers), rollout=rollout)
     if args.json:
         Path(args.json).write_text(result.to_json(indent=2))
     print(summary_table(result))
@@ -441,6 +454,11 @@ def build_parser() -> argparse.ArgumentParser:
                     help="virtual clock: samples the teacher labels per simulated second")
     sm.add_argument("--cloud-workers", type=int, default=1,
                     help="virtual clock: learning jobs the service runs at a time")
+    sm.add_argument("--rollout", choices=("auto", "staged", "manual"), default=None,
+                    help="the service's rollout policy (virtual clock; default auto: every "
+                    "version to every device at once)")
+    sm.add_argument("--rollout-option", action="append", default=[], metavar="KEY=VALUE",
+                    help="a RolloutPolicy field, e.g. canary_share=0.25 (repeatable)")
     sm.set_defaults(func=cmd_simulate)
 
     sv = add(sub, "serve", "run the cloud teacher service (gRPC) until SIGTERM/SIGINT")

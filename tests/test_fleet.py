@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 
 import numpy as np
@@ -20,6 +21,7 @@ from edgecl.fleet import (
     forgetting,
     simulate,
     summarise,
+    summary_table,
 )
 from tests.schema_checks import check_json, check_result
 
@@ -178,9 +180,46 @@ def test_the_virtual_clock_gives_the_same_json_on_a_busy_machine(tiny_zoo):
     assert idle.wall_seconds > 0 and idle.peak_rss_mb > 0
 
 
+def test_a_staged_rollout_is_simulated_and_its_waves_reported(tiny_zoo, tmp_path):
+    """Six devices in two groups of three under a staged policy (a canary of two, then a
+    wave): each version reaches a group's canary first, the next wave a round later at the
+    earliest (devices report once per round), the report and the JSON list every wave."""
+    from edgecl.cloud import RolloutPolicy
+
+    home = str(tiny_zoo.path.parent.parent)
+    policy = RolloutPolicy(mode="staged", canary_share=0.34, wave_share=0.33,
+                           wave_interval_s=0.0, min_reported_share=0.5, max_rollback_rate=1.0,
+                           max_confidence_drop=1.0, max_ood_rise=1.0, gate_timeout_s=60.0)
+    # learning every 24 uploads: a version can finish its rollout before the next one
+    settings = {**SIM, "devices": 6, "steps": 60, "strategies": ("cloud",),
+                "impairments": Impairments(),
+                "service_settings": {**SIM["service_settings"], "learning_trigger_samples": 24}}
+    result = simulate(home=home, rollout=policy, report_dir=tmp_path / "report", **settings)
+    check_result(result, ("strategies", "cloud"), ("report",),
+                 optional={"report", "json", "cloud_cost", "rollouts"})
+    rollouts = result.strategies["cloud"].rollouts
+    assert rollouts, "no rollout recorded"
+    staged = [r for r in rollouts if r.waves]
+    assert staged and all(r.waves[0].devices == 2 for r in staged)  # ceil(0.34 * 3)
+    for r in staged:
+        starts = [w.started_s for w in r.waves]
+        assert all(b - a >= 2.5 for a, b in itertools.pairwise(starts))  # a round apart
+        assert sum(w.devices for w in r.waves) <= 3
+    assert any(r.state == "released" and sum(w.devices for w in r.waves) == 3 for r in staged)
+    assert result.strategies["cloud"].updates.applied > 0
+    page = (tmp_path / "report" / "index.html").read_text()
+    assert "rollout waves: cloud" in page and "wave 2:" in page
+    assert "rollouts (cloud):" in summary_table(result)
+    auto = simulate(home=home, **{**settings, "steps": 10})
+    assert auto.strategies["cloud"].rollouts is None  # auto: nothing staged to report
+    assert "rollouts" not in auto.to_dict()["strategies"]["cloud"]
+
+
 @pytest.mark.parametrize("bad", [dict(clock="sundial"), dict(devices=0), dict(pace=0.0),
                                  dict(pace=-1.0), dict(sync_s=0.0),
-                                 dict(cloud="127.0.0.1:1", public_key=b"k" * 32)])
+                                 dict(cloud="127.0.0.1:1", public_key=b"k" * 32),
+                                 dict(rollout={"mode": "staged", "canary_share": 0}),
+                                 dict(rollout={"mode": "staged"}, clock="real")])
 def test_bad_simulation_settings_fail_before_anything_starts(bad):
     with pytest.raises(ConfigError):
         simulate(progress=False, variant="tiny", home="/nonexistent/edgecl-home", **bad)

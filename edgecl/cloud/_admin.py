@@ -221,19 +221,14 @@ class AdminServicer(admin_pb2_grpc.FleetAdminServicer):
             return admin_pb2.RolloutStatus(target=target, state="released",
                                            policy=_policy_to_proto(policy),
                                            target_devices=len(devices))
-        health = {h.device_id: h for h in self.registry.health_of(target, row.version)}
-        waves: dict[int, admin_pb2.RolloutWave] = {}
-        for device_id, wave, started, _ in self.registry.admitted(target, row.version):
-            w = waves.setdefault(wave, admin_pb2.RolloutWave(wave=wave, started_s=started))
-            w.devices += 1
-            outcome = health[device_id].outcome if device_id in health else ""
-            w.reported += bool(outcome)
-            w.applied += outcome == "applied"
-            w.refused += outcome == "refused"
+        waves = [admin_pb2.RolloutWave(wave=w.wave, devices=w.devices, reported=w.reported,
+                                       applied=w.applied, refused=w.refused,
+                                       started_s=w.started_s)
+                 for w in self.registry.waves_of(target, row.version)]
         return admin_pb2.RolloutStatus(
             target=target, version=row.version, state=row.state, reason=row.reason,
             policy=_policy_to_proto(RolloutPolicy.from_dict(row.policy)),
-            waves=[waves[k] for k in sorted(waves)], target_devices=len(devices),
+            waves=waves, target_devices=len(devices),
             released_version=released)
 
     @grpc_errors

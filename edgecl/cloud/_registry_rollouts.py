@@ -57,6 +57,19 @@ class DeviceHealth:
     errors: float
 
 
+@dataclass(frozen=True)
+class WaveCounts:
+    """One wave of a rollout: devices admitted (at ``started_s``, by the controller's
+    clock) and how many of them reported on the version, applied it, refused it."""
+
+    wave: int
+    devices: int
+    started_s: float
+    reported: int
+    applied: int
+    refused: int
+
+
 def _row(r: Any) -> RolloutRow:
     return RolloutRow(r[0], int(r[1]), r[2], r[3], json.loads(r[4] or "{}"), int(r[5]),
                       float(r[6]), int(r[7]))
@@ -220,6 +233,41 @@ class RolloutStore:
             out.append(DeviceHealth(device_id, wave, outcome, _mean(before), _mean(running),
                                     sum(float(s.get("errors", 0.0)) for s in running)))
         return out
+
+    def control_stats(self, target: str, version: int, device_ids: list[str]
+                      ) -> tuple[int, dict[str, float]]:
+        """The control group of ``version``'s gate: of ``device_ids`` (the target's), those
+        not admitted to it, over their reports since its rollout began; how many reported
+        and their mean :data:`GATE_STATS`."""
+        admitted = self.admitted(target, version)
+        if not admitted:
+            return 0, {}
+        mark = min(m for *_, m in admitted)
+        inside = {d for d, *_ in admitted}
+        reports, devices = [], 0
+        for device_id in device_ids:
+            if device_id in inside:
+                continue
+            rows = [json.loads(r[0]) for r in self._rows(
+                "SELECT stats_json FROM reports WHERE device_id = ? AND rowid > ? AND "
+                "state_version < ?", (device_id, mark, version))]
+            devices += bool(rows)
+            reports.extend(rows)
+        return devices, _mean(reports)
+
+    def waves_of(self, target: str, version: int) -> list[WaveCounts]:
+        """``version``'s waves: devices admitted in each, and how many reported on it,
+        applied it, refused it."""
+        outcome = {h.device_id: h.outcome for h in self.health_of(target, version)}
+        waves: dict[int, list[Any]] = {}
+        for device_id, wave, started, _ in self.admitted(target, version):
+            w = waves.setdefault(wave, [wave, 0, started, 0, 0, 0])
+            result = outcome.get(device_id, "")
+            w[1] += 1
+            w[3] += bool(result)
+            w[4] += result == "applied"
+            w[5] += result == "refused"
+        return [WaveCounts(*waves[k]) for k in sorted(waves)]
 
     # -- desired config ------------------------------------------------------------------
     def set_desired_config(self, kind: str, name: str, values: dict[str, str] | None,

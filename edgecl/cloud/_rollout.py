@@ -106,23 +106,48 @@ def _drop(health: list[DeviceHealth], key: str) -> float:
     return sum(deltas) / len(deltas) if deltas else 0.0
 
 
-def judge_gate(policy: RolloutPolicy, health: list[DeviceHealth]) -> GateResult:
+def _rise(health: list[DeviceHealth], control: dict[str, float], key: str) -> float:
+    """Mean ``key`` of the devices running the version over the control group's (0: no
+    device has it)."""
+    values = [h.after[key] for h in health if key in h.after]
+    return sum(values) / len(values) - control[key] if values else 0.0
+
+
+def judge_gate(policy: RolloutPolicy, health: list[DeviceHealth],
+               control: tuple[int, dict[str, float]] | None = None) -> GateResult:
     """Judge a wave's gate over every device admitted so far: "fail" once more refused
     or rolled the version back than ``max_rollback_rate`` of the reporting devices
     allows (or already of all admitted), or the applying devices' confidence fell,
     their OOD rate rose or their errors passed the thresholds; "wait" while fewer than
-    ``min_reported_share`` reported; else "pass"."""
+    ``min_reported_share`` reported; else "pass".
+
+    Confidence and OOD rate are compared with ``control`` (``(devices, mean stats)`` of
+    the target's devices without the version over the same time, see
+    :meth:`~edgecl.cloud.Registry.control_stats`) when it has them, so that inputs that
+    change for every device are not blamed on the version; without a control, a first
+    wave compares with the same devices' reports before they took the version, and later
+    waves (everyone has it) are judged on refusals and errors only."""
     admitted = len(health)
     reported = [h for h in health if h.outcome]
     applied = [h for h in reported if h.outcome == "applied"]
     refused = len(reported) - len(applied)
     rate = refused / len(reported) if reported else 0.0
-    conf_drop = -_drop(applied, "confidence")
-    ood_rise = _drop(applied, "ood_rate")
+    n_control, stats = control if control is not None else (0, {})
+    if n_control and all(k in stats for k in ("confidence", "ood_rate")):
+        conf_drop = -_rise(applied, stats, "confidence")
+        ood_rise = _rise(applied, stats, "ood_rate")
+        basis = f"vs {n_control} devices without it"
+    elif len({h.wave for h in health}) > 1:  # judged against a control in earlier waves
+        conf_drop = ood_rise = 0.0
+        basis = "(no device left without it: judged in earlier waves)"
+    else:
+        conf_drop = -_drop(applied, "confidence")
+        ood_rise = _drop(applied, "ood_rate")
+        basis = "vs before"
     errors = sum(h.errors for h in applied)
     figures = (f"{len(reported)}/{admitted} reported, {refused} refused or rolled back "
-               f"({rate:.0%}), confidence {-conf_drop:+.3f}, OOD rate {ood_rise:+.3f}, "
-               f"{errors:g} errors")
+               f"({rate:.0%}), confidence {-conf_drop:+.3f} and OOD rate {ood_rise:+.3f} "
+               f"{basis}, {errors:g} errors")
 
     def result(verdict: str, why: str) -> GateResult:
         return GateResult(verdict, admitted, len(reported), len(applied), refused, rate,
@@ -185,7 +210,8 @@ class RolloutController:
         if not admitted:
             self._admit(row, devices[:cohort_size(len(devices), policy.canary_share)], 1, now)
             return
-        gate = judge_gate(policy, self.registry.health_of(row.target, row.version))
+        gate = judge_gate(policy, self.registry.health_of(row.target, row.version),
+                          self.registry.control_stats(row.target, row.version, devices))
         approved = row.wave <= row.approved_wave
         if gate.verdict == "fail" and not approved:
             self._halt(row, policy, f"wave {row.wave} gate failed: {gate.reason}")

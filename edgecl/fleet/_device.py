@@ -20,6 +20,7 @@ from edgecl._retry import Backoff
 from edgecl.device import (
     AdaptationWorker,
     CanaryPolicy,
+    DeviceReporter,
     DeviceRuntime,
     Outbox,
     SyncClient,
@@ -110,6 +111,7 @@ class SimDevice:
         self.policy = create_policy(policy, **{**kwargs, **(policy_options or {})})
         self.manager: UpdateManager | None = None
         self.client: SyncClient | None = None
+        self.reporter: DeviceReporter | None = None
         self.outbox: Outbox | None = None
         self._acked_at: list[tuple[float, int]] = []
         self.worker = (AdaptationWorker(self.rt, adapt, publish_every=adapt_every,
@@ -131,6 +133,9 @@ class SimDevice:
                 encoder_sha256=self.rt.bundle.encoder_sha256, group=group,
                 on_update=self._on_update, backoff=Backoff(0.05, 2.0, 2.0, seed=seed),
                 poll_s=0.01, subscribe=subscribe).start(uploads=not lockstep)
+            # health and update outcomes for staged rollouts (the caller reports: report())
+            self.reporter = DeviceReporter(self.client, self.rt, manager=self.manager,
+                                           outbox=self.outbox)
 
     def _on_update(self, update: Any) -> bool:
         assert self.manager is not None
@@ -157,6 +162,8 @@ class SimDevice:
             self.log.ood_scores.extend(pred.ood_score.tolist())
         if self.manager is not None:
             self.manager.observe(images, pred)
+        if self.reporter is not None:
+            self.reporter.observe(pred)
         if self.worker is not None:
             self.worker.offer(pred, images)
             self.worker.wait_idle()
@@ -220,6 +227,10 @@ class SimDevice:
         deadline = time.monotonic() + timeout
         while self.client.stats().last_version < latest and time.monotonic() < deadline:
             time.sleep(0.005)
+
+    def report(self) -> bool:
+        """Send a health report now (what a staged rollout's gates read); whether it went."""
+        return self.reporter is not None and self.reporter.report_now() is not None
 
     def close(self) -> None:
         """Stop the adaptation worker and the sync client, close the outbox."""

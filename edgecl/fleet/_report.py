@@ -273,7 +273,26 @@ def _tables(result: dict[str, Any]) -> str:
     dom_head = "<tr><th>strategy</th>" + "".join(
         f"<th>{html.escape(d)}</th>" for d in domains) + "</tr>"
     return (f"<h2>summary</h2><table>{head}{rows}</table>"
-            f"<h2>accuracy per domain</h2><table>{dom_head}{dom_rows}</table>")
+            f"<h2>accuracy per domain</h2><table>{dom_head}{dom_rows}</table>"
+            + _rollout_tables(result))
+
+
+def _rollout_tables(result: dict[str, Any]) -> str:
+    """One table per strategy whose service rolled versions out in stages: each version's
+    state and waves (devices admitted, simulated second, applied, refused)."""
+    out = ""
+    for name, v in result["strategies"].items():
+        if not v.get("rollouts"):
+            continue
+        rows = "".join(
+            f"<tr><td>{html.escape(r['target'])}</td><td>{r['version']}</td>"
+            f"<td>{html.escape(r['state'])}</td><td>" + "<br>".join(
+                f"wave {w['wave']}: {w['devices']} devices at {w['started_s']:g} s, "
+                f"{w['applied']} applied, {w['refused']} refused" for w in r["waves"])
+            + f"</td><td>{html.escape(r['reason'][:200])}</td></tr>" for r in v["rollouts"])
+        out += (f"<h2>rollout waves: {html.escape(name)}</h2><table><tr><th>target</th>"
+                f"<th>version</th><th>state</th><th>waves</th><th>why</th></tr>{rows}</table>")
+    return out
 
 
 def _page(result: dict[str, Any], plots: list[Path], json_name: str) -> str:

@@ -11,8 +11,8 @@ from dataclasses import dataclass, field
 from edgecl._result import OMIT_NONE, JsonResult
 from edgecl.fleet._plans import Impairments
 
-__all__ = ["CloudCost", "DeviceSummary", "SimulationReport", "SimulationResult", "StrategySummary",
-           "UpdateCounts"]
+__all__ = ["CloudCost", "DeviceSummary", "RolloutRecord", "RolloutWaveRecord",
+           "SimulationReport", "SimulationResult", "StrategySummary", "UpdateCounts"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,6 +49,29 @@ class DeviceSummary:
 
 
 @dataclass(frozen=True, slots=True)
+class RolloutWaveRecord:
+    """One wave of a staged rollout: devices admitted, when (simulated seconds), and how
+    many of them applied or refused the version."""
+
+    wave: int
+    devices: int
+    started_s: float
+    applied: int
+    refused: int
+
+
+@dataclass(frozen=True, slots=True)
+class RolloutRecord:
+    """One version's rollout in a simulation with a staged or manual policy."""
+
+    target: str
+    version: int
+    state: str
+    reason: str
+    waves: list[RolloutWaveRecord]
+
+
+@dataclass(frozen=True, slots=True)
 class StrategySummary:
     """One strategy over the whole fleet (``strategies.<name>``)."""
 
@@ -68,6 +91,8 @@ class StrategySummary:
     #: Accuracy of the devices that joined late (``late-joiner``) over their first 200
     #: samples in each corrupted domain; None without late devices.
     joiner_acc_first_200: float | None = None
+    #: Every version's rollout, when the service ran a staged or manual policy.
+    rollouts: list[RolloutRecord] | None = field(default=None, metadata=OMIT_NONE)
 
 
 @dataclass(frozen=True, slots=True)

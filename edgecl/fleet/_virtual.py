@@ -199,6 +199,10 @@ class DeviceDriver:
                                  sent, update))
             self.known_version = newest
 
+    def report(self) -> None:
+        """Report health and update outcomes to the service (staged rollouts' gates)."""
+        self.sim.report()
+
     def missed_round(self) -> None:
         """Count a sync round missed offline (the calls that would have failed)."""
         self.offline_rounds += 1
@@ -294,6 +298,7 @@ def _rounds(tasks: Sequence[DeviceTask], hosts: Any, server: Any, clock: Virtual
     done = [False] * len(tasks)
     now = sync_s
     service = ServiceSchedule(cost)
+    staged = server.registry.rollout_policy("") is not None  # a staged or manual policy
     for coordinator in server.learning.values():
         coordinator.gate = lambda target: service.may_start(target, clock.now)
     while not all(done):
@@ -316,11 +321,15 @@ def _rounds(tasks: Sequence[DeviceTask], hosts: Any, server: Any, clock: Virtual
             raise ConfigError("the service did not finish its learning jobs in an hour")
         ready = service.label(now + slowest, labelled)
         finish = service.run(_started(server)[round_start:], ready)
+        if staged:  # devices report what they did; the rollouts move (in id order)
+            for i in online:
+                hosts.one("report", i)
+            server.rollouts.tick()
         for i in online:
             device = server.registry.device(ids[i])
             if device is not None:
                 target = server.servicer.target_of(device)
-                newest = server.registry.latest_version(target)
+                newest = server.servicer.servable(device, target)  # rollouts and pins
                 hosts.one("offer", i, newest, finish.get(target, ready), now)
         if on_round is not None:
             on_round(now, sum(c.counts["published"] for c in server.learning.values()))
@@ -368,3 +377,14 @@ def bundle_archive(bundle_dir: str) -> bytes:
     with tarfile.open(fileobj=buf, mode="w") as tar:
         tar.add(bundle_dir, arcname=".")
     return buf.getvalue()
+
+
+def rollout_records(registry: Any) -> list[Any]:
+    """Every version's rollout in ``registry`` with its waves (the simulation's report)."""
+    from edgecl.cloud._registry_rollouts import ROLLOUT_STATES
+    from edgecl.fleet._result import RolloutRecord, RolloutWaveRecord
+
+    return [RolloutRecord(row.target, row.version, row.state, row.reason, [
+        RolloutWaveRecord(w.wave, w.devices, round(w.started_s, 3), w.applied, w.refused)
+        for w in registry.waves_of(row.target, row.version)])
+        for row in registry.rollouts_in(*ROLLOUT_STATES)]

@@ -31,7 +31,13 @@ from edgecl.fleet._metrics import summarise
 from edgecl.fleet._plans import FLEET_SCENARIOS, Impairments, fleet_plans
 from edgecl.fleet._result import CloudCost, SimulationReport, SimulationResult, StrategySummary
 from edgecl.fleet._run import DEFAULT_STRATEGIES, STRATEGIES, DeviceTask, uses_cloud
-from edgecl.fleet._virtual import CloudCostModel, VirtualClock, learning_threads, run_virtual
+from edgecl.fleet._virtual import (
+    CloudCostModel,
+    VirtualClock,
+    learning_threads,
+    rollout_records,
+    run_virtual,
+)
 
 CLOCKS = ("virtual", "real")
 
@@ -54,7 +60,8 @@ def simulate(*, devices: int = 4, scenario: str = "continual",
              adapt: str = "align", domains: int = 4, groups: int = 2,
              service_settings: dict[str, Any] | None = None,
              progress: bool = True, clock: str = "virtual", sync_s: float = 2.5,
-             cloud_cost: CloudCostModel | None = None) -> SimulationResult:
+             cloud_cost: CloudCostModel | None = None,
+             rollout: Any = None) -> SimulationResult:
     """Simulate ``devices`` devices for ``steps`` predict batches of ``batch`` samples each.
 
     ``backend``: "threads", "processes" (light mode), "ray" (``ray_address``: a running
@@ -66,6 +73,9 @@ def simulate(*, devices: int = 4, scenario: str = "continual",
 
     ``service_settings`` override the subprocess service's configuration
     (``EDGECL_CLOUD_<SECTION>_<KEY>`` names in lower case, e.g. ``learning_window``).
+    ``rollout``: a :class:`~edgecl.cloud.RolloutPolicy` the service rolls every version
+    out by (virtual clock only: devices report after every round, the rollout moves
+    once per round); each strategy's ``rollouts`` then lists every version's waves.
     Returns a :class:`~edgecl.fleet.SimulationResult` (figures: :mod:`edgecl.fleet._metrics`,
     JSON: ``edgecl/schemas/simulate.schema.json``); with ``report_dir`` also writes plots and
     ``index.html`` there (``result.report``).
@@ -97,6 +107,7 @@ def simulate(*, devices: int = 4, scenario: str = "continual",
         raise ConfigError(f"unknown backend {backend!r}; use one of {BACKENDS}")
     if ray_address is not None and backend != "ray":
         raise ConfigError("ray_address needs backend='ray'")
+    rollout_settings = _rollout_settings(rollout, clock)
     cost = cloud_cost or CloudCostModel()
     started = time.perf_counter()
     simulated = 0.0
@@ -111,7 +122,8 @@ def simulate(*, devices: int = 4, scenario: str = "continual",
     raw: dict[str, list[dict[str, Any]]] = {}
     settings = {**SIM_LEARNING, "learning_group_by": "group" if scenario == "mixed"
                 else "device", "server_max_workers": max(64, 4 * devices + 16),
-                "server_max_streams": 2 * devices + 8, **(service_settings or {})}
+                "server_max_streams": 2 * devices + 8, **rollout_settings,
+                **(service_settings or {})}
     with tqdm(total=devices * len(strategies), desc="simulate", unit="device",
               disable=not progress) as bar, tempfile.TemporaryDirectory() as tmp:
         for name in strategies:
@@ -120,10 +132,11 @@ def simulate(*, devices: int = 4, scenario: str = "continual",
             if clock == "virtual" and uses_cloud(name):
                 tasks = [DeviceTask(p, name, str(zoo.student_bundle), None, None,
                                     ENROLLMENT_KEY, fraction, batch, adapt, "") for p in plans]
-                raw[name] = _run_virtual(tasks, name, Path(tmp), variant, home, own,
-                                         sync_s, cost, bar, engine)
+                raw[name], rollouts = _run_virtual(tasks, name, Path(tmp), variant, home, own,
+                                                   sync_s, cost, bar, engine)
                 simulated = max([simulated] + [r["seconds"] for r in raw[name]])
-                summaries[name] = summarise(raw[name])
+                summaries[name] = dataclasses.replace(summarise(raw[name]),
+                                                      rollouts=rollouts)
                 continue
             service = None
             target, key, pk = None, enrollment_key or ENROLLMENT_KEY, public_key
@@ -166,8 +179,10 @@ def simulate(*, devices: int = 4, scenario: str = "continual",
 
 def _run_virtual(tasks: list[DeviceTask], name: str, tmp: Path, variant: str,
                  home: str | None, settings: dict[str, Any], sync_s: float,
-                 cost: CloudCostModel, bar: Any, engine: Any = None) -> list[dict[str, Any]]:
-    """The cloud strategy ``name`` on the virtual clock, against a fresh service here."""
+                 cost: CloudCostModel, bar: Any, engine: Any = None
+                 ) -> tuple[list[dict[str, Any]], list[Any] | None]:
+    """The cloud strategy ``name`` on the virtual clock, against a fresh service here;
+    the devices' results, and every version's rollout when the policy was not auto."""
     from edgecl.cloud import create_server, load_config
 
     env = {f"EDGECL_CLOUD_{k.upper()}": str(v) for k, v in {
@@ -191,10 +206,31 @@ def _run_virtual(tasks: list[DeviceTask], name: str, tmp: Path, variant: str,
             bar.refresh()
 
     try:
-        return run_virtual(tasks, server, sim_clock, sync_s=sync_s, cost=cost,
-                           on_done=lambda: bar.update(1), on_round=on_round, engine=engine)
+        results = run_virtual(tasks, server, sim_clock, sync_s=sync_s, cost=cost,
+                              on_done=lambda: bar.update(1), on_round=on_round,
+                              engine=engine)
+        staged = server.registry.rollout_policy("") is not None
+        return results, rollout_records(server.registry) if staged else None
     finally:
         server.stop(grace=1.0)
+
+
+def _rollout_settings(rollout: Any, clock: str) -> dict[str, Any]:
+    """The service settings of a rollout policy (``rollout_<field>``)."""
+    if rollout is None:
+        return {}
+    from edgecl._exceptions import InvalidInput
+    from edgecl.cloud import RolloutPolicy
+
+    try:
+        policy = (rollout if isinstance(rollout, RolloutPolicy)
+                  else RolloutPolicy.from_dict(dict(rollout))).validate()
+    except InvalidInput as exc:
+        raise ConfigError(f"rollout: {exc}") from exc
+    if policy.mode != "auto" and clock != "virtual":
+        raise ConfigError("a staged or manual rollout is simulated on the virtual clock only")
+    return {f"rollout_{k}": str(v).lower() if isinstance(v, bool) else v
+            for k, v in policy.to_dict().items()}
 
 
 def _on_stream_time(r: dict[str, Any]) -> dict[str, Any]:
@@ -237,4 +273,19 @@ def summary_table(result: SimulationResult | dict[str, Any]) -> str:
                     f"{s['bytes_up_per_device'] / 1e3:>11.1f}"
                     f"{s['bytes_down_per_device'] / 1e3:>12.1f}{s['upload_fraction']:>9.3f}"
                     f"{s['updates']['applied']:>9}{lat:>10}{auc:>10}")
+    for name, s in result["strategies"].items():
+        if s.get("rollouts"):
+            rows.append(f"rollouts ({name}):")
+            rows += [f"  {line}" for line in rollout_lines(s["rollouts"])]
     return "\n".join(rows)
+
+
+def rollout_lines(rollouts: list[dict[str, Any]]) -> list[str]:
+    """One line per rollout: target, version, state, and its waves (devices@seconds)."""
+    out = []
+    for r in rollouts:
+        waves = ", ".join(f"{w['devices']}@{w['started_s']:g}s" for w in r["waves"]) or "-"
+        refused = sum(w["refused"] for w in r["waves"])
+        out.append(f"{r['target']} v{r['version']}: {r['state']}; waves {waves}"
+                   + (f"; {refused} refused" if refused else ""))
+    return out

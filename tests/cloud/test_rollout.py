@@ -277,3 +277,17 @@ def test_the_gate_judges_with_numbers():
     assert ood.verdict == "fail" and ood.ood_rise == pytest.approx(0.15)
     errors = judge_gate(policy, [h("applied", errors=2), h("applied", errors=1)])
     assert errors.verdict == "fail" and errors.errors == 3
+
+
+def test_the_gate_compares_with_devices_without_the_version_when_it_can():
+    policy = RolloutPolicy(mode="staged", max_confidence_drop=0.05, max_ood_rise=0.1)
+    # every device's inputs got harder: the same drop before/after, but not vs control
+    health = [DeviceHealth(f"d{i}", 1, "applied", {"confidence": 0.9, "ood_rate": 0.0},
+                           {"confidence": 0.8, "ood_rate": 0.32}, 0.0) for i in range(2)]
+    assert judge_gate(policy, health).verdict == "fail"  # before/after blames the version
+    fair = judge_gate(policy, health, (3, {"confidence": 0.82, "ood_rate": 0.3}))
+    assert fair.verdict == "pass", fair.reason
+    assert fair.confidence_drop == pytest.approx(0.02)
+    assert fair.ood_rise == pytest.approx(0.02) and "vs 3 devices without it" in fair.reason
+    worse = judge_gate(policy, health, (3, {"confidence": 0.9, "ood_rate": 0.3}))
+    assert worse.verdict == "fail" and worse.confidence_drop == pytest.approx(0.1)
