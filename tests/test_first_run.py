@@ -47,7 +47,7 @@ def test_help_names_every_command_and_every_option_has_help():
     commands = _subparsers(parser)
     top = [c for c in commands if " " not in c]
     assert set(top) == {"zoo", "export", "bundle", "bench", "eval", "simulate", "serve", "keys",
-                        "fleet", "demo"}
+                        "fleet", "device", "demo"}
     text = parser.format_help()
     assert all(name in text for name in top) and "`" not in text
     undocumented = [f"{cmd} {opt}" for cmd, sub in commands.items() for action in sub._actions

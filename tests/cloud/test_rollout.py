@@ -291,3 +291,51 @@ def test_the_gate_compares_with_devices_without_the_version_when_it_can():
     assert fair.ood_rise == pytest.approx(0.02) and "vs 3 devices without it" in fair.reason
     worse = judge_gate(policy, health, (3, {"confidence": 0.9, "ood_rate": 0.3}))
     assert worse.verdict == "fail" and worse.confidence_drop == pytest.approx(0.1)
+
+
+def test_the_readme_operator_commands_run_as_written(tiny_zoo, tmp_path, monkeypatch, capsys):
+    """Every ``edgecl fleet`` line of README's "Operate the fleet", in order, against a
+    real service whose group site-a has eight devices and four versions."""
+    import shlex
+    from pathlib import Path
+
+    from edgecl.cli import main
+    from tests.cloud.conftest import register
+
+    text = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    section = text[text.index("### Operate the fleet"):]
+    section = section[:section.index("\n## ")]
+    lines = [ln.strip() for ln in section.splitlines() if ln.startswith("    edgecl fleet")]
+    assert len(lines) >= 9
+    srv = start_server(tiny_zoo, tmp_path, learning_group_by="group",
+                       admin_operators=f"olga:operator:{OPERATOR}")
+    monkeypatch.setenv("EDGECL_ADMIN_TOKEN", OPERATOR)
+    try:
+        for i in range(8):
+            register(srv, f"cam-{i}", group="site-a")
+        sha = next(iter(srv.bundles))
+        head = np.zeros((10, 16), np.float32)
+
+        def publish(version):
+            payload = UpdatePayload(version, version - 1, sha, group="site-a",
+                                    parts={"head.weight": head + version,
+                                           "head.bias": np.zeros(10, np.float32)})
+            srv.publish_update("site-a", srv.signer.sign(payload))
+
+        for v in range(1, 5):
+            publish(v)
+        for line in lines:
+            argv = [*shlex.split(line)[1:], "--server", srv.target]
+            assert main(argv) == 0, line
+            if "--mode staged" in line:
+                publish(5)  # a version to roll out, pause, resume and abort
+        out = capsys.readouterr().out
+        assert "site-a v5: rolling" in out and "budget=0.02" in out
+        assert srv.registry.rollout("site-a", 5).state == "aborted"
+        assert srv.registry.pin_of("device", "cam-7") == 3
+        assert srv.registry.desired_config("group", "site-a")[1] == {
+            "budget": "0.02", "report_interval_s": "300"}
+        newest = srv.registry.update_records("site-a", 1)[0]
+        assert newest.metrics == {"rollback_of": 3.0}
+    finally:
+        srv.stop(grace=1.0)
