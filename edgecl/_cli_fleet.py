@@ -137,8 +137,12 @@ def _run(admin: Any, args: argparse.Namespace) -> tuple[Any, str]:
         return out, format_devices(out)
     if command == "device":
         out = admin.device(args.id)
+        events = "".join(f"\n  v{e['version']} {e['action']}"
+                         + (f": {e['reason'][:100]}" if e["action"] != "applied" else "")
+                         for e in out["events"][:20])
         return out, (format_devices([out["device"]]) + "\n\n" + format_updates(
-            {"updates": out["updates"], "rejections": []}))
+            {"updates": out["updates"], "rejections": []})
+            + (f"\n\nwhat it did with updates, newest first:{events}" if events else ""))
     if command == "updates":
         out = admin.updates(args.id)
         return out, format_updates(out)

@@ -118,14 +118,28 @@ class ReportInfo(_message.Message):
     def __init__(self, received_ms: _Optional[int] = ..., state_version: _Optional[int] = ..., stats: _Optional[_Mapping[str, float]] = ...) -> None: ...
 
 class DeviceDetail(_message.Message):
-    __slots__ = ("device", "updates", "reports")
+    __slots__ = ("device", "updates", "reports", "events")
     DEVICE_FIELD_NUMBER: _ClassVar[int]
     UPDATES_FIELD_NUMBER: _ClassVar[int]
     REPORTS_FIELD_NUMBER: _ClassVar[int]
+    EVENTS_FIELD_NUMBER: _ClassVar[int]
     device: DeviceInfo
     updates: _containers.RepeatedCompositeFieldContainer[UpdateInfo]
     reports: _containers.RepeatedCompositeFieldContainer[ReportInfo]
-    def __init__(self, device: _Optional[_Union[DeviceInfo, _Mapping]] = ..., updates: _Optional[_Iterable[_Union[UpdateInfo, _Mapping]]] = ..., reports: _Optional[_Iterable[_Union[ReportInfo, _Mapping]]] = ...) -> None: ...
+    events: _containers.RepeatedCompositeFieldContainer[DeviceEvent]
+    def __init__(self, device: _Optional[_Union[DeviceInfo, _Mapping]] = ..., updates: _Optional[_Iterable[_Union[UpdateInfo, _Mapping]]] = ..., reports: _Optional[_Iterable[_Union[ReportInfo, _Mapping]]] = ..., events: _Optional[_Iterable[_Union[DeviceEvent, _Mapping]]] = ...) -> None: ...
+
+class DeviceEvent(_message.Message):
+    __slots__ = ("version", "action", "reason", "time_ms")
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    ACTION_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    TIME_MS_FIELD_NUMBER: _ClassVar[int]
+    version: int
+    action: str
+    reason: str
+    time_ms: int
+    def __init__(self, version: _Optional[int] = ..., action: _Optional[str] = ..., reason: _Optional[str] = ..., time_ms: _Optional[int] = ...) -> None: ...
 
 class ListUpdatesRequest(_message.Message):
     __slots__ = ("target", "limit")

@@ -103,7 +103,10 @@ class AdminServicer(admin_pb2_grpc.FleetAdminServicer):
                    self.registry.update_records(info.target, MAX_UPDATES)]
         reports = [admin_pb2.ReportInfo(received_ms=t, state_version=v, stats=s)
                    for t, v, s in self.registry.reports_of(record.device_id, MAX_REPORTS)]
-        return admin_pb2.DeviceDetail(device=info, updates=updates, reports=reports)
+        events = [admin_pb2.DeviceEvent(version=v, action=a, reason=r, time_ms=t)
+                  for v, a, r, t in self.registry.events_of(record.device_id, MAX_UPDATES)]
+        return admin_pb2.DeviceDetail(device=info, updates=updates, reports=reports,
+                                      events=events)
 
     @grpc_errors
     def ListUpdates(self, request: Any, context: Any) -> Any:

@@ -269,6 +269,13 @@ class RolloutStore:
             w[5] += result == "refused"
         return [WaveCounts(*waves[k]) for k in sorted(waves)]
 
+    def events_of(self, device_id: str, limit: int) -> list[tuple[int, str, str, int]]:
+        """The update events ``device_id`` reported, newest first: ``(version, action,
+        reason, time_ms)``."""
+        return [(int(r[0]), r[1], r[2], int(r[3])) for r in self._rows(
+            "SELECT version, action, reason, time_ms FROM update_events WHERE device_id = ? "
+            "ORDER BY report_id DESC, rowid DESC LIMIT ?", (device_id, limit))]
+
     # -- desired config ------------------------------------------------------------------
     def set_desired_config(self, kind: str, name: str, values: dict[str, str] | None,
                            operator: str) -> int:

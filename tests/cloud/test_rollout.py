@@ -183,6 +183,11 @@ def test_a_staged_rollout_gates_waves_halts_a_bad_version_and_obeys_operators(fl
     assert updates["2"]["rollout_state"] == "aborted"
     assert updates["3"]["rollout_state"] == "released"
     assert updates["3"]["metrics"]["rollback_of"] == 1.0
+    with AdminClient(srv.target, READER) as admin:  # a canary device's history
+        events = admin.device(canary[1])["events"]
+    assert [(e["version"], e["action"]) for e in events][:3] == [
+        ("3", "applied"), ("2", "rejected"), ("1", "applied")]
+    assert "canary" in events[1]["reason"]
 
     # a fleet-wide rollback to the bundle's own state reaches every unpinned device
     with AdminClient(srv.target, OPERATOR) as admin:
