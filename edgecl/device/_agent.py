@@ -223,6 +223,7 @@ class DeviceAgent:
         if self.client is not None:
             self.client.stop()
         self._stop_worker()
+        self.outbox.flush()
         summary = {"frames": self.frames, "errors": self.errors,
                    "selected": self.collector.stats().stored,
                    "outbox_left": self.outbox.stats().count, "flushed": flushed,
