@@ -153,19 +153,26 @@ class Registry(FleetQueries, RolloutStore):
         with self._changed:
             self._changed.notify_all()
 
-    def _transaction(self, statements: list[tuple[str, Any]]) -> None:
-        """Several writes committed together; wakes update streams."""
+    def _transaction(self, statements: list[tuple[str, Any]], *,
+                     guarded: bool = False, read: str = "") -> Any:
+        """Several writes committed together; wakes update streams. ``guarded``: the
+        first statement must change a row, else nothing is written (False). ``read``: a
+        query whose first value, read inside the transaction, is returned (else True)."""
         with self._write:
             conn = self._conn()
             try:
-                for sql, args in statements:
-                    conn.execute(sql, args)
+                for i, (sql, args) in enumerate(statements):
+                    if conn.execute(sql, args).rowcount == 0 and guarded and i == 0:
+                        conn.rollback()
+                        return False
+                value = conn.execute(read).fetchone()[0] if read else True
                 conn.commit()
             except sqlite3.Error as exc:
                 conn.rollback()
                 raise StorageError(f"registry {self.path}: write failed: {exc}") from exc
         with self._changed:
             self._changed.notify_all()
+        return value
 
     def _verified(self, rows: list[Any]) -> tuple[list[Any], int]:
         """The rows (selected with :data:`SUM_COLS` first) whose checksum matches, and

@@ -97,7 +97,8 @@ class RolloutStore:
     def _execute(self, sql: str, args: Any) -> None:  # provided by the registry
         raise NotImplementedError
 
-    def _transaction(self, statements: list[tuple[str, Any]]) -> None:  # the registry's
+    def _transaction(self, statements: list[tuple[str, Any]], *,
+                     guarded: bool = False, read: str = "") -> Any:  # the registry's
         raise NotImplementedError
 
     # -- policies ------------------------------------------------------------------------
@@ -181,15 +182,16 @@ class RolloutStore:
         return after is not None and after.state == state
 
     def admit(self, target: str, version: int, device_ids: list[str], wave: int,
-              now_s: float) -> None:
-        """Admit ``device_ids`` to ``version`` as wave ``wave`` (started at ``now_s``)."""
+              now_s: float) -> bool:
+        """Admit ``device_ids`` to ``version`` as wave ``wave`` (started at ``now_s``), if
+        its rollout is still rolling (False: an operator paused or ended it meanwhile)."""
         mark = int(self._rows("SELECT COALESCE(MAX(rowid), 0) FROM reports")[0][0])
-        self._transaction(
-            [("INSERT OR IGNORE INTO rollout_devices VALUES (?, ?, ?, ?, ?, ?)",
-              (target, version, d, wave, now_s, mark)) for d in device_ids]
-            + [("UPDATE rollouts SET wave = ?, wave_started_s = ?, updated_ms = ? "
-                "WHERE target = ? AND version = ?", (wave, now_s, now_ms(), target,
-                                                      version))])
+        return self._transaction(
+            [("UPDATE rollouts SET wave = ?, wave_started_s = ?, updated_ms = ? "
+              "WHERE target = ? AND version = ? AND state = 'rolling'",
+              (wave, now_s, now_ms(), target, version))]
+            + [("INSERT OR IGNORE INTO rollout_devices VALUES (?, ?, ?, ?, ?, ?)",
+                (target, version, d, wave, now_s, mark)) for d in device_ids], guarded=True)
 
     def admitted(self, target: str, version: int) -> list[tuple[str, int, float, int]]:
         """Devices admitted to ``version``: ``(device_id, wave, started_s, report_mark)``."""
@@ -281,19 +283,27 @@ class RolloutStore:
                            operator: str) -> int:
         """Set (None: clear) the desired config of a device or group; its revision, which
         increases with every change over the whole fleet."""
-        rows = self._rows("SELECT value FROM meta WHERE key = 'config_revision'")
-        revision = (int(rows[0][0]) if rows else 0) + 1
+        revision = ("(SELECT CAST(value AS INTEGER) FROM meta WHERE key = "
+                    "'config_revision')")
         statements: list[tuple[str, Any]] = [(
-            "INSERT OR REPLACE INTO meta VALUES ('config_revision', ?)", (str(revision),))]
+            "INSERT OR REPLACE INTO meta VALUES ('config_revision', CAST(COALESCE(("
+            "SELECT CAST(value AS INTEGER) FROM meta WHERE key = 'config_revision'), 0) "
+            "+ 1 AS TEXT))", ())]
         if values is None:
             statements.append(("DELETE FROM desired_config WHERE kind = ? AND name = ?",
                                (kind, name)))
         else:
-            statements.append(("INSERT OR REPLACE INTO desired_config VALUES (?, ?, ?, ?, ?, "
-                               "?)", (kind, name, json.dumps(values, sort_keys=True),
-                                      revision, operator, now_ms())))
-        self._transaction(statements)
-        return revision
+            statements.append((f"INSERT OR REPLACE INTO desired_config VALUES (?, ?, ?, "
+                               f"{revision}, ?, ?)", (kind, name,
+                                                      json.dumps(values, sort_keys=True),
+                                                      operator, now_ms())))
+        return int(self._transaction(statements, read="SELECT CAST(value AS INTEGER) FROM "
+                                     "meta WHERE key = 'config_revision'"))
+
+    def config_revision(self) -> int:
+        """The newest desired-config revision (0: never set)."""
+        rows = self._rows("SELECT value FROM meta WHERE key = 'config_revision'")
+        return int(rows[0][0]) if rows else 0
 
     def desired_config(self, kind: str, name: str) -> tuple[int, dict[str, str]] | None:
         """``(revision, values)`` set for exactly this device or group (None: none)."""

@@ -238,7 +238,8 @@ class RolloutController:
     def _admit(self, row: RolloutRow, device_ids: list[str], wave: int, now: float) -> None:
         if not device_ids:
             return
-        self.registry.admit(row.target, row.version, device_ids, wave, now)
+        if not self.registry.admit(row.target, row.version, device_ids, wave, now):
+            return  # paused, aborted or superseded since this step read it
         log.info("rollout wave started", extra={"target": row.target, "version": row.version,
                                                 "wave": wave, "devices": len(device_ids)})
 
