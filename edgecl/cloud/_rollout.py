@@ -37,8 +37,8 @@ class RolloutPolicy:
     wave_interval_s: float = 300.0
     min_reported_share: float = 0.8
     max_rollback_rate: float = 0.1
-    max_confidence_drop: float = 0.05
-    max_ood_rise: float = 0.1
+    max_confidence_drop: float = 0.25
+    max_ood_rise: float = 0.25
     max_errors: int = 0
     gate_timeout_s: float = 3600.0
     revert_on_failure: bool = True
