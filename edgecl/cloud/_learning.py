@@ -16,6 +16,7 @@ implements.
 from __future__ import annotations
 
 import dataclasses
+import logging
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -111,6 +112,7 @@ TAIL_UPLOADS = 10
 #: With fleet memory, a stored domain that matched but was not confirmed on a young
 #: domain's few uploads is tried again after this many new ones.
 RECALL_RETRY_UPLOADS = 4
+_log = logging.getLogger("edgecl.cloud.learning")
 
 
 class LearningCoordinator:
@@ -465,6 +467,9 @@ class LearningCoordinator:
                                          source=source, margin=cfg.margin,
                                          max_nfr=cfg.max_nfr, source_z=cfg.source_z,
                                          source_mask=unbiased)
+            _log.debug("recall %s: entry %d (statistic %.2f) on %d uploads: %s", target,
+                       match.entry.id, match.statistic, len(x),
+                       "accepted" if verdict.accepted else verdict.reason)
             if not verdict.accepted:
                 continue
             metrics = {**verdict.metrics, "library_entry": float(match.entry.id),
