@@ -93,6 +93,10 @@ class StoredUpdate:
     update: SignedUpdate
 
 
+#: Reports (and update events) kept per device: a day of reports a minute apart.
+KEEP_REPORTS = 1440
+
+
 class Registry(FleetQueries, RolloutStore):
     """Devices, samples, labels, updates and reports in one SQLite database."""
 
@@ -607,7 +611,8 @@ class Registry(FleetQueries, RolloutStore):
                    config: tuple[int, dict[str, str]] | None = None) -> None:
         """Store one device report: its ``stats``, update ``events`` ``(version, action,
         reason, time_ms)`` and the desired ``config`` ``(revision, values)`` it applied
-        (:class:`InvalidInput` when ``stats`` is too large)."""
+        (:class:`InvalidInput` when ``stats`` is too large). A device's newest
+        :data:`KEEP_REPORTS` reports and update events are kept."""
         _check_entries("stats", stats)
         with self._write:
             conn = self._conn()
@@ -617,6 +622,11 @@ class Registry(FleetQueries, RolloutStore):
                 conn.executemany("INSERT INTO update_events VALUES (?, ?, ?, ?, ?, ?)",
                                  [(device_id, v, a, r, t, cur.lastrowid)
                                   for v, a, r, t in events])
+                for table in ("reports", "update_events"):  # a device's newest only
+                    conn.execute(f"DELETE FROM {table} WHERE device_id = ? AND rowid <= ("
+                                 f"SELECT rowid FROM {table} WHERE device_id = ? ORDER BY "
+                                 f"rowid DESC LIMIT 1 OFFSET ?)",
+                                 (device_id, device_id, KEEP_REPORTS))
                 if config is not None:
                     conn.execute("INSERT OR REPLACE INTO reported_config VALUES (?, ?, ?, ?)",
                                  (device_id, config[0], json.dumps(config[1], sort_keys=True),

@@ -99,7 +99,7 @@ CREATE TABLE IF NOT EXISTS reports (
     state_version BIGINT NOT NULL,
     stats_json TEXT NOT NULL
 );
-CREATE INDEX IF NOT EXISTS reports_by_device ON reports (device_id, received_ms);
+CREATE INDEX IF NOT EXISTS reports_by_device ON reports (device_id);
 CREATE TABLE IF NOT EXISTS rollout_policies (
     target TEXT PRIMARY KEY,
     policy_json TEXT NOT NULL,

@@ -158,3 +158,18 @@ def test_negative_versions_and_oversized_maps_are_invalid_input(tmp_path):
         reg.register("dev", "tok", "sha", "", {f"k{i}": "v" for i in range(1000)})
     with pytest.raises(InvalidInput):
         reg.add_report("dev", 0, {"x" * 10_000: 1.0})
+
+
+def test_a_device_keeps_only_its_newest_reports_and_update_events(tmp_path, monkeypatch):
+    import edgecl.cloud._registry as registry_module
+
+    monkeypatch.setattr(registry_module, "KEEP_REPORTS", 5)
+    reg = Registry(tmp_path)
+    for device in ("a", "b"):
+        reg.register(device, device * 40, "e" * 64, "", {})
+    for i in range(12):
+        reg.add_report("a", i, {"n": float(i)}, [(i, "applied", "", i)])
+    reg.add_report("b", 0, {"n": 0.0})
+    assert [v for _, v, _ in reg.reports_of("a", 100)] == [11, 10, 9, 8, 7]
+    assert [e[0] for e in reg.events_of("a", 100)] == [11, 10, 9, 8, 7]
+    assert len(reg.reports_of("b", 100)) == 1  # another device's reports are its own
