@@ -265,7 +265,7 @@ class EdgeCloudServicer(pb_grpc.EdgeCloudServicer):
         return pb.RegisterResponse(
             token=token, input_shape=list(bundle.input_spec.shape),
             feature_dim=bundle.manifest.feature_dim,
-            latest_version=self.registry.latest_version(self.target_of(device)),
+            latest_version=self.servable(device),
             max_message_bytes=self.max_message_bytes, max_batch_samples=self.max_batch_samples)
 
     @grpc_errors
