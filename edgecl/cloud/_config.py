@@ -17,8 +17,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from edgecl._exceptions import ConfigError
+from edgecl._exceptions import ConfigError, InvalidInput
 from edgecl._home import default_home
+from edgecl.cloud._rollout import RolloutPolicy
 
 ENV_PREFIX = "EDGECL_CLOUD_"
 
@@ -170,24 +171,6 @@ class AdminSection:
 
 
 @dataclass(frozen=True)
-class RolloutSection:
-    """The fleet's default rollout policy (see :class:`~edgecl.cloud.RolloutPolicy`);
-    an operator's ``edgecl fleet rollout`` overrides it."""
-
-    mode: str = "auto"
-    canary_share: float = 0.1
-    wave_share: float = 0.3
-    wave_interval_s: float = 300.0
-    min_reported_share: float = 0.8
-    max_rollback_rate: float = 0.1
-    max_confidence_drop: float = 0.25
-    max_ood_rise: float = 0.25
-    max_errors: int = 0
-    gate_timeout_s: float = 3600.0
-    revert_on_failure: bool = True
-
-
-@dataclass(frozen=True)
 class LogSection:
     level: str = "INFO"
     format: str = "json"
@@ -207,7 +190,9 @@ class CloudConfig:
     metrics: MetricsSection = field(default_factory=MetricsSection)
     log: LogSection = field(default_factory=LogSection)
     admin: AdminSection = field(default_factory=AdminSection)
-    rollout: RolloutSection = field(default_factory=RolloutSection)
+    #: The fleet's default rollout policy; an operator's ``edgecl fleet rollout``
+    #: overrides it.
+    rollout: RolloutPolicy = field(default_factory=RolloutPolicy)
 
     def replace(self, section: str, **values: Any) -> CloudConfig:
         """A copy with ``values`` set in ``section`` (validated like the file)."""
@@ -241,11 +226,8 @@ class CloudConfig:
         from edgecl.cloud._admin_auth import parse_operators
 
         parse_operators(self.admin.operators)
-        from edgecl._exceptions import InvalidInput
-        from edgecl.cloud._rollout import RolloutPolicy
-
         try:
-            RolloutPolicy.from_dict(dataclasses.asdict(self.rollout))
+            self.rollout.validate()
         except InvalidInput as exc:
             raise ConfigError(f"[rollout]: {exc}") from exc
         if self.learning.group_by not in ("device", "group"):

@@ -146,16 +146,7 @@ class Registry(FleetQueries, RolloutStore):
 
     def _execute(self, sql: str, args: Any) -> None:
         """One committed write; wakes update streams (a pin may have moved)."""
-        with self._write:
-            conn = self._conn()
-            try:
-                conn.execute(sql, args)
-                conn.commit()
-            except sqlite3.Error as exc:
-                conn.rollback()
-                raise StorageError(f"registry {self.path}: write failed: {exc}") from exc
-        with self._changed:
-            self._changed.notify_all()
+        self._transaction([(sql, args)])
 
     def _transaction(self, statements: list[tuple[str, Any]], *,
                      guarded: bool = False, read: str = "") -> Any:

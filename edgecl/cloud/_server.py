@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import logging
 import os
@@ -27,7 +26,7 @@ from edgecl.cloud._learning import LearningCoordinator, LearningPolicy
 from edgecl.cloud._metrics import Metrics
 from edgecl.cloud._registry import Registry
 from edgecl.cloud._republish import republish
-from edgecl.cloud._rollout import RolloutController, RolloutPolicy
+from edgecl.cloud._rollout import RolloutController
 from edgecl.cloud._servicer import Backlog, EdgeCloudServicer
 from edgecl.cloud._signing import UpdateSigner
 from edgecl.cloud._teacher import Teacher, TeacherPool
@@ -207,9 +206,8 @@ class CloudServer:
                      ("grpc.so_reuseport", 0)],
             maximum_concurrent_rpcs=config.server.max_workers * 4)
         edgecl_pb2_grpc.add_EdgeCloudServicer_to_server(self.servicer, self._grpc)
-        policy = RolloutPolicy.from_dict(dataclasses.asdict(config.rollout))
-        self.registry.default_rollout_policy = (None if policy.mode == "auto"
-                                                else policy.to_dict())
+        self.registry.default_rollout_policy = (None if config.rollout.mode == "auto"
+                                                else config.rollout.to_dict())
         #: Moves staged rollouts (ticked every second, or by a simulation's rounds).
         self.rollouts = RolloutController(self.registry, self._devices_of, self._revert,
                                           clock=self.clock)

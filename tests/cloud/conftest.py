@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -63,3 +64,13 @@ def server(tiny_zoo, tmp_path_factory):
     srv = start_server(tiny_zoo, tmp_path_factory.mktemp("cloud"), metrics_port="0")
     yield srv
     srv.stop(grace=1.0)
+
+
+def wait_for(condition, timeout: float = 60.0, what: str = "condition") -> None:
+    """Poll ``condition`` until it is true; AssertionError naming ``what`` at ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {what}")

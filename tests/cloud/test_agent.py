@@ -19,7 +19,7 @@ from edgecl.bundle import load_bundle
 from edgecl.cloud import AdminClient, BaseState
 from edgecl.device import load_agent_config
 from edgecl.wire import UpdatePayload
-from tests.cloud.conftest import KEY, start_server
+from tests.cloud.conftest import KEY, start_server, wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
 OPERATOR = "otto-operator-token-0123456789abc"
@@ -33,13 +33,6 @@ def _drop(directory: Path, name: str, array: np.ndarray) -> None:
     tmp.replace(directory / name)
 
 
-def _wait(condition, timeout=60.0, what="condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def _config(tmp: Path, srv, bundle: Path, frames: Path) -> Path:
@@ -81,18 +74,18 @@ def test_the_agent_runs_a_device_and_stops_cleanly_on_sigterm(tiny_zoo, tmp_path
         (frames / "001.npy").write_bytes(b"not an npy file")  # skipped, moved aside
         _drop(frames, "002.npy", np.zeros((2, 3, 5, 5), np.float32))  # refused: wrong shape
         _drop(frames, "003.npy", x[32:64])
-        _wait(lambda: not any(frames.glob("*.npy")), what="the agent to take the files")
+        wait_for(lambda: not any(frames.glob("*.npy")), what="the agent to take the files")
         assert (frames / "rejected" / "001.npy").exists()
         assert sorted(p.name for p in (frames / "processed").iterdir()) == [
             "000.npy", "002.npy", "003.npy"]
-        _wait(lambda: srv.registry.sample_count("gate-7") > 0, what="uploads")
+        wait_for(lambda: srv.registry.sample_count("gate-7") > 0, what="uploads")
         with AdminClient(srv.target, OPERATOR) as admin:
-            _wait(lambda: admin.device("gate-7")["reports"], what="a report")
+            wait_for(lambda: admin.device("gate-7")["reports"], what="a report")
             report = admin.device("gate-7")["reports"][0]
             assert report["stats"]["predictions"] >= 0
             # the operator turns the budget up for the group; the agent applies it
             rev = int(admin.set_config({"budget": "0.5"}, group="yard")["revision"])
-            _wait(lambda: int(admin.devices(group="yard")[0]["reported_revision"]) == rev,
+            wait_for(lambda: int(admin.devices(group="yard")[0]["reported_revision"]) == rev,
                   what="the desired config to be applied and reported")
             listed = admin.devices(group="yard")[0]
             assert listed["reported_config"]["budget"] == "0.5"
@@ -107,7 +100,7 @@ def test_the_agent_runs_a_device_and_stops_cleanly_on_sigterm(tiny_zoo, tmp_path
                                 parts={"head.weight": base.head_weight * 1.01,
                                        "head.bias": base.head_bias})
         srv.publish_update("gate-7", srv.signer.sign(payload))
-        _wait(lambda: srv.registry.reports_of("gate-7", 1)[0][1] == 1,
+        wait_for(lambda: srv.registry.reports_of("gate-7", 1)[0][1] == 1,
               what="the update to be applied and reported")
         _drop(frames, "004.npy", x[:48])
         time.sleep(0.5)

@@ -27,7 +27,7 @@ from edgecl.device import (
     UpdateVerifier,
 )
 from edgecl.wire import UpdatePayload
-from tests.cloud.conftest import KEY, start_server
+from tests.cloud.conftest import KEY, start_server, wait_for
 
 OPERATOR = "olga-operator-token-0123456789ab"
 READER = "rita-read-only-token-0123456789ab"
@@ -35,13 +35,6 @@ GROUP = "line-1"
 N_DEVICES = 20
 
 
-def _wait(condition, timeout=30.0, what="condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 class Device:
@@ -133,7 +126,7 @@ def test_a_staged_rollout_gates_waves_halts_a_bad_version_and_obeys_operators(fl
 
     # v1 (good): the canary takes it; the next wave waits for the held device's report
     _publish(srv, 1, good, b)
-    _wait(lambda: all(by_id[c].version == 1 for c in canary), what="the canary to apply v1")
+    wait_for(lambda: all(by_id[c].version == 1 for c in canary), what="the canary to apply v1")
     for d in devices:
         d.predict()
     time.sleep(3.0)  # three ticks and three wave intervals: still held
@@ -143,11 +136,11 @@ def test_a_staged_rollout_gates_waves_halts_a_bad_version_and_obeys_operators(fl
     assert status["waves"][0]["devices"] == 4 and status["waves"][0]["reported"] == 3
     assert all(by_id[i].version == 0 for i in order[4:]), "a wave started before its gate"
     held.reporter.start()  # its report lets the gate pass
-    _wait(lambda: all(d.version == 1 for d in devices), timeout=60,
+    wait_for(lambda: all(d.version == 1 for d in devices), timeout=60,
           what="every device to take v1 wave by wave")
     for d in devices:
         d.predict()
-    _wait(lambda: srv.registry.rollout(GROUP, 1).state == "released", timeout=30,
+    wait_for(lambda: srv.registry.rollout(GROUP, 1).state == "released", timeout=30,
           what="v1 to be released")
     with AdminClient(srv.target, READER) as admin:
         waves = admin.rollout(GROUP)["waves"]
@@ -166,11 +159,11 @@ def test_a_staged_rollout_gates_waves_halts_a_bad_version_and_obeys_operators(fl
     bad_b = np.full_like(b, -10.0)
     bad_b[3] = 10.0
     _publish(srv, 2, bad_w, bad_b)
-    _wait(lambda: srv.registry.rollout(GROUP, 2).state == "aborted", timeout=60,
+    wait_for(lambda: srv.registry.rollout(GROUP, 2).state == "aborted", timeout=60,
           what="the bad version's rollout to halt")
     row = srv.registry.rollout(GROUP, 2)
     assert "wave 1 gate failed" in row.reason and "rollback rate" in row.reason, row.reason
-    _wait(lambda: all(d.version == 3 for d in devices if d is not pinned), timeout=60,
+    wait_for(lambda: all(d.version == 3 for d in devices if d is not pinned), timeout=60,
           what="the revert (v3) to reach every unpinned device")
     assert all(by_id[c].seen(2) for c in canary)  # the canary was offered v2, refused it
     assert not any(by_id[i].seen(2) for i in order[4:]), "v2 went past the canary"
@@ -184,15 +177,18 @@ def test_a_staged_rollout_gates_waves_halts_a_bad_version_and_obeys_operators(fl
     assert updates["3"]["rollout_state"] == "released"
     assert updates["3"]["metrics"]["rollback_of"] == 1.0
     with AdminClient(srv.target, READER) as admin:  # a canary device's history
-        events = admin.device(canary[1])["events"]
-    assert [(e["version"], e["action"]) for e in events][:3] == [
-        ("3", "applied"), ("2", "rejected"), ("1", "applied")]
-    assert "canary" in events[1]["reason"]
+
+        def history():
+            return [(e["version"], e["action"]) for e in admin.device(canary[1])["events"]]
+
+        wait_for(lambda: history()[:1] == [("3", "applied")], what="v3 in its history")
+        assert history()[:3] == [("3", "applied"), ("2", "rejected"), ("1", "applied")]
+        assert "canary" in admin.device(canary[1])["events"][1]["reason"]
 
     # a fleet-wide rollback to the bundle's own state reaches every unpinned device
     with AdminClient(srv.target, OPERATOR) as admin:
         assert admin.rollback(GROUP, to_version=0, reason="back to factory")["version"] == "4"
-    _wait(lambda: all(d.version == 4 for d in devices if d is not pinned), timeout=60,
+    wait_for(lambda: all(d.version == 4 for d in devices if d is not pinned), timeout=60,
           what="the rollback to reach every device")
     assert pinned.version == 1 and not pinned.seen(2) and not pinned.seen(3)
     np.testing.assert_allclose(devices[1].rt.state.head.weight, w, atol=2e-3)
@@ -207,7 +203,7 @@ def test_a_staged_rollout_gates_waves_halts_a_bad_version_and_obeys_operators(fl
             int(x["reported_revision"]) == revision and x["reported_config"]["budget"] == "0.05"
             and x["desired_config"]["budget"] == "0.05" for x in listed)
 
-    _wait(reported, timeout=30, what="every device to report the desired config")
+    wait_for(reported, timeout=30, what="every device to report the desired config")
     assert all(d.applied_config["budget"] == "0.05" for d in devices)
     assert all(d.reporter.interval_s == 2.0 for d in devices)
 
