@@ -553,8 +553,8 @@ class Registry(FleetQueries, RolloutStore):
         return int(rows[0][0])
 
     def updates_after(self, target: str, version: int, limit: int = 16, *,
-                      device_id: str | None = None, cap: int | None = None
-                      ) -> list[StoredUpdate]:
+                      device_id: str | None = None, cap: int | None = None,
+                      newest_first: bool = False) -> list[StoredUpdate]:
         """Published updates of ``target`` newer than ``version``, oldest first
         (:class:`InvalidInput` for a negative ``version``). With ``device_id``: only those
         the device may be served (released, or a rollout admitted it) up to ``cap``."""
@@ -569,7 +569,8 @@ class Registry(FleetQueries, RolloutStore):
                     "OR EXISTS (SELECT 1 FROM rollout_devices d WHERE d.target = u.target AND "
                     "d.version = u.version AND d.device_id = ?)) ")
             args += [cap if cap is not None else 2**62, device_id]
-        rows = self._rows(sql + "ORDER BY u.version LIMIT ?", (*args, limit))
+        order = "DESC" if newest_first else "ASC"
+        rows = self._rows(sql + f"ORDER BY u.version {order} LIMIT ?", (*args, limit))
         return [StoredUpdate(target, int(v), SignedUpdate(self.artifacts.get(a), bytes(sig), k))
                 for v, a, sig, k in rows]
 

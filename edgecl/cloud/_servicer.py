@@ -322,7 +322,7 @@ class EdgeCloudServicer(pb_grpc.EdgeCloudServicer):
         if latest <= after:
             raise NotFound(f"no update after version {request.after_version} "
                            f"(latest is {latest})")
-        stored = self.registry.updates_after(target, latest - 1, limit=1,
+        stored = self.registry.updates_after(target, after, limit=1, newest_first=True,
                                              device_id=device.device_id, cap=latest)
         if not stored:
             raise NotFound(f"no update after version {request.after_version}")

@@ -173,3 +173,32 @@ def test_a_device_keeps_only_its_newest_reports_and_update_events(tmp_path, monk
     assert [v for _, v, _ in reg.reports_of("a", 100)] == [11, 10, 9, 8, 7]
     assert [e[0] for e in reg.events_of("a", 100)] == [11, 10, 9, 8, 7]
     assert len(reg.reports_of("b", 100)) == 1  # another device's reports are its own
+
+
+def test_a_device_is_served_only_released_versions_and_those_it_was_admitted_to(tmp_path):
+    from edgecl.cloud import UpdateSigner
+    from edgecl.wire import UpdatePayload
+
+    reg = Registry(tmp_path)
+    signer = UpdateSigner.load_or_create(tmp_path / "key.pem")
+
+    def publish(version):
+        payload = UpdatePayload(version, version - 1, "e" * 64, group="g", parts={})
+        reg.publish("g", signer.sign(payload), payload)
+
+    publish(1)  # auto: released
+    reg.set_rollout_policy("g", {"mode": "staged"}, "test")
+    publish(2)  # rolling
+    assert reg.admit("g", 2, ["a"], 1, 0.0)
+    publish(3)  # rolling: supersedes v2, admits no one yet
+
+    def served(device, after=0, cap=None):
+        return [u.version for u in reg.updates_after("g", after, device_id=device, cap=cap)]
+
+    assert served("a") == [1, 2] and served("b") == [1]
+    assert reg.rollout_cap("a", "g") == 2 and reg.rollout_cap("b", "g") == 1
+    newest = reg.updates_after("g", 0, limit=1, newest_first=True, device_id="b", cap=3)
+    assert [u.version for u in newest] == [1]
+    assert served("a", cap=1) == [1]  # a pin below what it was admitted to wins
+    assert not reg.admit("g", 2, ["b"], 2, 1.0)  # v2 was superseded: no wave for it
+    assert [u.version for u in reg.updates_after("g", 0)] == [1, 2, 3]  # no device: all
