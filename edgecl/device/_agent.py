@@ -125,7 +125,7 @@ class DeviceAgent:
                     self.sampling, self.budget = sampling, budget
             except (ValueError, ConfigError) as exc:
                 log.warning("desired sampling not applied", extra={"error": str(exc)})
-            method = values.get("adaptation_method", self.method or c.adaptation)
+            method = values.get("adaptation_method", c.adaptation)
             wanted = values.get("adaptation", "on" if c.adaptation else "off") == "on"
             if not wanted or method != self.method:
                 self._stop_worker()
