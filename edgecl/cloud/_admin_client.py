@@ -163,9 +163,10 @@ def format_rollout(status: dict[str, Any]) -> str:
             f"policy {policy['mode']}: canary {policy['canary_share']:g}, waves of "
             f"{policy['wave_share']:g} every {policy['wave_interval_s']:g} s; released "
             f"v{status['released_version']} on {status['target_devices']} devices")
-    rows = [("wave", "devices", "reported", "applied", "refused", "started (s)")]
+    first = status["waves"][0]["started_s"] if status["waves"] else 0.0
+    rows = [("wave", "devices", "reported", "applied", "refused", "started (s after wave 1)")]
     rows += [(w["wave"], w["devices"], w["reported"], w["applied"], w["refused"],
-              f"{w['started_s']:.1f}") for w in status["waves"]]
+              f"{w['started_s'] - first:.1f}") for w in status["waves"]]
     return head + ("\n" + _table(rows) if status["waves"] else "")
 
 

@@ -209,8 +209,11 @@ class CloudServer:
         self.registry.default_rollout_policy = (None if config.rollout.mode == "auto"
                                                 else config.rollout.to_dict())
         #: Moves staged rollouts (ticked every second, or by a simulation's rounds).
-        self.rollouts = RolloutController(self.registry, self._devices_of, self._revert,
-                                          clock=self.clock)
+        # wave times are stored: wall-clock seconds survive a restart (monotonic ones do
+        # not survive a reboot); a simulation's virtual clock is used as it is
+        self.rollouts = RolloutController(
+            self.registry, self._devices_of, self._revert,
+            clock=time.time if clock is time.monotonic else clock)
         self.admin = AdminServicer(self.registry, self.signer, self.servicer,
                                    lambda sha: self.bundles[sha].path, self._devices_of)
         admin_pb2_grpc.add_FleetAdminServicer_to_server(self.admin, self._grpc)
