@@ -100,7 +100,8 @@ def _arguments(name: str, fc: argparse.ArgumentParser) -> None:
         fc.add_argument("--reason", default="", help="why (logged with your name)")
 
 
-def _pairs(items: list[str], what: str) -> dict[str, str]:
+def key_values(items: list[str], what: str) -> dict[str, str]:
+    """``KEY=VALUE`` arguments as a dict; :class:`ConfigError` naming ``what`` otherwise."""
     out = {}
     for item in items:
         key, sep, value = item.partition("=")
@@ -133,7 +134,7 @@ def _run(admin: Any, args: argparse.Namespace) -> tuple[Any, str]:
 
     command = args.fleet_command
     if command == "devices":
-        out: Any = admin.devices(group=args.group, labels=_pairs(args.label, "--label"))
+        out: Any = admin.devices(group=args.group, labels=key_values(args.label, "--label"))
         return out, format_devices(out)
     if command == "device":
         out = admin.device(args.id)
@@ -161,7 +162,7 @@ def _run(admin: Any, args: argparse.Namespace) -> tuple[Any, str]:
         return out, format_rollout(out)
     if command == "config":
         if args.values or args.clear:
-            out = admin.set_config(_pairs(args.values, "--set"), device_id=args.device,
+            out = admin.set_config(key_values(args.values, "--set"), device_id=args.device,
                                    group=args.group, clear=args.clear, reason=args.reason)
             return out, (f"{out['kind']} {out['name']}: desired config revision "
                          f"{out['revision']}: {out['values'] or 'cleared'}")

@@ -181,11 +181,10 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     public_key = Path(args.public_key).read_bytes() if args.public_key else None
     rollout = None
     if args.rollout:
+        from edgecl._cli_fleet import key_values
+
         rollout = {"mode": args.rollout}
-        for item in args.rollout_option:
-            key, sep, value = item.partition("=")
-            if not sep:
-                raise ConfigError(f"--rollout-option takes KEY=VALUE, got {item!r}")
+        for key, value in key_values(args.rollout_option, "--rollout-option").items():
             try:
                 rollout[key] = (value.lower() == "true" if value.lower() in ("true", "false")
                                 else int(value) if key == "max_errors" else float(value))

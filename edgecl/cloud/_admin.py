@@ -24,7 +24,7 @@ from edgecl.cloud._errors import FailedPrecondition, NotFound, grpc_errors
 from edgecl.cloud._identity import Device
 from edgecl.cloud._registry import Registry
 from edgecl.cloud._registry_fleet import DeviceRecord, UpdateRecord
-from edgecl.cloud._republish import ROLLBACK_METRIC, republish
+from edgecl.cloud._republish import republish
 from edgecl.cloud._rollout import RolloutPolicy
 from edgecl.cloud._signing import UpdateSigner
 from edgecl.wire import payload_from_bytes
@@ -32,7 +32,7 @@ from edgecl.wire import payload_from_bytes
 MAX_DEVICES = 1000
 MAX_UPDATES = 100
 MAX_REPORTS = 20
-__all__ = ["ROLLBACK_METRIC", "AdminServicer"]
+__all__ = ["AdminServicer"]
 log = logging.getLogger("edgecl.cloud.admin")
 
 

@@ -300,11 +300,6 @@ class RolloutStore:
         return int(self._transaction(statements, read="SELECT CAST(value AS INTEGER) FROM "
                                      "meta WHERE key = 'config_revision'"))
 
-    def config_revision(self) -> int:
-        """The newest desired-config revision (0: never set)."""
-        rows = self._rows("SELECT value FROM meta WHERE key = 'config_revision'")
-        return int(rows[0][0]) if rows else 0
-
     def desired_config(self, kind: str, name: str) -> tuple[int, dict[str, str]] | None:
         """``(revision, values)`` set for exactly this device or group (None: none)."""
         rows = self._rows("SELECT revision, values_json FROM desired_config WHERE kind = ? "

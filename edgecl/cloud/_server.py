@@ -333,7 +333,9 @@ class CloudServer:
     def _devices_of(self, target: str) -> list[str]:
         """Registered devices whose updates are published to ``target``."""
         ids = self.registry.devices_in(target, self.config.learning.group_by == "group")
-        return [d for d in ids if self.registry.device(d) is not None]
+        if len(ids) == 1:  # a device target: named by the target, maybe not registered
+            return [d for d in ids if self.registry.device(d) is not None]
+        return ids  # a group's: read from the devices table
 
     def _revert(self, target: str, version: int, reason: str) -> None:
         """Give the devices that took ``version`` the released content back."""
