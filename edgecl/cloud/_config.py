@@ -171,6 +171,29 @@ class AdminSection:
 
 
 @dataclass(frozen=True)
+class DashboardSection:
+    port: int = -1  # the web dashboard's port (0: any free port, -1: off)
+    bind: str = "127.0.0.1"  # beyond loopback only with TLS ([server] tls_*)
+    session_ttl_s: float = 28800.0  # a login lasts this long (8 hours)
+    refresh_s: float = 2.0  # how often open pages fetch fresh data
+
+
+def check_dashboard(dashboard: DashboardSection, tls: bool) -> None:
+    """:class:`ConfigError` for a dashboard that would send operator tokens in the clear
+    beyond this machine, or impossible session or refresh times."""
+    for name, value in (("session_ttl_s", dashboard.session_ttl_s),
+                        ("refresh_s", dashboard.refresh_s)):
+        if not (0 < value < math.inf):
+            raise ConfigError(f"dashboard.{name} must be a finite number of seconds > 0, "
+                              f"got {value}")
+    if dashboard.port >= 0 and not tls and not is_loopback(dashboard.bind):
+        raise ConfigError(f"dashboard.bind = {dashboard.bind!r} would take operator tokens "
+                          f"over plain HTTP beyond this machine: serve TLS ([server] "
+                          f"tls_cert/tls_key or tls_dev; the dashboard then uses HTTPS) or "
+                          f"bind = \"127.0.0.1\" behind a TLS proxy")
+
+
+@dataclass(frozen=True)
 class LogSection:
     level: str = "INFO"
     format: str = "json"
@@ -190,6 +213,7 @@ class CloudConfig:
     metrics: MetricsSection = field(default_factory=MetricsSection)
     log: LogSection = field(default_factory=LogSection)
     admin: AdminSection = field(default_factory=AdminSection)
+    dashboard: DashboardSection = field(default_factory=DashboardSection)
     #: The fleet's default rollout policy; an operator's ``edgecl fleet rollout``
     #: overrides it.
     rollout: RolloutPolicy = field(default_factory=RolloutPolicy)
@@ -223,6 +247,7 @@ class CloudConfig:
         if bool(self.server.tls_cert) != bool(self.server.tls_key):
             raise ConfigError("server.tls_cert and server.tls_key go together")
         check_metrics(self.metrics)
+        check_dashboard(self.dashboard, bool(self.server.tls_cert or self.server.tls_dev))
         from edgecl.cloud._admin_auth import parse_operators
 
         parse_operators(self.admin.operators)

@@ -192,6 +192,14 @@ class LearningCoordinator:
             time.sleep(0.01)
         return False
 
+    def snapshot(self) -> dict[str, Any]:
+        """What learning is doing now: job ``counts``, the targets with a job ``running``,
+        labelled uploads ``pending`` per target (not yet in a job)."""
+        with self._lock:
+            return {"counts": dict(self.counts),
+                    "running": sorted(t for t, f in self._running.items() if not f.done()),
+                    "pending": dict(self._pending)}
+
     def close(self, wait: bool = True) -> None:
         """Stop accepting jobs; with ``wait``, finish the running ones."""
         with self._lock:

@@ -191,6 +191,12 @@ class CloudServer:
                                         batch_size=config.teacher.batch_size,
                                         on_labelled=self._on_labelled, metrics=self.metrics)
         limit = config.server.max_message_bytes
+        #: Operators by the sha256 of their token (``[admin] operators``).
+        self.operators = parse_operators(config.admin.operators)
+        admin_auth = AdminInterceptor(self.operators, TokenBucket(config.limits.requests_per_s,
+                                                                  config.limits.burst))
+        #: The operator of an operator token (:class:`Unauthenticated` otherwise).
+        self.identify_operator = admin_auth.identify
         self._grpc = grpc.server(
             futures.ThreadPoolExecutor(config.server.max_workers,
                                        thread_name_prefix="edgecl-rpc"),
@@ -198,9 +204,7 @@ class CloudServer:
                                           TokenBucket(config.limits.requests_per_s,
                                                       config.limits.burst), self.metrics,
                                           self.stream_caps),
-                          AdminInterceptor(parse_operators(config.admin.operators),
-                                           TokenBucket(config.limits.requests_per_s,
-                                                       config.limits.burst))],
+                          admin_auth],
             options=[("grpc.max_receive_message_length", limit),
                      ("grpc.max_send_message_length", limit),
                      ("grpc.so_reuseport", 0)],
@@ -240,6 +244,8 @@ class CloudServer:
         if self.port == 0:
             raise ConfigError(f"cannot bind {address}")
         self.tls = tls_files is not None
+        self._tls_served = tls_files
+        self.dashboard: Any = None  # the web dashboard, when [dashboard] port >= 0
         warn_if_plaintext(address, self.tls)
         self.metrics_port: int | None = None
         self._stopped = threading.Event()
@@ -366,7 +372,12 @@ class CloudServer:
             self.metrics_port = self.metrics.serve(self.config.metrics.port,
                                                    self.config.metrics.bind,
                                                    self.config.metrics.token)
+        if self.config.dashboard.port >= 0:
+            from edgecl.cloud.dashboard import Dashboard
+
+            self.dashboard = Dashboard(self, self._tls_served).start()
         log.info("serving", extra={"target": self.target, "tls": self.tls,
+                                   "dashboard": self.dashboard and self.dashboard.url,
                                    "tls_ca": self.tls_ca_path and str(self.tls_ca_path),
                                    "metrics_port": self.metrics_port,
                                    "metrics_bind": self.config.metrics.bind})
@@ -441,6 +452,8 @@ class CloudServer:
         deadline = time.monotonic() + grace + STOP_SLACK_S
         self._grpc.stop(grace).wait(grace + 1.0)
         left = self._finish_work(deadline)
+        if self.dashboard is not None:
+            self.dashboard.close()
         self.metrics.close()
         self.registry.close()
         if self.library is not None:
@@ -489,6 +502,7 @@ def serve(config: CloudConfig, *, home: str | None = None) -> int:
     print(json.dumps({"serving": server.target, "tls": server.tls,
                       "tls_ca": server.tls_ca_path and str(server.tls_ca_path),
                       "metrics_port": server.metrics_port,
+                      "dashboard": server.dashboard and server.dashboard.url,
                       "storage": str(server.storage_dir),
                       "public_key": f"{server.signing_key}.pub"}), flush=True)
 

@@ -18,16 +18,9 @@ import pytest
 from edgecl.cloud import AdminClient, AdminError, RolloutPolicy, judge_gate
 from edgecl.cloud._registry_rollouts import DeviceHealth
 from edgecl.cloud._rollout import cohort_order, cohort_size
-from edgecl.device import (
-    DeviceReporter,
-    DeviceRuntime,
-    Outbox,
-    SyncClient,
-    UpdateManager,
-    UpdateVerifier,
-)
 from edgecl.wire import UpdatePayload
-from tests.cloud.conftest import KEY, start_server, wait_for
+from tests.cloud.conftest import start_server, wait_for
+from tests.fleet_devices import Device
 
 OPERATOR = "olga-operator-token-0123456789ab"
 READER = "rita-read-only-token-0123456789ab"
@@ -35,46 +28,6 @@ GROUP = "line-1"
 N_DEVICES = 20
 
 
-
-
-class Device:
-    """One real device: runtime, update manager, sync client, reporter; applies desired
-    config by remembering it (what an agent would hand its sampler)."""
-
-    def __init__(self, bundle, target, public_key, device_id, tmp):
-        self.id = device_id
-        self.rt = DeviceRuntime.open(bundle, threads=1, share_session=True)
-        self.manager = UpdateManager(self.rt, UpdateVerifier(public_key))
-        self.outbox = Outbox(tmp / f"{device_id}.db")
-        self.client = SyncClient(self.outbox, target, device_id=device_id,
-                                 enrollment_key=KEY, encoder_sha256=self.rt.bundle.encoder_sha256,
-                                 group=GROUP, on_update=self.manager, poll_s=0.02)
-        self.applied_config: dict[str, str] = {}
-        self.reporter = DeviceReporter(self.client, self.rt, manager=self.manager,
-                                       outbox=self.outbox, interval_s=30.0,
-                                       apply_config=self._apply)
-        self.x = self.rt.bundle.probe_inputs()[:32]
-
-    def _apply(self, values):
-        self.applied_config = dict(values)
-        return {k: v for k, v in values.items() if k == "budget"}
-
-    def predict(self):
-        pred = self.rt.predict(self.x)
-        self.manager.observe(self.x, pred)
-        self.reporter.observe(pred)
-
-    @property
-    def version(self):
-        return self.manager.cloud_version
-
-    def seen(self, version):
-        return any(e.cloud_version == version for e in self.manager.events)
-
-    def close(self):
-        self.reporter.stop(final_report=False)
-        self.client.stop()
-        self.outbox.close()
 
 
 def _publish(srv, version, head_weight, head_bias):
@@ -91,7 +44,7 @@ def fleet(tiny_zoo, tmp_path_factory):
     srv = start_server(tiny_zoo, tmp / "cloud", learning_group_by="group",
                        admin_operators=f"olga:operator:{OPERATOR},rita:read:{READER}")
     devices = [Device(tiny_zoo.student_bundle, srv.target, srv.signer.public_key,
-                      f"arm-{i:02d}", tmp) for i in range(N_DEVICES)]
+                      f"arm-{i:02d}", tmp, GROUP) for i in range(N_DEVICES)]
     for d in devices:
         d.client.register()
         d.predict()
