@@ -108,6 +108,12 @@ def fleet(tiny_zoo, tmp_path_factory):
             d.client.start()
             d.predict()
             d.reporter.report_now()
+        for d in devices:  # uploads in two drift segments (a domain change)
+            x = d.rt.bundle.probe_inputs()
+            for i in range(24):
+                d.outbox.put_sync(f"{d.id}-{i}", {"image": x[i % len(x)]}, priority=1.0,
+                                  meta={"segment": i // 12})
+            d.client.upload_now()
         register_hostile(server)
         # v1 to everyone, then v2 staged: its canary (1 of 4) takes it, the rest wait
         publish(server, devices[0], 1)

@@ -198,7 +198,8 @@ class FleetViews:
     def service(self) -> dict[str, Any]:
         """The service itself: backlog, labelling, learning jobs, RPCs by method."""
         server = self.server
-        learning: dict[str, Any] = {"counts": collections.Counter(), "running": [],
+        learning: dict[str, Any] = {"enabled": bool(server.learning),
+                                    "counts": collections.Counter(), "running": [],
                                     "pending": {}}
         for coordinator in server.learning.values():
             snap = coordinator.snapshot()

@@ -25,6 +25,9 @@
     }
     return node;
   }
+  // replaceChildren with the children that are there (it would print null as text)
+  const fill = (node, ...children) => node.replaceChildren(
+    ...children.flat().filter((c) => c !== undefined && c !== null && c !== false));
   const fmtTime = (ms) => (ms ? new Date(ms).toLocaleString() : "never");
   function ago(ms, now) {
     if (!ms) return "never";
@@ -77,7 +80,7 @@
     stopTimer();
     state.me = null;
     document.getElementById("login").hidden = false;
-    main().replaceChildren();
+    fill(main());
     document.getElementById("who").textContent = "";
     document.getElementById("logout").hidden = true;
     document.getElementById("login-error").textContent = message && message !== "log in" ? message : "";
@@ -120,7 +123,7 @@
     else page = overviewPage();
     for (const a of document.querySelectorAll("#nav a")) a.classList.toggle("active", a.dataset.page === page.name);
     state.page = page;
-    main().replaceChildren(page.root);
+    fill(main(), page.root);
     refresh();
     state.timer = setInterval(refresh, Math.max(0.5, state.me.refresh_s) * 1000);
   }
@@ -216,7 +219,7 @@
         && (!healthSel.value || d.health === healthSel.value)
         && (!q || d.device_id.toLowerCase().includes(q)
           || Object.entries(d.labels).some(([k, v]) => `${k}=${v}`.toLowerCase().includes(q))));
-      summary.replaceChildren(
+      fill(summary,
         el("div", { class: "stat" }, el("b", {}, data.devices.length), el("span", {}, "devices")),
         ...HEALTH.filter((h) => data.health[h]).map((h) =>
           el("div", { class: "stat" }, el("b", { class: `h-${h}` }, data.health[h]), el("span", {}, h))));
@@ -237,7 +240,7 @@
           el("td", {}, badge(d.health, `h-${d.health}`)),
           td(num(d.stats.confidence), true), td(num(d.stats.ood_rate), true)));
       }
-      body.replaceChildren(shown.length ? table(["device", "labels", "served", "reports running",
+      fill(body, shown.length ? table(["device", "labels", "served", "reports running",
         "last seen", "health", { label: "confidence", num: true }, { label: "OOD rate", num: true }], rows)
         : el("p", { class: "muted" }, data.devices.length ? "no device matches the filters" : "no device has registered yet"));
     }
@@ -255,6 +258,7 @@
       el("h2", {}, "Update events"), events, el("h2", {}, "Updates of its target"), updates,
       el("h2", {}, "Config: desired and reported"), config, healthBox);
     let marks = [];
+    let bucketS = 1;  // the uploads plot's bar width, in seconds
     const markCaption = markLegend(["vertical lines: ",
       "updates applied (green), refused or rolled back (red), reverted (violet); ",
       "dashed: a domain change the device reported (a new drift segment)"]);
@@ -266,7 +270,8 @@
     const upPlot = plot(uploads, "Samples uploaded per interval", [
       { label: "samples", stroke: "#57606a", fill: "rgba(87,96,106,0.35)", width: 1,
         paths: uPlot.paths.bars({ size: [0.9, 40] }) }],
-      ["time", "samples"], () => marks.filter((m) => m.dash));
+      ["time", "samples"], () => marks.filter((m) => m.dash),
+      { scales: { x: { time: true, range: (u, min, max) => [min - bucketS, max + bucketS] } } });
     uploads.append(markLegend("dashed: domain changes (new drift segments)"));
     function update(data) {
       const d = data.device;
@@ -280,29 +285,30 @@
         ["samples stored", d.samples], ["registered", fmtTime(d.registered_ms)]]) {
         dl.append(el("dt", {}, k), el("dd", {}, v));
       }
-      info.replaceChildren(dl);
+      fill(info, dl);
       marks = data.events.map((e) => ({ t: e.time_ms / 1000, color: EVENT_COLORS[e.action] || "#57606a",
         label: `v${e.version} ${e.action}` }))
         .concat(data.uploads.segments.filter((s) => s.segment > 0).map((s) => ({ t: s.t_ms / 1000,
           color: DOMAIN_COLOR, dash: true, label: `domain ${s.segment}` })));
       const xs = data.series.map((r) => r.t_ms / 1000);
       confPlot.setData([xs, data.series.map((r) => r.confidence ?? null), data.series.map((r) => r.ood_rate ?? null)]);
+      bucketS = data.uploads.bucket_ms / 1000;
       upPlot.setData([data.uploads.buckets.map((b) => b.t_ms / 1000), data.uploads.buckets.map((b) => b.count)]);
-      events.replaceChildren(data.events.length ? table(["time", "version", "action", "reason"],
+      fill(events, data.events.length ? table(["time", "version", "action", "reason"],
         data.events.map((e) => el("tr", {}, td(fmtTime(e.time_ms)), td(`v${e.version}`),
           el("td", {}, badge(e.action, e.action === "applied" ? "h-ok" : "h-refused")), td(e.reason))))
         : el("p", { class: "muted" }, "the device has reported no update events"));
-      updates.replaceChildren(data.updates.length ? table(["version", "from", "published", "parts", "rollout", "agreement"],
+      fill(updates, data.updates.length ? table(["version", "from", "published", "parts", "rollout", "agreement"],
         data.updates.map((u) => el("tr", { "data-version": u.version }, td(`v${u.version}`), td(`v${u.base_version}`),
           td(fmtTime(u.created_ms)), td(u.parts.join(", ")), el("td", {}, badge(u.rollout_state, `s-${u.rollout_state}`)),
           td(num(u.metrics.agreement ?? u.metrics.candidate_agreement), true))))
         : el("p", { class: "muted" }, "nothing published for its target yet"));
       const keys = [...new Set([...Object.keys(d.desired_config), ...Object.keys(d.reported_config)])].sort();
-      config.replaceChildren(keys.length ? table(["key", `desired (revision ${d.desired_revision})`, `reported (revision ${d.reported_revision})`],
+      fill(config, keys.length ? table(["key", `desired (revision ${d.desired_revision})`, `reported (revision ${d.reported_revision})`],
         keys.map((k) => el("tr", {}, td(k), td(d.desired_config[k] ?? "–"), td(d.reported_config[k] ?? "–"))))
         : el("p", { class: "muted" }, "no desired config set and none reported"));
     }
-    const missing = (message) => root.replaceChildren(el("h1", {}, `Device ${id}`), el("p", { class: "error" }, message));
+    const missing = (message) => fill(root, el("h1", {}, `Device ${id}`), el("p", { class: "error" }, message));
     return { name: "device", root, url: () => `/api/device?id=${encodeURIComponent(id)}`, update, missing };
   }
 
@@ -346,7 +352,7 @@
         const p = t.policy;
         const gates = [`refusals > ${num(p.max_rollback_rate, 2)}`, `confidence drop > ${num(p.max_confidence_drop, 2)}`,
           `OOD rise > ${num(p.max_ood_rise, 2)}`, `errors > ${p.max_errors}`].join(", ");
-        c.body.replaceChildren(
+        fill(c.body,
           el("p", {}, badge(t.state, `s-${t.state}`), t.version ? ` v${t.version}` : "",
             ` · released v${t.released_version} · ${t.target_devices} device${t.target_devices === 1 ? "" : "s"}`),
           t.reason ? el("p", { class: "reason" }, t.reason) : null,
@@ -365,7 +371,7 @@
         for (const [a, states] of Object.entries(can)) c.buttons[a].disabled = !states.includes(t.state);
         nodes.push(c.node);
       }
-      list.replaceChildren(...(nodes.length ? nodes : [el("p", { class: "muted" }, "no device has registered yet")]));
+      fill(list, ...(nodes.length ? nodes : [el("p", { class: "muted" }, "no device has registered yet")]));
     }
     return { name: "rollouts", root, url: () => "/api/rollouts", update };
   }
@@ -388,7 +394,7 @@
     function update(data) {
       const stat = (v, label) => el("div", { class: "stat" }, el("b", {}, v), el("span", {}, label));
       const c = data.learning.counts;
-      stats.replaceChildren(stat(data.backlog, "samples waiting for a label"), stat(data.labelled, "labelled"),
+      fill(stats, stat(data.backlog, "samples waiting for a label"), stat(data.labelled, "labelled"),
         stat(num(data.label_rate, 1), "labelled / s (recent)"), stat(data.devices, "devices"),
         stat(data.streams_open, "open streams"), stat(data.learning.running.length, "learning jobs running"),
         stat(c.published || 0, "updates published"), stat(c.rejected || 0, "candidates rejected"));
@@ -396,11 +402,12 @@
       ratePlot.setData([xs, h.map((p) => p.rpc_ok_per_s), h.map((p) => p.rpc_errors_per_s)]);
       workPlot.setData([xs, h.map((p) => p.backlog), h.map((p) => p.uploads_per_s), h.map((p) => p.labelled_per_s)]);
       const pending = Object.entries(data.learning.pending);
-      jobs.replaceChildren(table(["", { label: "count", num: true }],
+      if (!data.learning.enabled) fill(jobs, el("p", { class: "muted" }, "learning is off ([learning] enabled = false)"));
+      else fill(jobs, table(["", { label: "count", num: true }],
         [...Object.entries(c).map(([k, v]) => el("tr", {}, td(k), td(v, true))),
           el("tr", {}, td("running now"), td(data.learning.running.join(", ") || "none")),
           el("tr", {}, td("labelled uploads waiting for a job"), td(pending.map(([t, n]) => `${t}: ${n}`).join(", ") || "none"))]));
-      rpcs.replaceChildren(table(["method", { label: "OK", num: true }, { label: "errors", num: true }],
+      fill(rpcs, table(["method", { label: "OK", num: true }, { label: "errors", num: true }],
         data.rpcs.map((r) => el("tr", {}, td(r.method), td(r.ok, true), td(r.errors, true)))));
     }
     return { name: "service", root, url: () => "/api/service", update };
