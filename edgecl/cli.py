@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import json
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -204,13 +205,42 @@ def cmd_simulate(args: argparse.Namespace) -> int:
                       clock="real" if args.real_time or args.cloud else "virtual",
                       sync_s=args.sync_s,
                       cloud_cost=CloudCostModel(args.cloud_job_s, args.cloud_label_per_s,
-                                                 args.cloud_workers), rollout=rollout)
+                                                 args.cloud_workers), rollout=rollout,
+                      **_watching(args))
     if args.json:
         Path(args.json).write_text(result.to_json(indent=2))
     print(summary_table(result))
     if result.report is not None:
         print(f"report: {result.report.html}")
     return 0
+
+
+def _watching(args: argparse.Namespace) -> dict[str, Any]:
+    """simulate()'s dashboard settings of ``--dashboard`` and ``--keep-cloud``."""
+    if args.dashboard is None and not args.keep_cloud:
+        return {}
+    from edgecl.cloud import new_operator_token
+
+    token = os.environ.get("EDGECL_ADMIN_TOKEN") or new_operator_token()
+    print(f"dashboard login (operator token): {token}", file=sys.stderr, flush=True)
+    out: dict[str, Any] = {"dashboard": 0 if args.dashboard is None else args.dashboard,
+                           "operator_token": token}
+    if args.keep_cloud:
+        out["on_cloud"] = _keep_cloud
+    return out
+
+
+def _keep_cloud(strategy: str, dashboard: str | None, target: str) -> None:
+    """Wait for Ctrl-C with ``strategy``'s service still up."""
+    import threading
+
+    print(f"[{strategy}] devices done; the service stays up until Ctrl-C: dashboard "
+          f"{dashboard}, admin API {target} (edgecl fleet devices --server {target})",
+          file=sys.stderr, flush=True)
+    try:
+        threading.Event().wait()
+    except KeyboardInterrupt:
+        print(f"[{strategy}] stopping the service", file=sys.stderr, flush=True)
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -458,6 +488,13 @@ def build_parser() -> argparse.ArgumentParser:
                     "version to every device at once)")
     sm.add_argument("--rollout-option", action="append", default=[], metavar="KEY=VALUE",
                     help="a RolloutPolicy field, e.g. canary_share=0.25 (repeatable)")
+    sm.add_argument("--dashboard", type=int, default=None, metavar="PORT",
+                    help="each cloud strategy's service serves its web dashboard on this "
+                    "port (0: any free one) to watch the fleet live; log in with the "
+                    "operator token printed at the start (or $EDGECL_ADMIN_TOKEN)")
+    sm.add_argument("--keep-cloud", action="store_true",
+                    help="when a cloud strategy's devices are done, keep its service (the "
+                    "dashboard and the admin API) running until Ctrl-C")
     sm.set_defaults(func=cmd_simulate)
 
     sv = add(sub, "serve", "run the cloud teacher service (gRPC) until SIGTERM/SIGINT")

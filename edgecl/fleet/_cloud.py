@@ -54,6 +54,8 @@ class CloudProcess:
             raise ConfigError("edgecl serve did not start in time")
         self.target: str = info["serving"]
         self.public_key: bytes = Path(info["public_key"]).read_bytes()
+        #: The service's dashboard address (None: not served).
+        self.dashboard: str | None = info.get("dashboard")
 
     def close(self, timeout: float = 60.0) -> None:
         """SIGTERM, wait for the graceful stop (kill after ``timeout``)."""

@@ -16,9 +16,10 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import sys
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -61,7 +62,10 @@ def simulate(*, devices: int = 4, scenario: str = "continual",
              service_settings: dict[str, Any] | None = None,
              progress: bool = True, clock: str = "virtual", sync_s: float = 2.5,
              cloud_cost: CloudCostModel | None = None,
-             rollout: Any = None) -> SimulationResult:
+             rollout: Any = None, dashboard: int | None = None,
+             operator_token: str | None = None,
+             on_cloud: Callable[[str, str | None, str], None] | None = None
+             ) -> SimulationResult:
     """Simulate ``devices`` devices for ``steps`` predict batches of ``batch`` samples each.
 
     ``backend``: "threads", "processes" (light mode), "ray" (``ray_address``: a running
@@ -76,6 +80,11 @@ def simulate(*, devices: int = 4, scenario: str = "continual",
     ``rollout``: a :class:`~edgecl.cloud.RolloutPolicy` the service rolls every version
     out by (virtual clock only: devices report after every round, the rollout moves
     once per round); each strategy's ``rollouts`` then lists every version's waves.
+    ``dashboard``: each cloud strategy's service also serves its web dashboard on this port
+    (0: any free one; its address is printed when it starts), to watch the fleet live; log
+    in with ``operator_token`` (default: a new one, printed). ``on_cloud(strategy,
+    dashboard_url, target)`` is called when a cloud strategy's devices are done, while its
+    service still runs (``edgecl simulate --keep-cloud`` waits there for Ctrl-C).
     Returns a :class:`~edgecl.fleet.SimulationResult` (figures: :mod:`edgecl.fleet._metrics`,
     JSON: ``edgecl/schemas/simulate.schema.json``); with ``report_dir`` also writes plots and
     ``index.html`` there (``result.report``).
@@ -108,6 +117,8 @@ def simulate(*, devices: int = 4, scenario: str = "continual",
     if ray_address is not None and backend != "ray":
         raise ConfigError("ray_address needs backend='ray'")
     rollout_settings = _rollout_settings(rollout, clock)
+    dashboard_settings = ({} if dashboard is None else
+                          _dashboard_settings(dashboard, operator_token))
     cost = cloud_cost or CloudCostModel()
     started = time.perf_counter()
     simulated = 0.0
@@ -122,7 +133,7 @@ def simulate(*, devices: int = 4, scenario: str = "continual",
     raw: dict[str, list[dict[str, Any]]] = {}
     settings = {**SIM_LEARNING, "learning_group_by": "group" if scenario == "mixed"
                 else "device", "server_max_workers": max(64, 4 * devices + 16),
-                "server_max_streams": 2 * devices + 8, **rollout_settings,
+                "server_max_streams": 2 * devices + 8, **rollout_settings, **dashboard_settings,
                 **(service_settings or {})}
     with tqdm(total=devices * len(strategies), desc="simulate", unit="device",
               disable=not progress) as bar, tempfile.TemporaryDirectory() as tmp:
@@ -133,7 +144,7 @@ def simulate(*, devices: int = 4, scenario: str = "continual",
                 tasks = [DeviceTask(p, name, str(zoo.student_bundle), None, None,
                                     ENROLLMENT_KEY, fraction, batch, adapt, "") for p in plans]
                 raw[name], rollouts = _run_virtual(tasks, name, Path(tmp), variant, home, own,
-                                                   sync_s, cost, bar, engine)
+                                                   sync_s, cost, bar, engine, on_cloud)
                 simulated = max([simulated] + [r["seconds"] for r in raw[name]])
                 summaries[name] = dataclasses.replace(summarise(raw[name]),
                                                       rollouts=rollouts)
@@ -144,6 +155,7 @@ def simulate(*, devices: int = 4, scenario: str = "continual",
                 service = CloudProcess(Path(tmp) / name.replace("+", "-"), variant=variant,
                                        home=home, settings=own)
                 target, pk = service.target, service.public_key
+                _announce(bar, name, service.dashboard)
             elif uses_cloud(name):
                 target = cloud
             tag = f"{name.replace('+', '-')}-s{seed}-" if cloud else ""
@@ -151,6 +163,8 @@ def simulate(*, devices: int = 4, scenario: str = "continual",
                                 batch, adapt, tag) for p in plans]
             try:
                 raw[name] = runner.run(tasks, on_done=lambda: bar.update(1))
+                if service is not None and on_cloud is not None:
+                    on_cloud(name, service.dashboard, service.target)
             finally:
                 if service is not None:
                     service.close()
@@ -179,7 +193,8 @@ def simulate(*, devices: int = 4, scenario: str = "continual",
 
 def _run_virtual(tasks: list[DeviceTask], name: str, tmp: Path, variant: str,
                  home: str | None, settings: dict[str, Any], sync_s: float,
-                 cost: CloudCostModel, bar: Any, engine: Any = None
+                 cost: CloudCostModel, bar: Any, engine: Any = None,
+                 on_cloud: Callable[[str, str | None, str], None] | None = None
                  ) -> tuple[list[dict[str, Any]], list[Any] | None]:
     """The cloud strategy ``name`` on the virtual clock, against a fresh service here;
     the devices' results, and every version's rollout when the policy was not auto."""
@@ -194,6 +209,7 @@ def _run_virtual(tasks: list[DeviceTask], name: str, tmp: Path, variant: str,
     sim_clock = VirtualClock()
     server = create_server(load_config(None, env=env), home=home, clock=sim_clock)
     server.start(labelling=False)
+    _announce(bar, name, server.dashboard and server.dashboard.url)
     key = server.signer.public_key
     tasks = [dataclasses.replace(t, target=server.target, public_key=key) for t in tasks]
 
@@ -210,9 +226,26 @@ def _run_virtual(tasks: list[DeviceTask], name: str, tmp: Path, variant: str,
                               on_done=lambda: bar.update(1), on_round=on_round,
                               engine=engine)
         staged = server.registry.rollout_policy("") is not None
+        if on_cloud is not None:
+            on_cloud(name, server.dashboard and server.dashboard.url, server.target)
         return results, rollout_records(server.registry) if staged else None
     finally:
         server.stop(grace=1.0)
+
+
+def _dashboard_settings(port: int, token: str | None) -> dict[str, Any]:
+    """The service settings of a dashboard on ``port`` with one operator, ``token``."""
+    from edgecl.cloud import new_operator_token
+
+    if not 0 <= port < 65536:
+        raise ConfigError(f"dashboard must be a port (0: any free one), got {port}")
+    return {"dashboard_port": port,
+            "admin_operators": f"simulation:operator:{token or new_operator_token()}"}
+
+
+def _announce(bar: Any, strategy: str, url: str | None) -> None:
+    if url:
+        bar.write(f"[{strategy}] dashboard: {url}", file=sys.stderr)
 
 
 def _rollout_settings(rollout: Any, clock: str) -> dict[str, Any]:
