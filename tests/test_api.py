@@ -10,7 +10,8 @@ import pytest
 import edgecl
 
 PACKAGES = ["edgecl", "edgecl.adapt", "edgecl.bundle", "edgecl.cloud", "edgecl.device",
-            "edgecl.fleet", "edgecl.heads", "edgecl.ood", "edgecl.wire", "edgecl.zoo"]
+            "edgecl.cloud.dashboard", "edgecl.fleet", "edgecl.heads", "edgecl.ood", "edgecl.wire",
+            "edgecl.zoo"]
 
 
 @pytest.mark.parametrize("name", PACKAGES)
