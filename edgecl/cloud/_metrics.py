@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hmac
+import logging
 import socket
 import threading
 from collections.abc import Callable, Iterable
@@ -118,6 +119,8 @@ def bearer_auth(app: Callable[..., Iterable[bytes]], token: str) -> Callable[...
 
 
 class _QuietHandler(WSGIRequestHandler):
+    timeout = 30.0  # a client that connects and sends nothing gives its thread back
+
     def log_message(self, format: str, *args: Any) -> None:
         """No access log on stderr."""
 
@@ -132,5 +135,11 @@ def _http_server(address: str, port: int, app: Callable[..., Iterable[bytes]]) -
 
     class Server(ThreadingWSGIServer):
         address_family = family
+
+        def handle_error(self, request: Any, client_address: Any) -> None:
+            """A broken connection (a reset, plain HTTP to HTTPS, a timeout) is the
+            client's business: logged at DEBUG, not printed."""
+            logging.getLogger("edgecl.cloud.http").debug(
+                "HTTP connection failed", exc_info=True, extra={"client": str(client_address)})
 
     return make_server(host, port, app, Server, handler_class=_QuietHandler)

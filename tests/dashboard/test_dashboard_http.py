@@ -165,3 +165,52 @@ def test_pages_show_the_fleet_the_admin_api_reports(fleet):
     methods = {r["method"]: r for r in service["rpcs"]}
     assert methods["Register"]["ok"] >= 5 and methods["Report"]["ok"] >= 8
     assert service["history"], "the service's rates are sampled"
+
+
+def test_beyond_loopback_the_dashboard_needs_tls(tmp_path):
+    import pytest
+
+    from edgecl import ConfigError
+    from edgecl.cloud import load_config
+    from tests.cloud.conftest import cloud_env
+
+    def config(**extra):
+        return load_config(None, env=cloud_env(tmp_path, dashboard_port="8080", **extra))
+
+    with pytest.raises(ConfigError, match="plain HTTP"):
+        config(dashboard_bind="0.0.0.0", server_tls_dev="false")
+    assert config(dashboard_bind="0.0.0.0", server_tls_dev="true").dashboard.bind == "0.0.0.0"
+    for bad in ({"dashboard_refresh_s": "0"}, {"dashboard_session_ttl_s": "nan"},
+                {"dashboard_session_ttl_s": "-5"}):
+        with pytest.raises(ConfigError, match="dashboard"):
+            config(**bad)
+
+
+def test_with_tls_the_dashboard_is_https_and_its_cookie_secure(tiny_zoo, tmp_path):
+    import json
+    import ssl
+    import urllib.error
+    import urllib.request
+
+    server = start_server(tiny_zoo, tmp_path, dashboard_port="0", server_tls_dev="true",
+                          admin_operators=f"rita:read:{READER}")
+    try:
+        url = server.dashboard.url
+        assert url.startswith("https://")
+        context = ssl.create_default_context(cafile=str(server.tls_ca_path))
+        request = urllib.request.Request(url + "api/login", method="POST",
+                                         data=json.dumps({"token": READER}).encode(),
+                                         headers={"Content-Type": "application/json"})
+        with urllib.request.urlopen(request, context=context, timeout=10) as response:
+            cookie = response.headers["Set-Cookie"]
+        assert "Secure" in cookie and "HttpOnly" in cookie and "SameSite=Strict" in cookie
+        # plain HTTP to the HTTPS port gets no page
+        try:
+            urllib.request.urlopen(url.replace("https://", "http://") + "api/me", timeout=5)
+            raise AssertionError("plain HTTP was answered")
+        except (urllib.error.URLError, ConnectionError, OSError):
+            pass
+        with urllib.request.urlopen(url, context=context, timeout=10) as response:
+            assert response.status == 200  # and it still serves after the bad request
+    finally:
+        server.stop(grace=1.0)

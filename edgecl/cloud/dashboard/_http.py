@@ -220,7 +220,9 @@ def _body(environ: dict[str, Any]) -> dict[str, Any]:
         length = int(environ.get("CONTENT_LENGTH") or 0)
     except ValueError as exc:
         raise HttpError(400, "bad Content-Length") from exc
-    if length > MAX_BODY_BYTES or length < 0:
+    if length < 0:
+        raise HttpError(400, "bad Content-Length")
+    if length > MAX_BODY_BYTES:
         raise HttpError(413, f"bodies are at most {MAX_BODY_BYTES} bytes")
     raw = environ["wsgi.input"].read(length) if length else b""
     try:

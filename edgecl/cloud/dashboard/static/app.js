@@ -356,7 +356,8 @@
           el("p", {}, badge(t.state, `s-${t.state}`), t.version ? ` v${t.version}` : "",
             ` · released v${t.released_version} · ${t.target_devices} device${t.target_devices === 1 ? "" : "s"}`),
           t.reason ? el("p", { class: "reason" }, t.reason) : null,
-          el("p", { class: "muted" }, `policy ${p.mode}: canary ${num(p.canary_share * 100, 0)} %, waves of ${num(p.wave_share * 100, 0)} % every ${num(p.wave_interval_s, 0)} s; a wave fails on ${gates}`),
+          el("p", { class: "muted" }, p.mode === "auto" ? "policy auto: every version goes to every device at once"
+            : `policy ${p.mode}: canary ${num(p.canary_share * 100, 0)} %, waves of ${num(p.wave_share * 100, 0)} % every ${num(p.wave_interval_s, 0)} s; a wave fails on ${gates}`),
           t.waves.length ? table(["wave", { label: "devices", num: true }, { label: "reported", num: true },
             { label: "applied", num: true }, { label: "refused", num: true }, { label: "started (s after wave 1)", num: true }],
             t.waves.map((w) => el("tr", {}, td(w.wave, true), td(w.devices, true), td(w.reported, true), td(w.applied, true),
