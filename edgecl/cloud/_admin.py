@@ -131,8 +131,13 @@ class AdminServicer(admin_pb2_grpc.FleetAdminServicer):
         return found[0]
 
     def _known_target(self, target: str) -> bool:
+        """Whether some registered device's updates go to ``target`` (a device id, a
+        group, or ``device/<id>``): only the devices that could be named by it are read."""
+        names = {target, target.split("/", 1)[1] if target.startswith("device/") else target}
+        candidates = [r for name in names for r in self.registry.device_records(device_id=name)]
+        candidates += self.registry.device_records(group=target)
         return any(self.target_of(Device(r.device_id, r.encoder_sha256, r.group)) == target
-                   for r in self.registry.device_records())
+                   for r in candidates)
 
     def _update(self, record: UpdateRecord) -> admin_pb2.UpdateInfo:
         payload = payload_from_bytes(self.registry.artifacts.get(record.artifact))

@@ -160,6 +160,11 @@ def test_pages_show_the_fleet_the_admin_api_reports(fleet):
     assert line["state"] == "rolling" and line["version"] == 2
     assert line["waves"][0]["devices"] == 1 and line["waves"][0]["applied"] == 1
     assert [u["version"] for u in line["updates"]][:2] == [2, 1]
+    assert {r["target"]: r["state"] for r in rollouts["summary"]} == {
+        GROUP: "rolling", "yard": "released"}
+    _, found, _ = http(fleet, "/api/rollouts?q=yar", cookie=cookie)
+    assert [t["target"] for t in found["targets"]] == ["yard"]
+    assert len(found["summary"]) == 2
     _, service, _ = http(fleet, "/api/service", cookie=cookie)
     assert service["devices"] == 5
     methods = {r["method"]: r for r in service["rpcs"]}

@@ -144,7 +144,7 @@ class DashboardApp:
         if name == "device":
             return self.views.device(operator, query.get("id", ""))
         if name == "rollouts":
-            return self.views.rollouts(operator)
+            return self.views.rollouts(operator, query.get("q", "")[:200])
         if name == "service":
             return self.views.service()
         raise HttpError(404, f"no API {name[:100]!r}")

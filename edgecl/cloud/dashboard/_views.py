@@ -16,12 +16,19 @@ from typing import Any
 from edgecl._proto import admin_pb2
 from edgecl.cloud._admin_auth import ADMIN_SERVICE, READ_ONLY, Operator, current_operator
 from edgecl.cloud._errors import PermissionDenied
+from edgecl.cloud._identity import Device
 
 #: Reports a device page plots (its newest).
 MAX_REPORTS = 500
 #: A device is "silent" after this many report intervals without a report or upload.
 SILENT_INTERVALS = 3.0
 DEFAULT_REPORT_INTERVAL_S = 60.0
+#: Rollout states of a rollout under way (shown in full on the rollouts page).
+ACTIVE = ("rolling", "paused", "halted", "awaiting")
+#: Up to this many targets, the rollouts page shows every one in full.
+ALL_IN_FULL = 20
+MAX_IN_FULL = 50
+MAX_SUMMARY = 2000
 
 
 class AdminCallError(Exception):
@@ -181,19 +188,39 @@ class FleetViews:
                             "buckets": [{"t_ms": t, "count": n} for t, n in uploads],
                             "segments": [{"t_ms": t, "segment": s} for t, s in segments]}}
 
-    def rollouts(self, operator: Operator) -> dict[str, Any]:
-        """Every target's rollout (state, waves, gates, who acted) and newest updates."""
-        listed = self.call(operator, "ListDevices", admin_pb2.ListDevicesRequest())
-        targets = sorted({d.target for d in listed.devices})
-        out = []
-        for target in targets:
-            status = plain(self.call(operator, "GetRollout",
-                                     admin_pb2.GetRolloutRequest(target=target)))
-            updates = plain(self.call(operator, "ListUpdates",
-                                      admin_pb2.ListUpdatesRequest(target=target, limit=10)))
-            out.append({**status, "updates": updates["updates"],
-                        "rejections": updates["rejections"]})
-        return {"now_ms": int(time.time() * 1000), "targets": out}
+    def rollouts(self, operator: Operator, query: str = "") -> dict[str, Any]:
+        """Every target's rollout state in one line each; in full (waves, gates, who acted,
+        newest updates) the targets whose name contains ``query``, or without one those
+        with a rollout under way (every target when there are few)."""
+        self.call(operator, "ListDevices", admin_pb2.ListDevicesRequest(limit=1))  # the role
+        registry, admin = self.server.registry, self.server.admin
+        devices = collections.Counter(
+            admin.target_of(Device(r.device_id, r.encoder_sha256, r.group))
+            for r in registry.device_records())
+        summary = []
+        for target in sorted(devices):
+            row = registry.rollout(target)
+            summary.append({"target": target, "devices": devices[target],
+                            "state": row.state if row else "released",
+                            "version": row.version if row else 0})
+        summary.sort(key=lambda r: (r["state"] not in ACTIVE, r["target"]))
+        if query:
+            chosen = [r for r in summary if query in r["target"]]
+        elif len(summary) <= ALL_IN_FULL:
+            chosen = summary
+        else:
+            chosen = [r for r in summary if r["state"] in ACTIVE]
+        return {"now_ms": int(time.time() * 1000), "query": query,
+                "summary": summary[:MAX_SUMMARY],
+                "targets": [self._rollout(operator, r["target"])
+                            for r in chosen[:MAX_IN_FULL]]}
+
+    def _rollout(self, operator: Operator, target: str) -> dict[str, Any]:
+        status = plain(self.call(operator, "GetRollout",
+                                 admin_pb2.GetRolloutRequest(target=target)))
+        updates = plain(self.call(operator, "ListUpdates",
+                                  admin_pb2.ListUpdatesRequest(target=target, limit=10)))
+        return {**status, "updates": updates["updates"], "rejections": updates["rejections"]}
 
     def service(self) -> dict[str, Any]:
         """The service itself: backlog, labelling, learning jobs, RPCs by method."""

@@ -313,8 +313,14 @@
   }
 
   function rolloutsPage() {
-    const list = el("div");
-    const root = el("div", {}, el("h1", {}, "Updates and rollouts"), list);
+    const list = el("div"), all = el("div");
+    const filter = el("input", { type: "search", placeholder: "target name contains", "aria-label": "target filter" });
+    let timer = null;
+    filter.addEventListener("input", () => { clearTimeout(timer); timer = setTimeout(refresh, 300); });
+    const root = el("div", {}, el("h1", {}, "Updates and rollouts"),
+      el("div", { class: "controls" }, filter,
+        el("span", { class: "muted" }, "shown in full: rollouts under way, or the targets the filter finds")),
+      list, el("h2", {}, "All targets"), all);
     const cards = new Map();
     function card(target) {
       if (cards.has(target)) return cards.get(target);
@@ -372,9 +378,14 @@
         for (const [a, states] of Object.entries(can)) c.buttons[a].disabled = !states.includes(t.state);
         nodes.push(c.node);
       }
-      fill(list, ...(nodes.length ? nodes : [el("p", { class: "muted" }, "no device has registered yet")]));
+      fill(list, ...(nodes.length ? nodes : [el("p", { class: "muted" },
+        data.summary.length ? "no rollout under way (filter to see a target in full)" : "no device has registered yet")]));
+      fill(all, data.summary.length ? table(["target", "rollout", { label: "version", num: true }, { label: "devices", num: true }],
+        data.summary.map((r) => el("tr", { "data-summary": r.target },
+          el("td", {}, el("a", { href: "#/rollouts", onclick: (e) => { e.preventDefault(); filter.value = r.target; refresh(); } }, r.target)),
+          el("td", {}, badge(r.state, `s-${r.state}`)), td(r.version ? `v${r.version}` : "–", true), td(r.devices, true)))) : null);
     }
-    return { name: "rollouts", root, url: () => "/api/rollouts", update };
+    return { name: "rollouts", root, url: () => `/api/rollouts?q=${encodeURIComponent(filter.value.trim())}`, update };
   }
 
   function servicePage() {
