@@ -4,6 +4,7 @@ staged rollout under way (so there is something to pause)."""
 from __future__ import annotations
 
 import json
+import time
 import urllib.error
 import urllib.request
 from dataclasses import dataclass
@@ -125,8 +126,11 @@ def fleet(tiny_zoo, tmp_path_factory):
                                                       wave_interval_s=3600.0))
         publish(server, devices[0], 2)
         wait_for(lambda: sum(d.version == 2 for d in devices) == 1, what="the v2 canary")
-        for d in devices:
-            d.reporter.report_now()
+        for _ in range(6):  # a few report rounds: a time series to plot
+            for d in devices:
+                d.predict()
+                d.reporter.report_now()
+            time.sleep(0.2)
         yield DashboardFleet(server, devices, server.dashboard.url, admin)
     finally:
         admin.close()
