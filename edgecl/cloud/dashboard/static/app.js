@@ -258,7 +258,6 @@
       el("h2", {}, "Update events"), events, el("h2", {}, "Updates of its target"), updates,
       el("h2", {}, "Config: desired and reported"), config, healthBox);
     let marks = [];
-    let bucketS = 1;  // the uploads plot's bar width, in seconds
     const markCaption = markLegend(["vertical lines: ",
       "updates applied (green), refused or rolled back (red), reverted (violet); ",
       "dashed: a domain change the device reported (a new drift segment)"]);
@@ -270,8 +269,7 @@
     const upPlot = plot(uploads, "Samples uploaded per interval", [
       { label: "samples", stroke: "#57606a", fill: "rgba(87,96,106,0.35)", width: 1,
         paths: uPlot.paths.bars({ size: [0.9, 40] }) }],
-      ["time", "samples"], () => marks.filter((m) => m.dash),
-      { scales: { x: { time: true, range: (u, min, max) => [min - bucketS, max + bucketS] } } });
+      ["time", "samples"], () => marks.filter((m) => m.dash));
     uploads.append(markLegend("dashed: domain changes (new drift segments)"));
     function update(data) {
       const d = data.device;
@@ -292,8 +290,10 @@
           color: DOMAIN_COLOR, dash: true, label: `domain ${s.segment}` })));
       const xs = data.series.map((r) => r.t_ms / 1000);
       confPlot.setData([xs, data.series.map((r) => r.confidence ?? null), data.series.map((r) => r.ood_rate ?? null)]);
-      bucketS = data.uploads.bucket_ms / 1000;
-      upPlot.setData([data.uploads.buckets.map((b) => b.t_ms / 1000), data.uploads.buckets.map((b) => b.count)]);
+      // empty buckets either side, so a short history is not stretched over years
+      const bucketS = data.uploads.bucket_ms / 1000, b = data.uploads.buckets;
+      const ux = b.length ? [b[0].t_ms / 1000 - bucketS, ...b.map((x) => x.t_ms / 1000), b[b.length - 1].t_ms / 1000 + bucketS] : [];
+      upPlot.setData([ux, b.length ? [0, ...b.map((x) => x.count), 0] : []]);
       fill(events, data.events.length ? table(["time", "version", "action", "reason"],
         data.events.map((e) => el("tr", {}, td(fmtTime(e.time_ms)), td(`v${e.version}`),
           el("td", {}, badge(e.action, e.action === "applied" ? "h-ok" : "h-refused")), td(e.reason))))
