@@ -192,6 +192,7 @@ class Registry(FleetQueries, RolloutStore):
             conn.execute("DELETE FROM samples WHERE device_id = ? AND sample_id = ?",
                          (device_id, sample_id))
             conn.commit()
+            self._counts.pop(device_id, None)  # counted again when next asked
         self.quarantined += 1
 
     def quarantine(self) -> list[tuple[str, str, str]]:
@@ -437,11 +438,17 @@ class Registry(FleetQueries, RolloutStore):
                 "unlabelled": int(row[0]) - int(row[1]), "max_label_count": int(row[2])}
 
     def sample_count(self, device_id: str | None = None) -> int:
-        """Stored samples of ``device_id`` (None: of every device)."""
-        sql, args = "SELECT COUNT(*) FROM samples", ()
-        if device_id is not None:
-            sql, args = sql + " WHERE device_id = ?", (device_id,)
-        return int(self._conn().execute(sql, args).fetchone()[0])
+        """Stored samples of ``device_id`` (None: of every device). A device's count is
+        counted once, then kept with its uploads and deletions (a fleet view asks for
+        every device's on each refresh; counting 100,000 samples takes about 6 ms)."""
+        if device_id is None:
+            return int(self._conn().execute("SELECT COUNT(*) FROM samples").fetchone()[0])
+        with self._write:  # no upload of this device commits between count and store
+            if device_id not in self._counts:
+                self._counts[device_id] = int(self._conn().execute(
+                    "SELECT COUNT(*) FROM samples WHERE device_id = ?", (device_id,)
+                ).fetchone()[0])
+            return self._counts[device_id]
 
     def labelled_count(self, device_id: str | None = None) -> int:
         """Samples with a teacher label, of ``device_id`` (None: of every device)."""

@@ -124,22 +124,25 @@ class FleetQueries:
                           (target, limit))
         return [(int(r[0]), r[1], int(r[2])) for r in rows]
 
-    def upload_timeline(self, device_id: str, buckets: int = 60
+    def upload_timeline(self, device_id: str, buckets: int = 60, newest: int = 5000
                         ) -> tuple[int, list[tuple[int, int]], list[tuple[int, int]]]:
-        """The device's stored uploads over time: ``(bucket_ms, [(bucket start, count)],
-        [(first upload time, segment)])``, the span of its stored uploads cut into at most
-        ``buckets`` buckets; the second list marks where each drift segment (domain
-        change the device reported) begins."""
-        span = self._rows("SELECT MIN(received_ms), MAX(received_ms) FROM samples "
-                          "WHERE device_id = ?", (device_id,))
-        if not span or span[0][0] is None:
+        """The device's ``newest`` stored uploads over time: ``(bucket_ms, [(bucket start,
+        count)], [(first upload time, segment)])``, their span cut into at most
+        ``buckets`` buckets; the second list marks where each drift segment (a domain
+        change the device reported) begins. Reads only those uploads, by the device's
+        index."""
+        rows = self._rows("SELECT received_ms, segment FROM samples WHERE device_id = ? "
+                          "ORDER BY seq DESC LIMIT ?", (device_id, newest))
+        if not rows:
             return 1000, [], []
-        first, last = int(span[0][0]), int(span[0][1])
+        times = [int(r[0]) for r in reversed(rows)]
+        first, last = min(times), max(times)
         bucket = max(1000, -(-(last - first + 1) // max(1, buckets)))
-        counts = self._rows("SELECT (received_ms - ?) / ?, COUNT(*) FROM samples "
-                            "WHERE device_id = ? GROUP BY 1 ORDER BY 1",
-                            (first, bucket, device_id))
-        segments = self._rows("SELECT MIN(received_ms), segment FROM samples "
-                              "WHERE device_id = ? GROUP BY segment ORDER BY 1", (device_id,))
-        return (bucket, [(first + int(b) * bucket, int(n)) for b, n in counts],
-                [(int(t), int(s or 0)) for t, s in segments])
+        counts: dict[int, int] = {}
+        starts: dict[int, int] = {}
+        for t, (_, segment) in zip(times, reversed(rows)):
+            start = first + (t - first) // bucket * bucket
+            counts[start] = counts.get(start, 0) + 1
+            starts.setdefault(int(segment or 0), t)
+        return (bucket, sorted(counts.items()),
+                sorted((t, s) for s, t in starts.items()))

@@ -202,3 +202,27 @@ def test_a_device_is_served_only_released_versions_and_those_it_was_admitted_to(
     assert served("a", cap=1) == [1]  # a pin below what it was admitted to wins
     assert not reg.admit("g", 2, ["b"], 2, 1.0)  # v2 was superseded: no wave for it
     assert [u.version for u in reg.updates_after("g", 0)] == [1, 2, 3]  # no device: all
+
+
+def test_a_devices_kept_sample_count_follows_uploads_pruning_and_quarantine(tmp_path):
+    def counted(reg):
+        return reg._rows("SELECT COUNT(*) FROM samples WHERE device_id = 'dev'")[0][0]
+
+    reg = Registry(tmp_path, max_samples_per_device=6)
+    reg.register("dev", "tok", "sha", "", {})
+    assert reg.sample_count("dev") == 0  # counted once, then kept
+    reg.add_samples("dev", [_sample(i, False) for i in range(4)])
+    reg.add_samples("dev", [_sample(i, False) for i in range(2, 5)])  # 2 duplicates
+    assert reg.sample_count("dev") == counted(reg) == 5
+    _label_all(reg, "dev", [f"s{i}" for i in range(5)])
+    reg.add_samples("dev", [_sample(i, False) for i in range(5, 9)])  # prunes the oldest 3
+    assert reg.sample_count("dev") == counted(reg) == 6
+    reg.close()
+    conn = sqlite3.connect(tmp_path / "registry.sqlite")  # damage one stored sample
+    conn.execute("UPDATE samples SET checksum = 'bad' WHERE sample_id = 's8'")
+    conn.commit()
+    conn.close()
+    reg = Registry(tmp_path, max_samples_per_device=6)
+    assert reg.sample_count("dev") == 6
+    reg.unlabelled(10, SHAPE)  # finds and quarantines it
+    assert reg.quarantined == 1 and reg.sample_count("dev") == counted(reg) == 5
