@@ -361,6 +361,15 @@ class CloudServer:
         """Start serving RPCs, labelling and learning (``labelling=False``: the caller
         drives labelling (:meth:`label_pending`) and learning time triggers
         (:meth:`wait_idle`) itself, e.g. a lockstep simulation)."""
+        if self.config.dashboard.port >= 0:  # bound first: a taken port fails the start
+            from edgecl.cloud.dashboard import Dashboard
+
+            try:
+                self.dashboard = Dashboard(self, self._tls_served)
+            except OSError as exc:
+                raise ConfigError(f"the dashboard cannot listen on "
+                                  f"{self.config.dashboard.bind}:{self.config.dashboard.port}: "
+                                  f"{exc}") from exc
         self._grpc.start()
         self.labelling = labelling
         if labelling:
@@ -372,10 +381,8 @@ class CloudServer:
             self.metrics_port = self.metrics.serve(self.config.metrics.port,
                                                    self.config.metrics.bind,
                                                    self.config.metrics.token)
-        if self.config.dashboard.port >= 0:
-            from edgecl.cloud.dashboard import Dashboard
-
-            self.dashboard = Dashboard(self, self._tls_served).start()
+        if self.dashboard is not None:
+            self.dashboard.start()
         log.info("serving", extra={"target": self.target, "tls": self.tls,
                                    "dashboard": self.dashboard and self.dashboard.url,
                                    "tls_ca": self.tls_ca_path and str(self.tls_ca_path),

@@ -28,8 +28,6 @@ GROUP = "line-1"
 N_DEVICES = 20
 
 
-
-
 def _publish(srv, version, head_weight, head_bias):
     sha = next(iter(srv.bundles))
     payload = UpdatePayload(version, version - 1, sha, group=GROUP,

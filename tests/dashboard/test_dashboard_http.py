@@ -219,3 +219,18 @@ def test_with_tls_the_dashboard_is_https_and_its_cookie_secure(tiny_zoo, tmp_pat
             assert response.status == 200  # and it still serves after the bad request
     finally:
         server.stop(grace=1.0)
+
+
+def test_a_taken_dashboard_port_fails_the_start_with_a_clear_error(tiny_zoo, tmp_path):
+    import socket
+
+    import pytest
+
+    from edgecl import ConfigError
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        with pytest.raises(ConfigError, match=f"dashboard cannot listen on 127.0.0.1:{port}"):
+            start_server(tiny_zoo, tmp_path, dashboard_port=str(port))

@@ -15,6 +15,7 @@ from __future__ import annotations
 import hmac
 import json
 import logging
+import math
 from collections.abc import Callable, Iterable
 from http.cookies import CookieError, SimpleCookie
 from importlib import resources
@@ -242,9 +243,17 @@ def _text(body: dict[str, Any], key: str, limit: int = 256) -> str:
 
 
 def _json(data: Any) -> bytes:
-    return json.dumps(data, allow_nan=False, default=_finite).encode()
+    return json.dumps(_finite(data), allow_nan=False).encode()
 
 
-def _finite(value: Any) -> Any:
-    raise TypeError(f"not JSON: {type(value).__name__}")
+def _finite(data: Any) -> Any:
+    """``data`` with NaN and infinities as null (JSON has no such numbers; a page's
+    parser would refuse the whole answer)."""
+    if isinstance(data, float):
+        return data if math.isfinite(data) else None
+    if isinstance(data, dict):
+        return {k: _finite(v) for k, v in data.items()}
+    if isinstance(data, (list, tuple)):
+        return [_finite(v) for v in data]
+    return data
 

@@ -192,7 +192,6 @@ class FleetViews:
         """Every target's rollout state in one line each; in full (waves, gates, who acted,
         newest updates) the targets whose name contains ``query``, or without one those
         with a rollout under way (every target when there are few)."""
-        self.call(operator, "ListDevices", admin_pb2.ListDevicesRequest(limit=1))  # the role
         registry, admin = self.server.registry, self.server.admin
         devices = collections.Counter(
             admin.target_of(Device(r.device_id, r.encoder_sha256, r.group))
