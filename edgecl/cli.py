@@ -206,7 +206,7 @@ def cmd_simulate(args: argparse.Namespace) -> int:
                       sync_s=args.sync_s,
                       cloud_cost=CloudCostModel(args.cloud_job_s, args.cloud_label_per_s,
                                                  args.cloud_workers), rollout=rollout,
-                      **_watching(args))
+                      watch_inputs=args.watch_inputs, **_watching(args))
     if args.json:
         Path(args.json).write_text(result.to_json(indent=2))
     print(summary_table(result))
@@ -488,6 +488,10 @@ def build_parser() -> argparse.ArgumentParser:
                     "version to every device at once)")
     sm.add_argument("--rollout-option", action="append", default=[], metavar="KEY=VALUE",
                     help="a RolloutPolicy field, e.g. canary_share=0.25 (repeatable)")
+    sm.add_argument("--watch-inputs", action="store_true",
+                    help="devices watch their raw inputs for domain changes as the device "
+                    "agent does (a new drift segment, 40%% of the budget while the input is "
+                    "new, the bundle state until the cloud's update for it arrives)")
     sm.add_argument("--dashboard", type=int, default=None, metavar="PORT",
                     help="each cloud strategy's service serves its web dashboard on this "
                     "port (0: any free one) to watch the fleet live; log in with the "

@@ -64,7 +64,8 @@ def run_device(task: DeviceTask) -> dict[str, Any]:
         dev = SimDevice(task.bundle, task.target if cloud else None,
                         device_id=f"{task.id_prefix}{plan.device_id}",
                         enrollment_key=task.enrollment_key, public_key=task.public_key,
-                        fraction=task.fraction, drift=None, revert_on_shift=False,
+                        fraction=task.fraction, drift=None,
+                        revert_on_shift=task.revert_on_shift, input_drift=task.input_drift,
                         seed=plan.seed, workdir=tmp, group=plan.group, adapt=adapt,
                         network=plan.network if cloud else None)
         wall0, started = time.time(), time.monotonic()

@@ -64,8 +64,8 @@ def simulate(*, devices: int = 4, scenario: str = "continual",
              cloud_cost: CloudCostModel | None = None,
              rollout: Any = None, dashboard: int | None = None,
              operator_token: str | None = None,
-             on_cloud: Callable[[str, str | None, str], None] | None = None
-             ) -> SimulationResult:
+             on_cloud: Callable[[str, str | None, str], None] | None = None,
+             watch_inputs: bool = False) -> SimulationResult:
     """Simulate ``devices`` devices for ``steps`` predict batches of ``batch`` samples each.
 
     ``backend``: "threads", "processes" (light mode), "ray" (``ray_address``: a running
@@ -80,6 +80,11 @@ def simulate(*, devices: int = 4, scenario: str = "continual",
     ``rollout``: a :class:`~edgecl.cloud.RolloutPolicy` the service rolls every version
     out by (virtual clock only: devices report after every round, the rollout moves
     once per round); each strategy's ``rollouts`` then lists every version's waves.
+    ``watch_inputs``: devices watch their raw inputs for domain changes, as the device
+    agent does: at a change they start a new drift segment (the service sees the new domain
+    at once), spend 40% of their budget while the input is new, and serve the bundle state
+    until the cloud's update for the new domain arrives (default off: devices sample at an
+    even rate and keep their state, the model of the published figures).
     ``dashboard``: each cloud strategy's service also serves its web dashboard on this port
     (0: any free one; its address is printed when it starts), to watch the fleet live; log
     in with ``operator_token`` (default: a new one, printed). ``on_cloud(strategy,
@@ -142,7 +147,9 @@ def simulate(*, devices: int = 4, scenario: str = "continual",
             own = {**settings, "learning_memory": str(name == "cloud+memory").lower()}
             if clock == "virtual" and uses_cloud(name):
                 tasks = [DeviceTask(p, name, str(zoo.student_bundle), None, None,
-                                    ENROLLMENT_KEY, fraction, batch, adapt, "") for p in plans]
+                                    ENROLLMENT_KEY, fraction, batch, adapt, "",
+                                    input_drift=watch_inputs, revert_on_shift=watch_inputs)
+                         for p in plans]
                 raw[name], rollouts = _run_virtual(tasks, name, Path(tmp), variant, home, own,
                                                    sync_s, cost, bar, engine, on_cloud)
                 simulated = max([simulated] + [r["seconds"] for r in raw[name]])
@@ -160,7 +167,8 @@ def simulate(*, devices: int = 4, scenario: str = "continual",
                 target = cloud
             tag = f"{name.replace('+', '-')}-s{seed}-" if cloud else ""
             tasks = [DeviceTask(p, name, str(zoo.student_bundle), target, pk, key, fraction,
-                                batch, adapt, tag) for p in plans]
+                                batch, adapt, tag, input_drift=watch_inputs,
+                                revert_on_shift=watch_inputs) for p in plans]
             try:
                 raw[name] = runner.run(tasks, on_done=lambda: bar.update(1))
                 if service is not None and on_cloud is not None:
