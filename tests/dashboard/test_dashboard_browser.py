@@ -131,6 +131,13 @@ def test_an_operator_sees_the_fleet_and_pauses_a_rollout_from_the_page(browser, 
     page.once("dialog", lambda d: d.accept())
     card.locator("button[data-action=resume]").click()
     wait_for(lambda: fleet.admin.rollout(GROUP)["state"] == "rolling", 10, "the resume")
+    # live: a change made elsewhere (the admin API) shows without a reload
+    page.evaluate("window.__same_page = true")
+    fleet.admin.pause(GROUP, reason="from the CLI")
+    wait_for(lambda: "paused by olga: from the CLI" in card.inner_text(), 10, "a live refresh")
+    fleet.admin.resume(GROUP)
+    wait_for(lambda: "rolling" in card.inner_text(), 10, "a live refresh")
+    assert page.evaluate("window.__same_page") is True  # never reloaded
 
     # the service itself
     page.click("a[href='#/service']")
