@@ -29,18 +29,36 @@ def test_a_simulated_fleet_is_on_its_services_dashboard(tiny_zoo):
         assert status == 200
         seen[strategy] = overview
         seen["service"] = _bearer(url, "/api/service")[1]
+        seen["segments"] = [s["segment"] for d in overview["devices"] for s in
+                            _bearer(url, f"/api/device?id={d['device_id']}")[1]["uploads"]
+                            ["segments"]]
         seen["anonymous"] = http(url, "/api/overview")[0]
 
     result = simulate(devices=2, steps=8, strategies=("source", "cloud"), variant="tiny",
                       home=str(tiny_zoo.path.parent.parent), progress=False, dashboard=0,
                       operator_token=TOKEN, on_cloud=on_cloud)
-    assert set(seen) == {"cloud", "service", "anonymous"}  # only cloud strategies have one
+    assert set(seen) == {"cloud", "service", "anonymous", "segments"}  # cloud strategies only
+    assert seen["segments"] == [0, 0]  # these devices do not watch their inputs
     devices = seen["cloud"]["devices"]
     assert len(devices) == 2 and all(d["samples"] > 0 for d in devices)
     uploaded = sum(d.uploads for d in result.strategies["cloud"].per_device)
     assert sum(d["samples"] for d in devices) == uploaded
     assert {r["method"] for r in seen["service"]["rpcs"]} >= {"Register", "Upload"}
     assert seen["anonymous"] == 401
+
+
+def test_devices_that_watch_their_inputs_tell_the_service_of_each_new_domain(tiny_zoo):
+    segments = []
+
+    def on_cloud(strategy, url, target):
+        for d in _bearer(url, "/api/overview")[1]["devices"]:
+            page = _bearer(url, f"/api/device?id={d['device_id']}")[1]
+            segments.extend(s["segment"] for s in page["uploads"]["segments"])
+
+    simulate(devices=1, steps=60, domains=2, strategies=("cloud",), variant="tiny",
+             home=str(tiny_zoo.path.parent.parent), progress=False, dashboard=0,
+             operator_token=TOKEN, on_cloud=on_cloud, watch_inputs=True)
+    assert segments[0] == 0 and max(segments) >= 1  # a drift segment per change seen
 
 
 def test_keep_cloud_keeps_the_service_up_until_ctrl_c(tiny_zoo, tmp_path):
