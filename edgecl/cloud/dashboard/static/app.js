@@ -129,7 +129,7 @@
   }
   async function refresh() {
     const page = state.page;
-    if (!page || state.refreshing) return;
+    if (!page || state.refreshing || document.hidden) return;  // no polling from hidden tabs
     state.refreshing = true;
     try {
       const data = await api(page.url());
@@ -429,5 +429,6 @@
   document.getElementById("login-form").addEventListener("submit", login);
   document.getElementById("logout").addEventListener("click", logout);
   window.addEventListener("hashchange", route);
+  document.addEventListener("visibilitychange", () => { if (!document.hidden) refresh(); });
   api("/api/me").then((me) => { state.me = me; start(); }).catch(() => { /* the login form is shown */ });
 })();
