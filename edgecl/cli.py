@@ -488,10 +488,11 @@ def build_parser() -> argparse.ArgumentParser:
                     "version to every device at once)")
     sm.add_argument("--rollout-option", action="append", default=[], metavar="KEY=VALUE",
                     help="a RolloutPolicy field, e.g. canary_share=0.25 (repeatable)")
-    sm.add_argument("--watch-inputs", action="store_true",
+    sm.add_argument("--watch-inputs", action=argparse.BooleanOptionalAction, default=None,
                     help="devices watch their raw inputs for domain changes as the device "
                     "agent does (a new drift segment, 40%% of the budget while the input is "
-                    "new, the bundle state until the cloud's update for it arrives)")
+                    "new, the bundle state until the cloud's update for it arrives); "
+                    "default: on for late-joiner, off otherwise")
     sm.add_argument("--dashboard", type=int, default=None, metavar="PORT",
                     help="each cloud strategy's service serves its web dashboard on this "
                     "port (0: any free one) to watch the fleet live; log in with the "

@@ -140,6 +140,8 @@ class SimulationResult(JsonResult):
     #: "virtual": cloud strategies ran on simulated time (reproducible); "real": paced by
     #: the wall clock.
     clock: str = "virtual"
+    #: Whether devices watched their raw inputs for domain changes (``watch_inputs``).
+    watch_inputs: bool = False
     simulated_seconds: float = 0.0
     wall_seconds: float = 0.0
     peak_rss_mb: float = 0.0

@@ -65,7 +65,7 @@ def simulate(*, devices: int = 4, scenario: str = "continual",
              rollout: Any = None, dashboard: int | None = None,
              operator_token: str | None = None,
              on_cloud: Callable[[str, str | None, str], None] | None = None,
-             watch_inputs: bool = False) -> SimulationResult:
+             watch_inputs: bool | None = None) -> SimulationResult:
     """Simulate ``devices`` devices for ``steps`` predict batches of ``batch`` samples each.
 
     ``backend``: "threads", "processes" (light mode), "ray" (``ray_address``: a running
@@ -83,8 +83,10 @@ def simulate(*, devices: int = 4, scenario: str = "continual",
     ``watch_inputs``: devices watch their raw inputs for domain changes, as the device
     agent does: at a change they start a new drift segment (the service sees the new domain
     at once), spend 40% of their budget while the input is new, and serve the bundle state
-    until the cloud's update for the new domain arrives (default off: devices sample at an
-    even rate and keep their state, the model of the published figures).
+    until the cloud's update for the new domain arrives. None (default): on for the
+    ``late-joiner`` scenario, whose devices enter domains long enough to be seen and which
+    measures what a device entering a domain gets; off for the others (devices sample at an
+    even rate and keep their state: the demo's domains are too short for the monitor).
     ``dashboard``: each cloud strategy's service also serves its web dashboard on this port
     (0: any free one; its address is printed when it starts), to watch the fleet live; log
     in with ``operator_token`` (default: a new one, printed). ``on_cloud(strategy,
@@ -122,6 +124,8 @@ def simulate(*, devices: int = 4, scenario: str = "continual",
     if ray_address is not None and backend != "ray":
         raise ConfigError("ray_address needs backend='ray'")
     rollout_settings = _rollout_settings(rollout, clock)
+    if watch_inputs is None:
+        watch_inputs = scenario == "late-joiner"
     dashboard_settings = ({} if dashboard is None else
                           _dashboard_settings(dashboard, operator_token))
     cost = cloud_cost or CloudCostModel()
@@ -188,6 +192,7 @@ def simulate(*, devices: int = 4, scenario: str = "continual",
                 "update stream per device"),
         impairments=impairments or Impairments(), strategies=summaries,
         seconds=round(time.perf_counter() - started, 1), clock=clock,
+        watch_inputs=watch_inputs,
         simulated_seconds=round(simulated, 3),
         wall_seconds=round(time.perf_counter() - started, 1), peak_rss_mb=peak_rss_mb(),
         cloud_cost=(CloudCost(cost.job_s, cost.label_per_s, cost.workers, sync_s)
