@@ -65,9 +65,9 @@ def http(fleet_or_url: Any, path: str, *, body: Any = None, cookie: str = "",
     return status, parsed, got
 
 
-def login(fleet: DashboardFleet, token: str) -> tuple[str, str]:
+def login(fleet_or_url: Any, token: str) -> tuple[str, str]:
     """``(cookie header, csrf token)`` of a fresh login."""
-    status, body, headers = http(fleet, "/api/login", body={"token": token})
+    status, body, headers = http(fleet_or_url, "/api/login", body={"token": token})
     assert status == 200, body
     cookie = headers["Set-Cookie"].split(";", 1)[0]
     return cookie, body["csrf"]
