@@ -59,3 +59,26 @@ def tiny_zoo(tmp_path_factory):
 def images(n: int, seed: int = 0) -> np.ndarray:
     """Random valid images (N, 1, 28, 28) in [0, 1]."""
     return np.random.default_rng(seed).random((n, 1, 28, 28), dtype=np.float32)
+
+
+@pytest.fixture(scope="session")
+def postgres_server():
+    """A real PostgreSQL server for the session (skipped where Debian's postgresql is not
+    installed, except in CI: ``EDGECL_REQUIRE_POSTGRES=1`` makes that a failure)."""
+    import os
+
+    from tests.postgres import PostgresServer, binaries
+
+    if binaries() is None:
+        if os.environ.get("EDGECL_REQUIRE_POSTGRES") == "1":
+            pytest.fail("PostgreSQL is required here (EDGECL_REQUIRE_POSTGRES=1)")
+        pytest.skip("PostgreSQL server programs not installed (apt-get install postgresql)")
+    server = PostgresServer()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def postgres_url(postgres_server) -> str:
+    """The URL of a new empty database on the session's PostgreSQL server."""
+    return postgres_server.create_database()

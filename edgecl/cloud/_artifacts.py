@@ -1,7 +1,6 @@
-"""The artifact store: content-addressed files under one directory (update payloads).
-
-A local directory by default; the seam for an S3-compatible store behind several service
-replicas (same two calls: ``put`` returns the sha256 key, ``get`` verifies it).
+"""Artifact stores: content-addressed update payloads, ``put`` returns the sha256 key and
+``get`` verifies it. Files under one directory (the embedded default), or a table of the
+registry's database when several service replicas share it.
 """
 
 from __future__ import annotations
@@ -9,7 +8,9 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from edgecl._exceptions import StorageError
 from edgecl.bundle._files import atomic_write_bytes
@@ -57,6 +58,53 @@ class ArtifactStore:
             data = path.read_bytes()
         except OSError as exc:
             raise StorageError(f"artifact {key[:12]} missing: {exc}") from exc
+        if hashlib.sha256(data).hexdigest() != key:
+            raise StorageError(f"artifact {key[:12]} is corrupt")
+        return data
+
+
+def _check_key(key: str) -> str:
+    if len(key) != 64 or not all(c in "0123456789abcdef" for c in key):
+        raise StorageError(f"artifact key {key[:16]!r} is not a sha256")
+    return key
+
+
+class DatabaseArtifacts:
+    """Content-addressed blobs in the registry database's ``artifacts`` table (what
+    every replica sharing that database reads). ``connection`` gives this thread's
+    registry connection."""
+
+    def __init__(self, connection: Callable[[], Any]) -> None:
+        self._connection = connection
+
+    def put(self, data: bytes) -> str:
+        """Store ``data`` (once per content); returns its sha256, the key."""
+        from edgecl.cloud._database import DatabaseError
+        from edgecl.cloud._identity import now_ms
+
+        key = hashlib.sha256(data).hexdigest()
+        conn = self._connection()
+        try:
+            conn.execute("INSERT INTO artifacts VALUES (?, ?, ?) ON CONFLICT DO NOTHING",
+                         (key, bytes(data), now_ms()))
+            conn.commit()
+        except DatabaseError as exc:
+            conn.rollback()
+            raise StorageError(f"cannot store artifact {key[:12]}: {exc}") from exc
+        return key
+
+    def get(self, key: str) -> bytes:
+        """The bytes stored under ``key``; :class:`StorageError` if missing or corrupt."""
+        from edgecl.cloud._database import DatabaseError
+
+        try:
+            row = self._connection().execute("SELECT data FROM artifacts WHERE key = ?",
+                                              (_check_key(key),)).fetchone()
+        except DatabaseError as exc:
+            raise StorageError(f"artifact {key[:12]}: {exc}") from exc
+        if row is None:
+            raise StorageError(f"artifact {key[:12]} missing")
+        data = bytes(row[0])
         if hashlib.sha256(data).hexdigest() != key:
             raise StorageError(f"artifact {key[:12]} is corrupt")
         return data

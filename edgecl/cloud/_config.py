@@ -33,6 +33,9 @@ class ServerSection:
     unary_workers: int = 0  # 0: min(4, max_workers // 8)
     stream_max_s: float = 300.0
     grace_s: float = 10.0
+    # connections are closed (GOAWAY) after this long, so devices spread over replicas
+    # that joined since; 0: never
+    max_connection_age_s: float = 1800.0
     tls_cert: str = ""
     tls_key: str = ""
     # no tls_cert/tls_key: generate and serve a development CA + certificate under
@@ -81,6 +84,8 @@ class LimitsSection:
 @dataclass(frozen=True)
 class StorageSection:
     dir: str = ""  # empty: <cache root>/cloud, outside any checkout
+    # the registry database: "" is <dir>/registry.sqlite; sqlite:///PATH; postgresql://...
+    registry: str = ""
 
     def path(self, home: str | None = None) -> Path:
         """The absolute storage directory (empty ``dir``: ``cloud/`` under the cache root,
@@ -96,6 +101,7 @@ class TeacherSection:
     classes: list[str] = field(default_factory=list)
     batch_size: int = 256
     threads: int = 1
+    claim_s: float = 120.0  # a labeller's claim on a batch (replicas skip it meanwhile)
 
 
 @dataclass(frozen=True)
@@ -129,6 +135,7 @@ class LearningSection:
     memory_scope: str = "fleet"
     memory_capacity: int = 64
     peer_merge: str = "pool"
+    lease_s: float = 300.0  # a job's lease on its target (renewed while it runs)
 
 
 @dataclass(frozen=True)
@@ -255,6 +262,9 @@ class CloudConfig:
             self.rollout.validate()
         except InvalidInput as exc:
             raise ConfigError(f"[rollout]: {exc}") from exc
+        from edgecl.cloud._database import parse_registry_url
+
+        parse_registry_url(self.storage.registry, Path("."))  # ConfigError if malformed
         if self.learning.group_by not in ("device", "group"):
             raise ConfigError("learning.group_by must be 'device' or 'group'")
         if self.learning.memory_scope not in ("fleet", "group"):
@@ -276,10 +286,14 @@ class CloudConfig:
                     "limits.max_report_keys": self.limits.max_report_keys,
                     "limits.max_report_key_chars": self.limits.max_report_key_chars,
                     "teacher.batch_size": self.teacher.batch_size,
+                    "teacher.claim_s": self.teacher.claim_s,
+                    "learning.lease_s": self.learning.lease_s,
                     "teacher.threads": self.teacher.threads}
         for name, value in positive.items():
             if not (0 < value < math.inf):  # also refuses nan
                 raise ConfigError(f"{name} must be finite and > 0, got {value}")
+        if not 0 <= self.server.max_connection_age_s < math.inf:
+            raise ConfigError("server.max_connection_age_s must be finite and >= 0")
         if self.server.stream_max_s <= 0:
             raise ConfigError(f"server.stream_max_s must be > 0, got {self.server.stream_max_s}")
         if self.server.max_workers < 2:

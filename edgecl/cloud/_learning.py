@@ -36,6 +36,7 @@ from edgecl.cloud._signing import UpdateSigner
 from edgecl.cloud._validation import validate_candidate
 from edgecl.wire import REVERT_METRIC, SignedUpdate, UpdatePayload
 
+log = logging.getLogger("edgecl.cloud")
 
 class UpdateStore(Protocol):
     """What learning needs from the registry (implemented by the service's registry)."""
@@ -163,7 +164,7 @@ class LearningCoordinator:
         self._short: dict[str, int] = {}  # a lower trigger while a new domain is too short
         self._closed = False
         self.counts = {"jobs": 0, "published": 0, "reverted": 0, "rejected": 0, "failed": 0,
-                       "recalled": 0}
+                       "recalled": 0, "deferred": 0}
 
     def notify(self, target: str, new_samples: int = 1) -> None:
         """Count ``new_samples`` labelled uploads for ``target``; maybe start a job."""
@@ -240,14 +241,49 @@ class LearningCoordinator:
         self._running[target] = self._pool.submit(self._job, target)
 
     def _job(self, target: str) -> None:
+        claim = getattr(self.store, "claim_job", None)
+        if claim is not None and not claim(target):
+            # another replica runs this target's job: count these uploads toward the next
+            with self._lock:
+                self.counts["jobs"] -= 1
+                self.counts["deferred"] += 1
+                self._pending[target] = self._pending.get(target, 0) + 1
+                self._first_pending.setdefault(target, self.clock())
+            return
+        outcome = "failed"
+        done = threading.Event()
+        renew = getattr(self.store, "renew_job", None)
+        if renew is not None:  # keep the lease while the job runs
+            period = max(0.5, float(getattr(self.store, "lease_s", 300.0)) / 3)
+            threading.Thread(target=self._renew, args=(renew, target, done, period),
+                             name="edgecl-learn-lease", daemon=True).start()
         try:
-            self.run_once(target)
+            result = self.run_once(target)
+            outcome = "no data" if result is None else (
+                "published" if result.publish else "rejected")
         except Exception:  # a failing job must not kill the pool; counted and logged
             import logging
 
             logging.getLogger("edgecl.cloud").exception("learning job for %s failed", target)
             with self._lock:
                 self.counts["failed"] += 1
+        finally:
+            done.set()
+            end = getattr(self.store, "end_job", None)
+            if end is not None:
+                end(target, outcome)
+
+    @staticmethod
+    def _renew(renew: Callable[[str], bool], target: str, done: threading.Event,
+               period: float) -> None:
+        while not done.wait(period):
+            try:
+                if not renew(target):
+                    log.warning("learning job lost its lease", extra={"target": target})
+                    return
+            except Exception as exc:  # the database is away: the lease may lapse
+                log.warning("cannot renew a learning job's lease", extra={
+                    "target": target, "error": str(exc)})
 
     def run_once(self, target: str) -> LearnResult | None:
         """Learn for ``target`` now, publish if validated; the result (None: no data)."""

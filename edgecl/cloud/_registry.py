@@ -1,10 +1,13 @@
 """The service registry: devices, uploaded samples, teacher labels, updates, reports.
 
-SQLite in WAL mode with ``synchronous=FULL``: an upload is acknowledged only after its
-transaction committed, so an acknowledged sample survives a crash. The SQL is plain
-(BIGINT, TEXT, BLOB, REAL, composite primary keys, ``ON CONFLICT DO NOTHING``), so the
-schema ports to PostgreSQL as is. One connection per thread; writes are serialised.
-Update payloads live in the :class:`ArtifactStore` (content-addressed files).
+A SQLite file in WAL mode with ``synchronous=FULL`` (the embedded default: one process,
+writes serialised by a lock) or a PostgreSQL database shared by several service replicas
+(``storage.registry``; see :mod:`edgecl.cloud._database`). Either way an upload is
+acknowledged only after its transaction committed, so an acknowledged sample survives a
+crash. What replicas share lives in the database: sample numbers (a sequence), tokens,
+claims on unlabelled samples (leases), one learning job per target (a lease), published
+versions (unique per target) and wake-ups (``NOTIFY``). One connection per thread. Update
+payloads live in an artifact store (files, or the database when it is shared).
 """
 
 from __future__ import annotations
@@ -12,8 +15,8 @@ from __future__ import annotations
 import json
 import logging
 import os
-import sqlite3
 import threading
+import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,7 +25,8 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from edgecl._exceptions import InvalidInput, StorageError
-from edgecl.cloud._artifacts import ArtifactStore, private_dir
+from edgecl.cloud._artifacts import ArtifactStore, DatabaseArtifacts, private_dir
+from edgecl.cloud._database import Connection, Database, DatabaseError, parse_registry_url
 from edgecl.cloud._errors import Overloaded, QuotaExceeded
 from edgecl.cloud._identity import (
     DEFAULT_TOKEN_TTL_S,
@@ -42,7 +46,6 @@ from edgecl.cloud._registry_file import (
     SUM_COLS,
     check_database,
     check_file,
-    connect,
     create_registry,
     migrate,
     refuse,
@@ -50,6 +53,7 @@ from edgecl.cloud._registry_file import (
 )
 from edgecl.cloud._registry_fleet import FleetQueries
 from edgecl.cloud._registry_rollouts import RolloutStore
+from edgecl.cloud._schema import head_revision, upgrade
 from edgecl.wire import RegistrationProof, SignedUpdate, UpdatePayload, WireSample
 
 log = logging.getLogger("edgecl.cloud")
@@ -95,45 +99,98 @@ class StoredUpdate:
 
 #: Reports (and update events) kept per device: a day of reports a minute apart.
 KEEP_REPORTS = 1440
+#: How long a labeller's claim on unlabelled samples lasts (then they are anyone's).
+CLAIM_S = 120.0
+
+
+class _NoLock:
+    """Stands in for the write lock where the database serialises writers itself."""
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, *exc: object) -> None:
+        return None
 
 
 class Registry(FleetQueries, RolloutStore):
-    """Devices, samples, labels, updates and reports in one SQLite database."""
+    """Devices, samples, labels, updates and reports in one database.
 
-    def __init__(self, directory: str | Path, *, max_samples_per_device: int = 0) -> None:
+    ``directory`` is the service's storage directory; ``url`` the database
+    (``storage.registry``: "" is ``registry.sqlite`` in ``directory``, else
+    ``sqlite:///PATH`` or ``postgresql://...``). Its schema is brought up to date on open.
+    """
+
+    def __init__(self, directory: str | Path, *, max_samples_per_device: int = 0,
+                 url: str = "") -> None:
         self.dir = Path(directory)
         #: Stored samples kept per device (0: no bound); see :meth:`add_samples`.
         self.max_samples_per_device = int(max_samples_per_device)
-        self._counts: dict[str, int] = {}  # stored samples per device, read lazily
         self.pruned = 0  # labelled samples dropped for the per-device bound by this process
         private_dir(self.dir)
-        self.path = self.dir / "registry.sqlite"
-        self.artifacts = ArtifactStore(self.dir / "artifacts")
+        self.where = parse_registry_url(url, self.dir)
+        self.db = Database(self.where)
+        #: Who this process is in leases (learning jobs, labelling claims).
+        self.holder = f"{os.uname().nodename}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        # stored samples per device, read lazily; kept only where this process is the
+        # only writer (a shared database is counted when asked)
+        self._counts: dict[str, int] | None = None if self.db.shared else {}
         self._local = threading.local()
-        self._write = threading.Lock()
+        self._write: Any = _NoLock() if self.db.shared else threading.Lock()
         self._changed = threading.Condition()
         self.quarantined = 0  # samples found corrupt (and moved aside) by this process
-        if not os.path.lexists(self.path):  # only a missing file makes a new registry
-            create_registry(self.path)
+        self._seq = 0
+        if self.db.shared:
+            self.path: Any = self.where.redacted()
+            upgrade(self.where)
+            self.artifacts: Any = DatabaseArtifacts(self._conn)
+            self.db.listen(self._wake)
         else:
-            check_file(self.path)
-        conn = self._conn()
-        with self._write:
-            version = check_database(conn, self.path)
-            if version < SCHEMA_VERSION:
-                conn.executescript(SCHEMA)  # new tables and indexes (IF NOT EXISTS)
-                migrate(conn, version)
-                conn.commit()
-            self._seq = int(conn.execute("SELECT COALESCE(MAX(seq), 0) FROM samples")
-                            .fetchone()[0])
+            self.path = self.where.path
+            self.artifacts = ArtifactStore(self.dir / "artifacts")
+            self._open_file()
 
-    def _conn(self) -> sqlite3.Connection:
+    def _open_file(self) -> None:
+        """Create, check and migrate the SQLite file (a damaged one is refused)."""
+        path = self.path
+        if not os.path.lexists(path):  # only a missing file makes a new registry
+            create_registry(path, lambda tmp: upgrade(parse_registry_url(
+                f"sqlite:///{tmp}", self.dir)))
+        else:
+            check_file(path)
+        raw = self._conn().raw
+        with self._write:
+            version = check_database(raw, path)
+            tables = {r[0] for r in raw.execute("SELECT name FROM sqlite_master WHERE "
+                                                 "type = 'table'")}
+            legacy = "alembic_version" not in tables
+            revision = None if legacy else raw.execute(
+                "SELECT version_num FROM alembic_version").fetchone()
+            if legacy and version < SCHEMA_VERSION:  # made before Alembic: to schema 7
+                raw.executescript(SCHEMA)  # new tables and indexes (IF NOT EXISTS)
+                migrate(raw, version)
+                raw.commit()
+        if legacy or revision is None or revision[0] != head_revision():
+            upgrade(self.where, stamp_legacy=legacy)
+        self._seq = int(self._rows("SELECT COALESCE(MAX(seq), 0) FROM samples")[0][0])
+        # this process is the file's only user: leases a crashed run left are void
+        self._transaction([("DELETE FROM learning_leases", ()),
+                           ("UPDATE samples SET claim_until_ms = NULL WHERE claim_until_ms "
+                            "IS NOT NULL AND labelled_ms IS NULL", ())])
+
+    def _wake(self) -> None:
+        with self._changed:
+            self._changed.notify_all()
+
+    def _conn(self) -> Connection:
         conn = getattr(self._local, "conn", None)
         if conn is None:
             try:
-                conn = connect(self.path)
-            except sqlite3.DatabaseError as exc:
-                raise refuse(self.path, f"not a readable SQLite database ({exc})") from exc
+                conn = self.db.connect()
+            except DatabaseError as exc:
+                if exc.corrupt:
+                    raise refuse(self.path, str(exc)) from exc
+                raise StorageError(f"registry {self.path}: {exc}") from exc
             self._local.conn = conn
         return conn
 
@@ -141,7 +198,7 @@ class Registry(FleetQueries, RolloutStore):
         """All rows of a read; a damaged database file is a :class:`StorageError`."""
         try:
             return self._conn().execute(sql, args).fetchall()
-        except sqlite3.DatabaseError as exc:
+        except DatabaseError as exc:
             raise StorageError(f"registry {self.path}: read failed: {exc}") from exc
 
     def _execute(self, sql: str, args: Any) -> None:
@@ -162,11 +219,10 @@ class Registry(FleetQueries, RolloutStore):
                         return False
                 value = conn.execute(read).fetchone()[0] if read else True
                 conn.commit()
-            except sqlite3.Error as exc:
+            except DatabaseError as exc:
                 conn.rollback()
                 raise StorageError(f"registry {self.path}: write failed: {exc}") from exc
-        with self._changed:
-            self._changed.notify_all()
+        self._wake()
         return value
 
     def _verified(self, rows: list[Any]) -> tuple[list[Any], int]:
@@ -192,7 +248,8 @@ class Registry(FleetQueries, RolloutStore):
             conn.execute("DELETE FROM samples WHERE device_id = ? AND sample_id = ?",
                          (device_id, sample_id))
             conn.commit()
-            self._counts.pop(device_id, None)  # counted again when next asked
+            if self._counts is not None:
+                self._counts.pop(device_id, None)  # counted again when next asked
         self.quarantined += 1
 
     def quarantine(self) -> list[tuple[str, str, str]]:
@@ -201,15 +258,18 @@ class Registry(FleetQueries, RolloutStore):
                 self._rows("SELECT device_id, sample_id, reason FROM quarantine")]
 
     def close(self) -> None:
-        """Flush the WAL into the database file and close this thread's connection
-        (other threads' connections close when their threads end)."""
+        """Flush the WAL into the database file (SQLite), stop listening for other
+        replicas' changes (PostgreSQL) and close this thread's connection (other
+        threads' connections close when their threads end)."""
+        self.db.close()
         conn = getattr(self._local, "conn", None)
         if conn is not None:
-            try:
-                with self._write:
-                    conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-            except sqlite3.Error:  # readers still active: the WAL stays, nothing is lost
-                pass
+            if not self.db.shared:
+                try:
+                    with self._write:
+                        conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+                except DatabaseError:  # readers still active: the WAL stays, nothing lost
+                    pass
             conn.close()
             self._local.conn = None
 
@@ -289,10 +349,11 @@ class Registry(FleetQueries, RolloutStore):
             conn = self._conn()
             cur = conn.execute("UPDATE devices SET token_sha256 = ? WHERE device_id = ?",
                                (marker + device_id, device_id))
+            changed = cur.rowcount
             conn.commit()
         log.warning("operator changed a device's identity", extra={
             "device": device_id, "action": marker.rstrip(":")})
-        return cur.rowcount > 0
+        return changed > 0
 
     def device(self, device_id: str) -> Device | None:
         """The registered device ``device_id``, or None."""
@@ -322,9 +383,12 @@ class Registry(FleetQueries, RolloutStore):
         with self._write:
             conn = self._conn()
             try:
-                for s, (inp, feats) in zip(samples, rows):
-                    self._seq += 1
-                    checksum = sample_digest(device_id, s.sample_id, self._seq, now, inp, feats,
+                seqs = self.db.next_seqs(conn, len(samples))
+                for i, (s, (inp, feats)) in enumerate(zip(samples, rows)):
+                    if seqs is None:
+                        self._seq += 1
+                    seq = self._seq if seqs is None else seqs[i]
+                    checksum = sample_digest(device_id, s.sample_id, seq, now, inp, feats,
                                        s.segment, int(s.explored), s.device_label, None, None)
                     cur = conn.execute(
                         "INSERT INTO samples (device_id, sample_id, seq, received_ms, input, "
@@ -332,42 +396,45 @@ class Registry(FleetQueries, RolloutStore):
                         "state_version, segment, explored, checksum) "
                         "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
                         "ON CONFLICT (device_id, sample_id) DO NOTHING",
-                        (device_id, s.sample_id, self._seq, now, inp, feats, s.priority,
+                        (device_id, s.sample_id, seq, now, inp, feats, s.priority,
                          s.device_label, _finite(s.device_entropy), _finite(s.ood_score),
                          s.state_version, s.segment, int(s.explored), checksum))
                     new += cur.rowcount
                 if new and self.max_samples_per_device:
                     pruned = self._prune(conn, device_id, new)
                 conn.commit()
-            except (sqlite3.Error, Overloaded) as exc:
+            except (DatabaseError, Overloaded) as exc:
                 conn.rollback()
                 if isinstance(exc, Overloaded):
                     raise
                 raise StorageError(f"cannot store samples: {exc}") from exc
-            if device_id in self._counts:
+            if self._counts is not None and device_id in self._counts:
                 self._counts[device_id] += new - pruned
             self.pruned += pruned
         if pruned:
             log.info("per-device storage bound: oldest labelled samples deleted", extra={
                 "device": device_id, "deleted": pruned, "bound": self.max_samples_per_device})
         if new:
-            with self._changed:
-                self._changed.notify_all()
+            self._wake()
         return new, len(samples) - new
 
-    def _prune(self, conn: sqlite3.Connection, device_id: str, new: int) -> int:
+    def _prune(self, conn: Connection, device_id: str, new: int) -> int:
         """Delete ``device_id``'s oldest labelled samples past the bound (``new`` just
         inserted, not committed); :class:`QuotaExceeded` when that is not enough."""
-        if device_id not in self._counts:
-            self._counts[device_id] = int(conn.execute(
-                "SELECT COUNT(*) FROM samples WHERE device_id = ?", (device_id,)
-            ).fetchone()[0]) - new
-        excess = self._counts[device_id] + new - self.max_samples_per_device
+        if self._counts is not None and device_id in self._counts:
+            total = self._counts[device_id] + new
+        else:  # counted inside this transaction: includes the rows just inserted
+            total = int(conn.execute("SELECT COUNT(*) FROM samples WHERE device_id = ?",
+                                     (device_id,)).fetchone()[0])
+            if self._counts is not None:
+                self._counts[device_id] = total - new
+        excess = total - self.max_samples_per_device
         if excess <= 0:
             return 0
         gone = conn.execute(
-            "DELETE FROM samples WHERE rowid IN (SELECT rowid FROM samples WHERE device_id = ? "
-            "AND labelled_ms IS NOT NULL ORDER BY seq LIMIT ?)", (device_id, excess)).rowcount
+            "DELETE FROM samples WHERE device_id = ? AND seq IN (SELECT seq FROM samples "
+            "WHERE device_id = ? AND labelled_ms IS NOT NULL ORDER BY seq LIMIT ?)",
+            (device_id, device_id, excess)).rowcount
         if gone < excess:
             raise QuotaExceeded(f"device {device_id} has {self.max_samples_per_device} stored "
                              f"samples waiting for labels (limits.max_samples_per_device); "
@@ -379,20 +446,45 @@ class Registry(FleetQueries, RolloutStore):
         with self._changed:
             self._changed.wait(timeout)
 
-    def unlabelled(self, limit: int, shape: tuple[int, ...]) -> tuple[list[tuple[str, str]],
-                                                                         np.ndarray]:
-        """Up to ``limit`` oldest unlabelled samples whose checksum holds: keys and inputs
-        (corrupt ones are quarantined on the way)."""
+    def unlabelled(self, limit: int, shape: tuple[int, ...], *, claim_s: float = CLAIM_S
+                   ) -> tuple[list[tuple[str, str]], np.ndarray]:
+        """Claim up to ``limit`` oldest unlabelled samples no one else holds a claim on,
+        whose checksum holds: keys and inputs (corrupt ones are quarantined on the way).
+        The claim lasts ``claim_s``: other labellers (replicas) skip these samples until
+        it ends or :meth:`release` gives them back, so a labeller that dies holding them
+        delays them only that long."""
         while True:
-            rows, bad = self._verified(self._rows(
-                f"SELECT {SUM_COLS} FROM samples WHERE labelled_ms IS NULL ORDER BY seq "
-                "LIMIT ?", (limit,)))
+            rows, bad = self._verified(self._claim(limit, claim_s))
             if rows or not bad:
                 break
         keys = [(r[0], r[1]) for r in rows]
         x = np.frombuffer(bytearray(b"".join(r[4] for r in rows)), np.float32).reshape(
             len(rows), *shape)
         return keys, x
+
+    def _claim(self, limit: int, claim_s: float) -> list[Any]:
+        now = _now_ms()
+        with self._write:
+            conn = self._conn()
+            try:
+                rows = conn.execute(
+                    f"SELECT {SUM_COLS} FROM samples WHERE labelled_ms IS NULL AND "
+                    f"(claim_until_ms IS NULL OR claim_until_ms < ?) ORDER BY seq LIMIT ?"
+                    f"{self.db.skip_locked}", (now, limit)).fetchall()
+                conn.executemany("UPDATE samples SET claim_until_ms = ? WHERE device_id = ? "
+                                 "AND sample_id = ?",
+                                 [(now + int(claim_s * 1000), r[0], r[1]) for r in rows])
+                conn.commit()
+            except DatabaseError as exc:
+                conn.rollback()
+                raise StorageError(f"registry {self.path}: cannot claim samples: "
+                                   f"{exc}") from exc
+        return rows
+
+    def release(self, keys: list[tuple[str, str]]) -> None:
+        """End this labeller's claim on ``keys`` (labelling them failed)."""
+        self._transaction([("UPDATE samples SET claim_until_ms = NULL WHERE device_id = ? "
+                            "AND sample_id = ? AND labelled_ms IS NULL", k) for k in keys])
 
     def set_labels(self, keys: list[tuple[str, str]], labels: np.ndarray,
                    uncertainty: np.ndarray) -> dict[str, int]:
@@ -414,11 +506,15 @@ class Registry(FleetQueries, RolloutStore):
                     continue
                 label, unc = int(label), _finite_or_none(unc)
                 checksum = sample_digest(*row[:9], label, unc)
-                conn.execute(
+                # only if still unlabelled: a concurrent labeller (replica) that got there
+                # first wins, and this one changes nothing (exactly once)
+                done = conn.execute(
                     "UPDATE samples SET teacher_label = ?, teacher_uncertainty = ?, "
-                    "labelled_ms = ?, label_count = label_count + 1, checksum = ? WHERE "
-                    "device_id = ? AND sample_id = ?", (label, unc, now, checksum, dev, sid))
-                per_device[dev] = per_device.get(dev, 0) + 1
+                    "labelled_ms = ?, label_count = label_count + 1, checksum = ?, "
+                    "claim_until_ms = NULL WHERE device_id = ? AND sample_id = ? AND "
+                    "labelled_ms IS NULL", (label, unc, now, checksum, dev, sid)).rowcount
+                if done:
+                    per_device[dev] = per_device.get(dev, 0) + done
             conn.commit()
         for dev, sid in corrupt:
             self._quarantine(dev, sid, "checksum mismatch")
@@ -441,8 +537,11 @@ class Registry(FleetQueries, RolloutStore):
         """Stored samples of ``device_id`` (None: of every device). A device's count is
         counted once, then kept with its uploads and deletions (a fleet view asks for
         every device's on each refresh; counting 100,000 samples takes about 6 ms)."""
-        if device_id is None:
-            return int(self._conn().execute("SELECT COUNT(*) FROM samples").fetchone()[0])
+        if device_id is None or self._counts is None:
+            sql, args = "SELECT COUNT(*) FROM samples", ()
+            if device_id is not None:
+                sql, args = sql + " WHERE device_id = ?", (device_id,)
+            return int(self._rows(sql, args)[0][0])
         with self._write:  # no upload of this device commits between count and store
             if device_id not in self._counts:
                 self._counts[device_id] = int(self._conn().execute(
@@ -547,11 +646,13 @@ class Registry(FleetQueries, RolloutStore):
                               json.dumps(payload.metrics, sort_keys=True), _now_ms()))
                 self._start_rollout(conn, target, payload.version, release, reason)
                 conn.commit()
-            except sqlite3.Error as exc:
+            except DatabaseError as exc:
                 conn.rollback()
+                if exc.integrity:  # another replica published this version meanwhile
+                    raise InvalidInput(f"update v{payload.version} for {target!r} was "
+                                       f"published meanwhile") from exc
                 raise StorageError(f"cannot store update v{payload.version}: {exc}") from exc
-        with self._changed:
-            self._changed.notify_all()
+        self._wake()
 
     def latest_version(self, target: str) -> int:
         """Newest published version for ``target`` (0 if none)."""
@@ -604,6 +705,46 @@ class Registry(FleetQueries, RolloutStore):
             sql, args = sql + " WHERE target = ?", (target,)
         return [(r[0], int(r[1]), r[2]) for r in self._conn().execute(sql, args).fetchall()]
 
+    # -- learning jobs -----------------------------------------------------------------
+    def claim_learning(self, target: str, lease_s: float = 300.0) -> bool:
+        """Take the lease on ``target``'s learning (one job per target over every
+        replica) for ``lease_s``, and log the job's start; False while another holder's
+        lease runs (a holder that died loses it when it ends)."""
+        now = _now_ms()
+        return bool(self._transaction([
+            ("INSERT INTO learning_leases VALUES (?, ?, ?, ?) ON CONFLICT (target) DO UPDATE "
+             "SET holder = excluded.holder, expires_ms = excluded.expires_ms, started_ms = "
+             "excluded.started_ms WHERE learning_leases.expires_ms < ?",
+             (target, self.holder, now + int(lease_s * 1000), now, now)),
+            ("INSERT INTO learning_runs VALUES (?, ?, ?, NULL, '')",
+             (target, self.holder, now))], guarded=True))
+
+    def renew_learning(self, target: str, lease_s: float = 300.0) -> bool:
+        """Extend this holder's lease on ``target`` (False: it has lost it)."""
+        return bool(self._transaction([
+            ("UPDATE learning_leases SET expires_ms = ? WHERE target = ? AND holder = ?",
+             (_now_ms() + int(lease_s * 1000), target, self.holder))], guarded=True))
+
+    def end_learning(self, target: str, outcome: str) -> None:
+        """End this holder's learning job on ``target``: log its ``outcome``, free the
+        lease."""
+        self._transaction([
+            ("UPDATE learning_runs SET ended_ms = ?, outcome = ? WHERE target = ? AND "
+             "holder = ? AND ended_ms IS NULL", (_now_ms(), outcome[:200], target,
+                                                 self.holder)),
+            ("DELETE FROM learning_leases WHERE target = ? AND holder = ?",
+             (target, self.holder))])
+
+    def learning_runs(self, target: str | None = None) -> list[tuple[str, str, int, int | None,
+                                                                     str]]:
+        """Logged learning jobs ``(target, holder, started_ms, ended_ms, outcome)``."""
+        sql, args = ("SELECT target, holder, started_ms, ended_ms, outcome FROM "
+                     "learning_runs"), ()
+        if target is not None:
+            sql, args = sql + " WHERE target = ?", (target,)
+        return [(r[0], r[1], int(r[2]), None if r[3] is None else int(r[3]), r[4])
+                for r in self._rows(sql + " ORDER BY started_ms", args)]
+
     # -- reports -----------------------------------------------------------------------
     def add_report(self, device_id: str, state_version: int, stats: dict[str, float],
                    events: Sequence[tuple[int, str, str, int]] = (),
@@ -616,10 +757,11 @@ class Registry(FleetQueries, RolloutStore):
         with self._write:
             conn = self._conn()
             try:
-                cur = conn.execute("INSERT INTO reports VALUES (?, ?, ?, ?)",
-                                   (device_id, _now_ms(), state_version, json.dumps(stats)))
+                report_id = int(conn.execute(
+                    "INSERT INTO reports VALUES (?, ?, ?, ?) RETURNING rowid",
+                    (device_id, _now_ms(), state_version, json.dumps(stats))).fetchone()[0])
                 conn.executemany("INSERT INTO update_events VALUES (?, ?, ?, ?, ?, ?)",
-                                 [(device_id, v, a, r, t, cur.lastrowid)
+                                 [(device_id, v, a, r, t, report_id)
                                   for v, a, r, t in events])
                 for table in ("reports", "update_events"):  # a device's newest only
                     conn.execute(f"DELETE FROM {table} WHERE device_id = ? AND rowid <= ("
@@ -627,11 +769,14 @@ class Registry(FleetQueries, RolloutStore):
                                  f"rowid DESC LIMIT 1 OFFSET ?)",
                                  (device_id, device_id, KEEP_REPORTS))
                 if config is not None:
-                    conn.execute("INSERT OR REPLACE INTO reported_config VALUES (?, ?, ?, ?)",
+                    conn.execute("INSERT INTO reported_config VALUES (?, ?, ?, ?) ON CONFLICT "
+                                 "(device_id) DO UPDATE SET revision = excluded.revision, "
+                                 "values_json = excluded.values_json, received_ms = "
+                                 "excluded.received_ms",
                                  (device_id, config[0], json.dumps(config[1], sort_keys=True),
                                   _now_ms()))
                 conn.commit()
-            except sqlite3.Error as exc:
+            except DatabaseError as exc:
                 conn.rollback()
                 raise StorageError(f"registry {self.path}: cannot store a report: "
                                    f"{exc}") from exc

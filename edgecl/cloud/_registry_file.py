@@ -1,6 +1,7 @@
-"""The registry's SQLite file: its schema, migrations between schema versions, the
-checksum of a stored sample, and the checks that refuse a damaged file instead of starting
-an empty registry over it."""
+"""The registry's SQLite file: the schema as it was at hand-versioned schema 7 (frozen:
+every later change is an Alembic revision, ``edgecl/cloud/migrations``), the migrations of
+files made before Alembic up to it, the checksum of a stored sample, and the checks that
+refuse a damaged file instead of starting an empty registry over it."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import hashlib
 import json
 import os
 import sqlite3
+from collections.abc import Callable
 from pathlib import Path
 
 from edgecl._exceptions import StorageError
@@ -205,25 +207,19 @@ def sample_digest(device_id: str, sample_id: str, seq: int, received_ms: int, in
     return h.hexdigest()
 
 
-def connect(path: Path) -> sqlite3.Connection:
-    conn = sqlite3.connect(path, timeout=30, check_same_thread=False)
-    conn.execute("PRAGMA journal_mode=WAL")
-    conn.execute("PRAGMA synchronous=FULL")
-    return conn
-
-
-def create_registry(path: Path) -> None:
-    """Create a new registry at ``path`` atomically (mode 0600): built beside it under a
-    temporary name, then linked into place, so an existing ``path`` is always complete."""
+def create_registry(path: Path, build: Callable[[Path], object]) -> None:
+    """Create a new registry at ``path`` atomically (mode 0600): ``build`` makes its
+    schema in a file beside it under a temporary name, which is then linked into place,
+    so an existing ``path`` is always complete."""
     tmp = path.with_name(f".{path.name}.new-{os.getpid()}")
     for leftover in (tmp, Path(f"{tmp}-wal"), Path(f"{tmp}-shm")):
         leftover.unlink(missing_ok=True)
     os.close(os.open(tmp, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
     try:
-        conn = connect(tmp)
+        build(tmp)
+        conn = sqlite3.connect(tmp)
         try:
-            conn.executescript(f"BEGIN;{SCHEMA}INSERT INTO meta VALUES "
-                               f"('schema', '{SCHEMA_VERSION}');COMMIT;")
+            conn.execute("PRAGMA journal_mode=WAL")
         finally:
             conn.close()
         try:
@@ -232,7 +228,8 @@ def create_registry(path: Path) -> None:
             pass
         fsync_dir(path.parent)
     finally:
-        tmp.unlink(missing_ok=True)
+        for leftover in (tmp, Path(f"{tmp}-wal"), Path(f"{tmp}-shm")):
+            leftover.unlink(missing_ok=True)
 
 
 def refuse(path: Path, problem: str) -> StorageError:

@@ -6,6 +6,8 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
+from edgecl.cloud._identity import now_ms
+
 
 @dataclass(frozen=True)
 class DeviceRecord:
@@ -61,9 +63,10 @@ class FleetQueries:
         if version is None:
             self._execute("DELETE FROM pins WHERE kind = ? AND name = ?", (kind, name))
         else:
-            self._execute("INSERT OR REPLACE INTO pins VALUES (?, ?, ?, ?, "
-                          "CAST(strftime('%s', 'now') AS INTEGER) * 1000)",
-                          (kind, name, int(version), operator))
+            self._execute("INSERT INTO pins VALUES (?, ?, ?, ?, ?) ON CONFLICT (kind, name) "
+                          "DO UPDATE SET version = excluded.version, operator = "
+                          "excluded.operator, created_ms = excluded.created_ms",
+                          (kind, name, int(version), operator, now_ms()))
 
     def pin_of(self, kind: str, name: str) -> int | None:
         """The version ``name`` is pinned to (None: not pinned)."""

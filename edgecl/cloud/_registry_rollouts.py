@@ -11,10 +11,10 @@ default); rollbacks and reverts are released at once.
 from __future__ import annotations
 
 import json
-import sqlite3
 from dataclasses import dataclass
 from typing import Any
 
+from edgecl.cloud._database import Connection
 from edgecl.cloud._identity import now_ms
 
 #: States in which a rollout still moves (or waits for an operator).
@@ -108,7 +108,9 @@ class RolloutStore:
         if policy is None:
             self._execute("DELETE FROM rollout_policies WHERE target = ?", (target,))
         else:
-            self._execute("INSERT OR REPLACE INTO rollout_policies VALUES (?, ?, ?, ?)",
+            self._execute("INSERT INTO rollout_policies VALUES (?, ?, ?, ?) ON CONFLICT "
+                          "(target) DO UPDATE SET policy_json = excluded.policy_json, "
+                          "operator = excluded.operator, created_ms = excluded.created_ms",
                           (target, json.dumps(policy, sort_keys=True), operator, now_ms()))
 
     def stored_rollout_policy(self, target: str) -> dict[str, Any] | None:
@@ -127,7 +129,7 @@ class RolloutStore:
         return self.default_rollout_policy
 
     # -- rollouts ------------------------------------------------------------------------
-    def _start_rollout(self, conn: sqlite3.Connection, target: str, version: int,
+    def _start_rollout(self, conn: Connection, target: str, version: int,
                        release: bool, reason: str = "") -> None:
         """Add ``version``'s rollout row inside the publishing transaction; a newer
         version supersedes an active rollout (a paused or halted target stays so)."""
@@ -190,7 +192,7 @@ class RolloutStore:
             [("UPDATE rollouts SET wave = ?, wave_started_s = ?, updated_ms = ? "
               "WHERE target = ? AND version = ? AND state = 'rolling'",
               (wave, now_s, now_ms(), target, version))]
-            + [("INSERT OR IGNORE INTO rollout_devices VALUES (?, ?, ?, ?, ?, ?)",
+            + [("INSERT INTO rollout_devices VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
                 (target, version, d, wave, now_s, mark)) for d in device_ids], guarded=True)
 
     def admitted(self, target: str, version: int) -> list[tuple[str, int, float, int]]:
@@ -286,15 +288,17 @@ class RolloutStore:
         revision = ("(SELECT CAST(value AS INTEGER) FROM meta WHERE key = "
                     "'config_revision')")
         statements: list[tuple[str, Any]] = [(
-            "INSERT OR REPLACE INTO meta VALUES ('config_revision', CAST(COALESCE(("
-            "SELECT CAST(value AS INTEGER) FROM meta WHERE key = 'config_revision'), 0) "
-            "+ 1 AS TEXT))", ())]
+            "INSERT INTO meta VALUES ('config_revision', '1') ON CONFLICT (key) DO UPDATE "
+            "SET value = CAST(CAST(meta.value AS INTEGER) + 1 AS TEXT)", ())]
         if values is None:
             statements.append(("DELETE FROM desired_config WHERE kind = ? AND name = ?",
                                (kind, name)))
         else:
-            statements.append((f"INSERT OR REPLACE INTO desired_config VALUES (?, ?, ?, "
-                               f"{revision}, ?, ?)", (kind, name,
+            statements.append((f"INSERT INTO desired_config VALUES (?, ?, ?, {revision}, ?, "
+                               f"?) ON CONFLICT (kind, name) DO UPDATE SET values_json = "
+                               f"excluded.values_json, revision = excluded.revision, "
+                               f"operator = excluded.operator, created_ms = "
+                               f"excluded.created_ms", (kind, name,
                                                       json.dumps(values, sort_keys=True),
                                                       operator, now_ms())))
         return int(self._transaction(statements, read="SELECT CAST(value AS INTEGER) FROM "

@@ -72,6 +72,19 @@ def configure_logging(level: str = "INFO", fmt: str = "json") -> None:
     root.setLevel(level.upper())
 
 
+def connection_options(server: Any) -> list[tuple[str, int]]:
+    """gRPC keepalive (the devices' pings every 60 s are allowed) and the maximum
+    connection age of ``[server]``."""
+    options = [("grpc.keepalive_time_ms", 60_000), ("grpc.keepalive_timeout_ms", 20_000),
+               ("grpc.http2.min_ping_interval_without_data_ms", 30_000),
+               ("grpc.keepalive_permit_without_calls", 1)]
+    if server.max_connection_age_s > 0:
+        options += [("grpc.max_connection_age_ms", int(server.max_connection_age_s * 1000)),
+                    ("grpc.max_connection_age_grace_ms",
+                     int((server.stream_max_s + server.grace_s) * 1000))]
+    return options
+
+
 class _RegistryStore:
     """The learning coordinator's view of the registry for one bundle."""
 
@@ -79,6 +92,7 @@ class _RegistryStore:
                  metrics: Metrics) -> None:
         self.registry, self.bundle, self.by_group, self.metrics = (registry, bundle, by_group,
                                                                    metrics)
+        self.lease_s = 300.0  # [learning] lease_s
 
     def recent_inputs(self, target: str, limit: int) -> tuple[Any, ...]:
         got = self.registry.recent_inputs_of(self.registry.devices_in(target, self.by_group),
@@ -106,6 +120,16 @@ class _RegistryStore:
             return target if not target.startswith(DEVICE_TARGET) else ""
         device = self.registry.device(target)
         return "" if device is None else device.group
+
+    def claim_job(self, target: str) -> bool:
+        """Whether this replica may run ``target``'s job now (one over all replicas)."""
+        return self.registry.claim_learning(target, self.lease_s)
+
+    def renew_job(self, target: str) -> bool:
+        return self.registry.renew_learning(target, self.lease_s)
+
+    def end_job(self, target: str, outcome: str) -> None:
+        self.registry.end_learning(target, outcome)
 
     def publish(self, target: str, update: SignedUpdate, payload: UpdatePayload) -> None:
         self.registry.publish(target, update, payload)
@@ -146,7 +170,8 @@ class CloudServer:
         self.storage_dir = config.storage.path(home)
         log.info("start-up: opening the registry", extra={"storage": str(self.storage_dir)})
         self.registry = Registry(
-            self.storage_dir, max_samples_per_device=config.limits.max_samples_per_device)
+            self.storage_dir, max_samples_per_device=config.limits.max_samples_per_device,
+            url=config.storage.registry)
         log.info("start-up: loading bundles", extra={"paths": list(config.bundles.paths),
                                                       "zoo_student": config.bundles.zoo_student})
         self.bundles = self._load_bundles(home)
@@ -189,7 +214,8 @@ class CloudServer:
         self.learning = self._learning() if config.learning.enabled else {}
         self.teacher_pool = TeacherPool(self.registry, self.teacher, shapes.pop(),
                                         batch_size=config.teacher.batch_size,
-                                        on_labelled=self._on_labelled, metrics=self.metrics)
+                                        on_labelled=self._on_labelled, metrics=self.metrics,
+                                        claim_s=config.teacher.claim_s)
         limit = config.server.max_message_bytes
         #: Operators by the sha256 of their token (``[admin] operators``).
         self.operators = parse_operators(config.admin.operators)
@@ -207,7 +233,7 @@ class CloudServer:
                           admin_auth],
             options=[("grpc.max_receive_message_length", limit),
                      ("grpc.max_send_message_length", limit),
-                     ("grpc.so_reuseport", 0)],
+                     ("grpc.so_reuseport", 0), *connection_options(config.server)],
             maximum_concurrent_rpcs=config.server.max_workers * 4)
         edgecl_pb2_grpc.add_EdgeCloudServicer_to_server(self.servicer, self._grpc)
         self.registry.default_rollout_policy = (None if config.rollout.mode == "auto"
@@ -311,6 +337,8 @@ class CloudServer:
                                          threshold=lc.segment_threshold)
         stores = {sha: _RegistryStore(self.registry, b, lc.group_by == "group", self.metrics)
                   for sha, b in self.bundles.items()}
+        for store in stores.values():
+            store.lease_s = lc.lease_s
         return {sha: LearningCoordinator(
                     b.path, self.teacher.probabilities, self.teacher.classes, self.signer,
                     stores[sha], config=cfg, policy=policy, clock=self.clock,

@@ -77,9 +77,10 @@ class TeacherPool:
     def __init__(self, registry: Any, teacher: Teacher, input_shape: tuple[int, ...], *,
                  batch_size: int = 256,
                  on_labelled: Callable[[dict[str, int]], None] | None = None,
-                 metrics: Any = None) -> None:
+                 metrics: Any = None, claim_s: float = 120.0) -> None:
         self.registry, self.teacher, self.shape = registry, teacher, tuple(input_shape)
         self.batch_size, self.on_labelled, self.metrics = batch_size, on_labelled, metrics
+        self.claim_s = claim_s  # how long a batch stays claimed (replicas skip it)
         self._stop = threading.Event()
         self._idle = threading.Event()
         self._thread = threading.Thread(target=self._run, name="edgecl-teacher", daemon=True)
@@ -131,10 +132,14 @@ class TeacherPool:
     def step(self) -> int:
         """Label one batch; the number of samples labelled."""
         started = time.monotonic()
-        keys, x = self.registry.unlabelled(self.batch_size, self.shape)
+        keys, x = self.registry.unlabelled(self.batch_size, self.shape, claim_s=self.claim_s)
         if not keys:
             return 0
-        labels, unc = label_and_uncertainty(self.teacher.probabilities(x))
+        try:
+            labels, unc = label_and_uncertainty(self.teacher.probabilities(x))
+        except Exception:
+            self.registry.release(keys)  # for the next batch, not after the claim ends
+            raise
         per_device = self.registry.set_labels(keys, labels, unc)
         n = sum(per_device.values())
         self.labelled += n

@@ -25,7 +25,7 @@ import math
 import os
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -94,7 +94,9 @@ class SyncClient:
     where it is. ``state_path`` persists that version across restarts. ``device_key`` (a
     :class:`DeviceKey` or the path of one; default ``<state_path>.key``, in memory without
     ``state_path``) signs every registration: keep it with the state, it is what lets this
-    device, and only it, register its id again.
+    device, and only it, register its id again. ``target`` may name several service
+    replicas (a list, ``"host1:50051,host2:50051"`` or ``"dns:///edgecl.internal:50051"``):
+    calls are spread over them and a replica that fails is left for the others.
 
     Examples
     --------
@@ -105,7 +107,8 @@ class SyncClient:
     ...     run_app()
     """
 
-    def __init__(self, outbox: Outbox, target: str | Transport, *, device_id: str,
+    def __init__(self, outbox: Outbox, target: str | Sequence[str] | Transport, *,
+                 device_id: str,
                  enrollment_key: str, encoder_sha256: str, group: str = "",
                  batch_size: int = 32, chunk_size: int = 16,
                  on_update: Callable[[SignedUpdate], bool] | None = None,
@@ -117,8 +120,9 @@ class SyncClient:
         if batch_size < 1 or chunk_size < 1:
             raise ConfigError("batch_size and chunk_size must be >= 1")
         self.outbox = outbox
-        self.transport: Any = (GrpcTransport(target, root_cert=root_cert, deadline_s=deadline_s)
-                               if isinstance(target, str) else target)
+        self.transport: Any = (
+            GrpcTransport(target, root_cert=root_cert, deadline_s=deadline_s)
+            if isinstance(target, str | list | tuple) else target)
         self.device_id, self.group = device_id, group
         self._key, self._sha = enrollment_key, encoder_sha256
         self.batch_size, self.chunk_size = batch_size, chunk_size

@@ -10,12 +10,13 @@ sends no request of that method before it has passed (the outbox keeps the sampl
 
 from __future__ import annotations
 
+import socket
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import Any, Protocol
 
-from edgecl._exceptions import EdgeclError
+from edgecl._exceptions import ConfigError, EdgeclError
 from edgecl.wire import (
     DeviceStatus,
     Registration,
@@ -95,10 +96,48 @@ class Transport(Protocol):
     def close(self) -> None: ...
 
 
-class GrpcTransport:
-    """:class:`Transport` over a gRPC channel to ``target`` (TLS when ``root_cert`` given)."""
+#: Client keepalive: a ping after this long without traffic finds a dead replica or a
+#: dropped connection (the service allows pings this often).
+KEEPALIVE_MS, KEEPALIVE_TIMEOUT_MS = 60_000, 20_000
 
-    def __init__(self, target: str, *, root_cert: bytes | None = None,
+
+def channel_target(target: str | Sequence[str]) -> tuple[str, bool]:
+    """The gRPC target of one address or several service replicas, and whether calls are
+    balanced over several (``round_robin``). Several: a list, or one string of
+    comma-separated ``host:port``; a gRPC target name (``dns:///edgecl.internal:50051``,
+    every address the name resolves to, re-resolved as replicas come and go) is balanced
+    too. Host names in a list are resolved once, here."""
+    targets = ([t.strip() for t in target.split(",") if t.strip()] if isinstance(target, str)
+               else [str(t).strip() for t in target])
+    if not targets:
+        raise ConfigError("no service address given")
+    if len(targets) == 1:
+        return targets[0], targets[0].startswith("dns:")
+    addresses = []
+    for t in targets:
+        host, sep, port = t.rpartition(":")
+        if not sep or not port.isdigit():
+            raise ConfigError(f"service address {t!r}: write HOST:PORT")
+        host = host.strip("[]")
+        try:
+            infos = socket.getaddrinfo(host, int(port), type=socket.SOCK_STREAM)
+        except OSError as exc:
+            raise ConfigError(f"service address {t!r}: cannot resolve ({exc})") from exc
+        addresses.extend(f"[{i[4][0]}]:{port}" if ":" in i[4][0] else f"{i[4][0]}:{port}"
+                         for i in infos if i[0] == socket.AF_INET or i[0] == socket.AF_INET6)
+    unique = list(dict.fromkeys(addresses))
+    family = "ipv6" if all(a.startswith("[") for a in unique) else "ipv4"
+    if family == "ipv4":
+        unique = [a for a in unique if not a.startswith("[")]
+    return f"{family}:{','.join(unique)}", True
+
+
+class GrpcTransport:
+    """:class:`Transport` over a gRPC channel to ``target`` (TLS when ``root_cert`` given):
+    one address, or several service replicas (see :func:`channel_target`) over which the
+    calls are balanced and which fail over to each other."""
+
+    def __init__(self, target: str | Sequence[str], *, root_cert: bytes | None = None,
                  deadline_s: float = 10.0, compress: bool = True,
                  max_message_bytes: int = 4 << 20) -> None:
         import grpc
@@ -106,9 +145,15 @@ class GrpcTransport:
         from edgecl._proto import edgecl_pb2, edgecl_pb2_grpc
 
         self._grpc, self._pb = grpc, edgecl_pb2
+        target, balanced = channel_target(target)
         options = [("grpc.max_receive_message_length", max_message_bytes),
                    ("grpc.max_send_message_length", max_message_bytes),
-                   ("grpc.enable_retries", 0)]
+                   ("grpc.enable_retries", 0),
+                   ("grpc.keepalive_time_ms", KEEPALIVE_MS),
+                   ("grpc.keepalive_timeout_ms", KEEPALIVE_TIMEOUT_MS),
+                   ("grpc.http2.max_pings_without_data", 0)]  # also on a quiet stream
+        if balanced:
+            options.append(("grpc.lb_policy_name", "round_robin"))
         if root_cert is not None:
             self.channel = grpc.secure_channel(
                 target, grpc.ssl_channel_credentials(root_certificates=root_cert), options)

@@ -19,6 +19,7 @@ from edgecl.cloud import load_config
 from edgecl.device import DeviceKey, Outbox, SyncClient, TransportError
 from edgecl.wire import UpdatePayload, registration_message
 from tests.cloud.conftest import KEY, cloud_env, register, start_server
+from tests.cloud.test_registry import before_alembic
 from tests.conftest import images
 
 
@@ -211,6 +212,7 @@ def test_a_schema_3_registry_keeps_its_devices_and_their_tokens_expire(tmp_path)
     conn = sqlite3.connect(tmp_path / "registry.sqlite")  # what edgecl with schema 3 wrote
     conn.execute("ALTER TABLE devices DROP COLUMN token_expires_ms")
     conn.execute("UPDATE meta SET value = '3' WHERE key = 'schema'")
+    before_alembic(conn)
     conn.commit()
     conn.close()
     found = Registry(tmp_path).identify("old-token")

@@ -46,13 +46,21 @@ def test_explored_flags_travel_from_the_outbox_to_the_learning_window(tmp_path):
     assert reg.recent_inputs_of(["dev"], 2, SHAPE).explored.tolist() == [False, True]
 
 
+def before_alembic(conn: sqlite3.Connection) -> None:
+    """Make a registry file what edgecl wrote before its schema was Alembic's."""
+    conn.execute("ALTER TABLE samples DROP COLUMN claim_until_ms")
+    for table in ("alembic_version", "learning_leases", "learning_runs", "artifacts"):
+        conn.execute(f"DROP TABLE {table}")
+
+
 def test_a_schema_1_registry_is_upgraded_in_place(tmp_path):
     reg = Registry(tmp_path)
     reg.add_samples("dev", [_sample(0, False)])
     path = reg.path
     del reg
-    conn = sqlite3.connect(path)  # make it what edgecl <= 0.1 wrote: no explored column
-    conn.execute("ALTER TABLE samples DROP COLUMN explored")
+    conn = sqlite3.connect(path)  # make it what edgecl <= 0.1 wrote: no explored column,
+    conn.execute("ALTER TABLE samples DROP COLUMN explored")  # nothing of Alembic's
+    before_alembic(conn)
     conn.execute("UPDATE meta SET value = '1' WHERE key = 'schema'")
     conn.commit()
     conn.close()
@@ -77,6 +85,7 @@ def test_a_schema_2_registry_gets_checksums_and_keeps_serving(tmp_path):
     conn = sqlite3.connect(tmp_path / "registry.sqlite")  # what edgecl 0.2 wrote
     conn.execute("DROP TABLE quarantine")
     conn.execute("ALTER TABLE samples DROP COLUMN checksum")
+    before_alembic(conn)
     conn.execute("UPDATE meta SET value = '2' WHERE key = 'schema'")
     conn.commit()
     conn.close()
