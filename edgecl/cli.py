@@ -323,7 +323,15 @@ def build_parser() -> argparse.ArgumentParser:
     bc = add(bench, "cloud", "upload throughput and RPC latency at 1, 10, 100 devices; "
              "teacher throughput vs raw torch (output is always JSON)")
     common(bc)
-    bc.add_argument("--concurrency", default="1,10,100", help="comma-separated device counts")
+    bc.add_argument("--devices", "--concurrency", dest="concurrency", default="1,10,100",
+                    help="comma-separated device counts")
+    bc.add_argument("--registry", default="", help="registry URL (default: a new SQLite file; "
+                    "postgresql://... measures PostgreSQL)")
+    bc.add_argument("--replicas", type=int, default=1, help="edgecl serve processes on the "
+                    "registry (> 1 needs PostgreSQL); devices balance over them")
+    bc.add_argument("--subscribers", type=int, default=0, help="idle Subscribe streams held "
+                    "open against one replica, in turn with none, while the largest device "
+                    "count uploads")
     bc.add_argument("--uploads", type=int, default=20, help="Upload RPCs per device")
     bc.add_argument("--batch", type=int, default=8, help="samples per Upload")
     bc.add_argument("--teacher-rounds", type=int, default=5, help="timed teacher rounds")
@@ -552,7 +560,8 @@ def cmd_bench_cloud(args: argparse.Namespace) -> int:
                          concurrency=tuple(_ints(args.concurrency)),
                          uploads_per_device=args.uploads, batch=args.batch,
                          teacher_rounds=args.teacher_rounds, teacher_samples=args.samples,
-                         threads=args.threads)
+                         threads=args.threads, registry=args.registry,
+                         replicas=args.replicas, subscribers=args.subscribers)
     print(result.to_json(indent=2))
     return 0
 

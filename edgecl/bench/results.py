@@ -6,6 +6,7 @@ Latencies are milliseconds (``_ms``) or microseconds (``_us``), medians unless n
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 from edgecl._result import OMIT_NONE, JsonResult
 
@@ -133,6 +134,12 @@ class CloudBenchResult(JsonResult):
     teacher_samples_per_s_raw: float
     teacher_batch: int
     teacher_rounds: int
+    replicas: int = 1
+    registry: str = "sqlite"
+    replica_rss_mb: float = 0.0
+    #: With ``--subscribers``: streams ``held`` of those ``opened``, and the Upload p99 at
+    #: ``devices`` devices ``upload_p99_ms_with`` / ``_without`` them (medians of rounds).
+    subscribers: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -88,7 +88,7 @@ def _bearer(context: Any) -> str:
     return token
 
 
-class AdminInterceptor(grpc.ServerInterceptor):
+class AdminInterceptor(grpc.aio.ServerInterceptor):
     """Authenticates and rate-limits every FleetAdmin RPC by operator token and role."""
 
     def __init__(self, operators: dict[str, Operator], limiter: TokenBucket) -> None:
@@ -106,8 +106,12 @@ class AdminInterceptor(grpc.ServerInterceptor):
                                   "no operators are configured ([admin] operators)")
         return found
 
-    def intercept_service(self, continuation: Callable[[Any], Any], details: Any) -> Any:
-        handler = continuation(details)
+    async def intercept_service(self, continuation: Callable[[Any], Any], details: Any
+                                ) -> Any:
+        return self.wrap(await continuation(details), details)
+
+    def wrap(self, handler: Any, details: Any) -> Any:
+        """``handler`` (a FleetAdmin method) behind the operator check."""
         method = details.method
         if handler is None or not method.startswith(ADMIN_SERVICE) or not handler.unary_unary:
             return handler

@@ -13,7 +13,9 @@ for load (RESOURCE_EXHAUSTED) carry a ``retry-after-ms`` hint in the trailing me
 
 from __future__ import annotations
 
+import asyncio
 import contextvars
+import inspect
 import threading
 import time
 from collections.abc import Callable
@@ -84,19 +86,23 @@ class StreamCaps:
         self._open: dict[str, int] = {}
         self._lock = threading.Lock()
         self.open = 0
+        self.threaded = 0  # of them, streams that hold an RPC thread (Upload)
 
-    def acquire(self, device_id: str) -> Callable[[], None]:
-        """Count one stream of ``device_id``; an idempotent release, or :class:`Overloaded`."""
+    def acquire(self, device_id: str, *, holds_thread: bool = True) -> Callable[[], None]:
+        """Count one stream of ``device_id`` (``holds_thread``: it runs on an RPC thread,
+        as Upload does; Subscribe runs on the event loop and counts only toward the
+        device's own cap); an idempotent release, or :class:`Overloaded`."""
         with self._lock:
             mine = self._open.get(device_id, 0)
             if mine >= self.per_device:
                 raise Overloaded(f"device {device_id} already has {mine} open streams (the "
                                  f"limit per device); close one or retry later")
-            if self.open >= self.total:
+            if holds_thread and self.threaded >= self.total:
                 raise Overloaded(f"all {self.total} stream slots of the service are taken; "
                                  f"retry later (with backoff)")
             self._open[device_id] = mine + 1
             self.open += 1
+            self.threaded += holds_thread
         released = threading.Event()
 
         def release() -> None:
@@ -105,6 +111,7 @@ class StreamCaps:
                     return
                 released.set()
                 self.open -= 1
+                self.threaded -= holds_thread
                 left = self._open[device_id] - 1
                 if left:
                     self._open[device_id] = left
@@ -159,16 +166,28 @@ def identify(registry: Registry, token: str) -> Device:
     return found.device
 
 
-class AuthInterceptor(grpc.ServerInterceptor):
-    """Authenticates, rate-limits and measures every EdgeCloud RPC."""
+def _code(context: Any) -> str:
+    """The status a call ended with, where the context tells (UNKNOWN where not)."""
+    code = getattr(context, "code", None)
+    found = code() if callable(code) else None
+    return found.name if isinstance(found, grpc.StatusCode) else "UNKNOWN"
+
+
+class AuthInterceptor(grpc.aio.ServerInterceptor):
+    """Authenticates, rate-limits and measures every EdgeCloud RPC (synchronous handlers
+    on the RPC threads, the asynchronous Subscribe on the event loop)."""
 
     def __init__(self, registry: Registry, limiter: TokenBucket, metrics: Any,
                  streams: StreamCaps | None = None) -> None:
         self.registry, self.limiter, self.metrics = registry, limiter, metrics
         self.streams = streams
 
-    def intercept_service(self, continuation: Callable[[Any], Any], details: Any) -> Any:
-        handler = continuation(details)
+    async def intercept_service(self, continuation: Callable[[Any], Any], details: Any
+                                ) -> Any:
+        return self.wrap(await continuation(details), details)
+
+    def wrap(self, handler: Any, details: Any) -> Any:
+        """``handler`` with authentication, rate limits, stream caps and metrics."""
         method = details.method
         if handler is None or not method.startswith(SERVICE):
             return handler  # health, reflection: open
@@ -183,7 +202,9 @@ class AuthInterceptor(grpc.ServerInterceptor):
         def authenticate(context: Any) -> Device | None:
             if open_method:
                 return None
-            device = identify(self.registry, _token(context))
+            return limit(identify(self.registry, _token(context)), context)
+
+        def limit(device: Device, context: Any) -> Device:
             if not self.limiter.take(device.device_id):
                 hint_retry(context, self.limiter.wait_s(device.device_id))
                 self.metrics.refused.labels("request_rate").inc()
@@ -191,17 +212,21 @@ class AuthInterceptor(grpc.ServerInterceptor):
                                   f"({self.limiter.rate:g}/s)")
             return device
 
-        def admit(device: Device | None, context: Any) -> Callable[[], None]:
+        def admit(device: Device | None, context: Any, threaded: bool = True
+                  ) -> Callable[[], None]:
             """A stream slot of ``device`` (its release), or Overloaded with a hint."""
             if not stream_method or device is None or self.streams is None:
                 return _noop
             try:
-                release = self.streams.acquire(device.device_id)
+                release = self.streams.acquire(device.device_id, holds_thread=threaded)
             except Overloaded:
                 hint_retry(context, STREAM_RETRY_S)
                 self.metrics.refused.labels("streams").inc()
                 raise
-            context.add_callback(release)  # on cancel and deadline too
+            if threaded:
+                context.add_callback(release)  # on cancel and deadline too
+            else:
+                context.add_done_callback(lambda _: release())
             return release
 
         def enter(context: Any) -> tuple[Device | None, Callable[[], None]]:
@@ -228,7 +253,42 @@ class AuthInterceptor(grpc.ServerInterceptor):
                     release()
             except BaseException:
                 if code == "OK":
-                    code = context.code().name if context.code() else "UNKNOWN"
+                    code = _code(context)
+                raise
+            finally:
+                self.metrics.in_flight.labels(name).dec()
+                self.metrics.observe(name, code, time.perf_counter() - started)
+
+        async def streaming_async(request: Any, context: Any) -> Any:
+            started = time.perf_counter()
+            code = "OK"
+            self.metrics.in_flight.labels(name).inc()
+            release = _noop
+            try:
+                try:  # the token lookup reads the database: off the event loop
+                    device = None if open_method else limit(
+                        await asyncio.get_running_loop().run_in_executor(
+                            None, identify, self.registry, _token(context)), context)
+                    release = admit(device, context, threaded=False)
+                except Exception as exc:
+                    status, message = client_status(exc, name)
+                    code = status.name
+                    await context.abort(status, message)
+                token = current_device.set(device)
+                try:
+                    async for item in inner(request, context):
+                        yield item
+                finally:
+                    current_device.reset(token)
+                    release()
+                if context.cancelled():
+                    code = "CANCELLED"
+            except (GeneratorExit, asyncio.CancelledError):
+                code = "CANCELLED"
+                raise
+            except BaseException:
+                if code == "OK":
+                    code = _code(context)
                 raise
             finally:
                 self.metrics.in_flight.labels(name).dec()
@@ -259,13 +319,14 @@ class AuthInterceptor(grpc.ServerInterceptor):
                 raise
             except BaseException:
                 if code == "OK":
-                    code = context.code().name if context.code() else "UNKNOWN"
+                    code = _code(context)
                 raise
             finally:
                 self.metrics.in_flight.labels(name).dec()
                 self.metrics.observe(name, code, time.perf_counter() - started)
 
-        behaviour = streaming if kind == "unary_stream" else unary
+        behaviour = (streaming_async if inspect.isasyncgenfunction(inner) else
+                     streaming if kind == "unary_stream" else unary)
         factory = getattr(grpc, f"{kind}_rpc_method_handler")
         return factory(behaviour, request_deserializer=tolerant(handler.request_deserializer),
                        response_serializer=handler.response_serializer)

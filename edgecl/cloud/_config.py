@@ -43,6 +43,9 @@ class ServerSection:
     tls_dev: bool = False
 
 
+#: Subscribe streams open at once by default (``server.max_streams`` 0), and the most
+#: allowed: an idle stream costs memory (about 20 KB), no thread.
+DEFAULT_STREAMS, MAX_STREAMS = 10_000, 1_000_000
 #: Weakest enrollment key the service starts with: characters, distinct characters.
 MIN_KEY_CHARS, MIN_KEY_DISTINCT = 16, 8
 KEY_HINT = 'generate one with: python -c "import secrets; print(secrets.token_urlsafe(32))"'
@@ -102,6 +105,14 @@ class TeacherSection:
     batch_size: int = 256
     threads: int = 1
     claim_s: float = 120.0  # a labeller's claim on a batch (replicas skip it meanwhile)
+    labelling: bool = True  # false: this replica stores uploads, other replicas label
+
+
+@dataclass(frozen=True)
+class ComputeSection:
+    backend: str = "local"  # "local": this process; "ray": a Ray cluster
+    address: str = ""  # Ray: a running cluster's address ("" : start a local one)
+    actors: int = 2  # Ray: teacher actors (each labels one batch at a time)
 
 
 @dataclass(frozen=True)
@@ -221,6 +232,7 @@ class CloudConfig:
     log: LogSection = field(default_factory=LogSection)
     admin: AdminSection = field(default_factory=AdminSection)
     dashboard: DashboardSection = field(default_factory=DashboardSection)
+    compute: ComputeSection = field(default_factory=ComputeSection)
     #: The fleet's default rollout policy; an operator's ``edgecl fleet rollout``
     #: overrides it.
     rollout: RolloutPolicy = field(default_factory=RolloutPolicy)
@@ -231,9 +243,9 @@ class CloudConfig:
 
     @property
     def stream_slots(self) -> int:
-        """Most Subscribe streams open at once (``server.max_streams``, 0: 3/4 of the RPC
-        threads), so open streams never take every thread from unary RPCs."""
-        return self.server.max_streams or max(1, self.server.max_workers * 3 // 4)
+        """Most Subscribe streams open at once (``server.max_streams``, 0:
+        :data:`DEFAULT_STREAMS`; they hold no RPC thread)."""
+        return self.server.max_streams or DEFAULT_STREAMS
 
     @property
     def reserved_workers(self) -> int:
@@ -243,7 +255,7 @@ class CloudConfig:
 
     @property
     def stream_capacity(self) -> int:
-        """Most Upload and Subscribe streams open at once, all devices together."""
+        """Most Upload streams open at once, all devices together (each holds a thread)."""
         return self.server.max_workers - self.reserved_workers
 
     def validate(self) -> CloudConfig:
@@ -265,6 +277,10 @@ class CloudConfig:
         from edgecl.cloud._database import parse_registry_url
 
         parse_registry_url(self.storage.registry, Path("."))  # ConfigError if malformed
+        if self.compute.backend not in ("local", "ray"):
+            raise ConfigError("compute.backend must be 'local' or 'ray'")
+        if self.compute.actors < 1:
+            raise ConfigError("compute.actors must be >= 1")
         if self.learning.group_by not in ("device", "group"):
             raise ConfigError("learning.group_by must be 'device' or 'group'")
         if self.learning.memory_scope not in ("fleet", "group"):
@@ -297,12 +313,11 @@ class CloudConfig:
         if self.server.stream_max_s <= 0:
             raise ConfigError(f"server.stream_max_s must be > 0, got {self.server.stream_max_s}")
         if self.server.max_workers < 2:
-            raise ConfigError("server.max_workers must be >= 2 (Subscribe streams and unary "
+            raise ConfigError("server.max_workers must be >= 2 (Upload streams and unary "
                               "RPCs each need a thread)")
-        if not 0 <= self.server.max_streams < self.server.max_workers:
-            raise ConfigError(f"server.max_streams must be in [0, server.max_workers) so "
-                              f"unary RPCs always find a thread, got {self.server.max_streams}"
-                              f" with max_workers={self.server.max_workers}")
+        if not 0 <= self.server.max_streams <= MAX_STREAMS:
+            raise ConfigError(f"server.max_streams must be in [0, {MAX_STREAMS}], got "
+                              f"{self.server.max_streams}")
         self._validate_capacity()
         return self
 

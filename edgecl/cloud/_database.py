@@ -4,9 +4,9 @@
 The registry writes plain SQL with ``?`` placeholders; :class:`Connection` runs it on
 either database (PostgreSQL gets ``%s``), opens a transaction before the first write as
 ``sqlite3`` does, and turns every driver error into :class:`DatabaseError`. On PostgreSQL
-each commit that wrote also sends ``NOTIFY edgecl_changed``, which :meth:`Database.listen`
-turns into a wake-up in every replica. Schemas are Alembic revisions
-(``edgecl/cloud/migrations``), the same ones for both databases.
+a commit that may change what devices are served also sends ``NOTIFY edgecl_served``,
+which :meth:`Database.listen` turns into a wake-up of update streams in every replica.
+Schemas are Alembic revisions (``edgecl/cloud/migrations``), the same for both databases.
 """
 
 from __future__ import annotations
@@ -25,8 +25,9 @@ from urllib.parse import urlsplit
 from edgecl._exceptions import ConfigError
 
 log = logging.getLogger("edgecl.cloud")
-#: The channel every PostgreSQL commit that wrote notifies (wakes other replicas).
-CHANNEL = "edgecl_changed"
+#: The channel of commits that may change what devices are served (wakes update streams
+#: in every replica; labellers poll).
+SERVED_CHANNEL = "edgecl_served"
 
 
 class DatabaseError(Exception):
@@ -108,7 +109,6 @@ class Connection:
         self.dialect = dialect
         self._errors = errors
         self._in_tx = False
-        self._wrote = False
 
     def _error(self, exc: BaseException) -> DatabaseError:
         name = type(exc).__name__
@@ -121,8 +121,6 @@ class Connection:
         if self.dialect == "postgresql" and not self._in_tx and _WRITES.search(sql):
             self.raw.execute("BEGIN")
             self._in_tx = True
-        if _WRITES.search(sql):
-            self._wrote = True
 
     def execute(self, sql: str, args: Sequence[Any] = ()) -> Any:
         """Run one statement; its cursor."""
@@ -153,15 +151,13 @@ class Connection:
         try:
             if self.dialect == "postgresql":
                 if self._in_tx:
-                    if self._wrote:
-                        self.raw.execute(f"NOTIFY {CHANNEL}")
                     self.raw.execute("COMMIT")
             else:
                 self.raw.commit()
         except self._errors as exc:
             raise self._error(exc) from exc
         finally:
-            self._in_tx = self._wrote = False
+            self._in_tx = False
 
     def rollback(self) -> None:
         """Undo the open transaction (nothing when none is open)."""
@@ -174,7 +170,7 @@ class Connection:
         except self._errors as exc:
             raise self._error(exc) from exc
         finally:
-            self._in_tx = self._wrote = False
+            self._in_tx = False
 
     def close(self) -> None:
         """Close the connection (an open transaction is rolled back)."""
@@ -242,25 +238,31 @@ class Database:
                             (count,)).fetchall()
         return [int(r[0]) for r in rows]
 
-    def listen(self, wake: Callable[[], None]) -> None:
-        """Call ``wake`` whenever another replica commits a write (PostgreSQL; nothing on
-        SQLite, where every writer is in this process)."""
+    def announce(self, conn: Connection) -> None:
+        """Inside a transaction: on commit, tell every replica that what devices may be
+        served changed (PostgreSQL; SQLite has only this process)."""
+        if self.dialect == "postgresql":
+            conn.execute(f"NOTIFY {SERVED_CHANNEL}")
+
+    def listen(self, served: Callable[[], None]) -> None:
+        """Call ``served`` when a replica :meth:`announce` d a change to what devices are
+        served (PostgreSQL; nothing on SQLite, where every writer is in this process)."""
         if self.dialect != "postgresql" or self._listener is not None:
             return
-        self._listener = threading.Thread(target=self._listen, args=(wake,),
+        self._listener = threading.Thread(target=self._listen, args=(served,),
                                           name="edgecl-registry-listen", daemon=True)
         self._listener.start()
 
-    def _listen(self, wake: Callable[[], None]) -> None:
+    def _listen(self, served: Callable[[], None]) -> None:
         while not self._stop.is_set():
             try:
                 with self._psycopg.connect(self.where.url, autocommit=True,
                                            connect_timeout=10) as conn:
-                    conn.execute(f"LISTEN {CHANNEL}")
-                    wake()  # anything committed while not listening
+                    conn.execute(f"LISTEN {SERVED_CHANNEL}")
+                    served()  # anything committed while not listening
                     while not self._stop.is_set():
                         for _ in conn.notifies(timeout=0.5):
-                            wake()
+                            served()
             except self._psycopg.Error as exc:
                 log.warning("registry change listener lost its connection; retrying",
                             extra={"error": str(exc)})

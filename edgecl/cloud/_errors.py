@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import inspect
 import logging
 from collections.abc import Callable
 from typing import Any, TypeVar
@@ -126,6 +127,9 @@ def grpc_errors(fn: F) -> F:
     get their code and a short message, anything else INTERNAL with a generic message and
     a logged traceback (never the exception text)."""
 
+    if inspect.isasyncgenfunction(fn):  # an asyncio stream (Subscribe): same mapping
+        return _async_stream(fn)  # type: ignore[return-value]
+
     @functools.wraps(fn)
     def wrapper(self: Any, request: Any, context: Any) -> Any:
         try:
@@ -142,8 +146,29 @@ def grpc_errors(fn: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
+def _async_stream(fn: Callable[..., Any]) -> Callable[..., Any]:
+    @functools.wraps(fn)
+    async def wrapper(self: Any, request: Any, context: Any) -> Any:
+        try:
+            async for item in fn(self, _checked(request), context):
+                yield item
+        except Exception as exc:
+            if _is_abort(exc, context):
+                raise
+            failure = client_status(exc, fn.__name__)
+        else:
+            return
+        await context.abort(*failure)
+
+    return wrapper
+
+
 def _is_abort(exc: Exception, context: Any) -> bool:
     """Whether ``exc`` is grpc's own abort (already carrying a status): let it through."""
+    import grpc
+
+    if isinstance(exc, grpc.aio.AbortError):  # the asyncio server's, sync handlers too
+        return True
     code = getattr(context, "code", None)
     return type(exc) is Exception and not exc.args and callable(code) and code() is not None
 

@@ -146,6 +146,9 @@ class LearningCoordinator:
         self.gate: Callable[[str], bool] | None = None
         #: Targets in the order their jobs started (a simulation times them from it).
         self.started: list[str] = []
+        #: Runs a job's training: ``learn(learner, *args)`` (default: here; the service
+        #: sets a Ray task runner with ``[compute] backend = "ray"``).
+        self.learn: Callable[..., LearnResult] = lambda learner, *a, **k: learner.learn(*a, **k)
         self._bundle_state = BaseState.from_bundle(self.learner.bundle.path)  # version 0
         self.teacher, self.signer, self.store = teacher, signer, store
         self.policy = policy or LearningPolicy()
@@ -354,8 +357,8 @@ class LearningCoordinator:
             # a young domain: the newest candidate was learned on another one, so learn
             # from the bundle state too and keep whichever holds out better
             starts.append(source_now)
-        result = self.learner.learn(x, x_probs, base, start=starts, source=bundle_state,
-                                    explored=x_explored)
+        result = self.learn(self.learner, x, x_probs, base, start=starts,
+                            source=bundle_state, explored=x_explored)
         if result.parts:
             with self._lock:
                 self._working[target] = base.with_parts(version, result.parts)

@@ -99,6 +99,8 @@ class StoredUpdate:
 
 #: Reports (and update events) kept per device: a day of reports a minute apart.
 KEEP_REPORTS = 1440
+#: Placeholders of one stored sample in an INSERT.
+_SAMPLE_ROW = "(" + ", ".join("?" * 14) + ")"
 #: How long a labeller's claim on unlabelled samples lasts (then they are anyone's).
 CLAIM_S = 120.0
 
@@ -138,13 +140,16 @@ class Registry(FleetQueries, RolloutStore):
         self._local = threading.local()
         self._write: Any = _NoLock() if self.db.shared else threading.Lock()
         self._changed = threading.Condition()
+        #: Called (from any thread) when a publication, rollout step, pin or policy may
+        #: have changed what a device may be served (wakes its update stream).
+        self.on_served_change: list[Any] = []
         self.quarantined = 0  # samples found corrupt (and moved aside) by this process
         self._seq = 0
         if self.db.shared:
             self.path: Any = self.where.redacted()
             upgrade(self.where)
             self.artifacts: Any = DatabaseArtifacts(self._conn)
-            self.db.listen(self._wake)
+            self.db.listen(self._served_changed)
         else:
             self.path = self.where.path
             self.artifacts = ArtifactStore(self.dir / "artifacts")
@@ -176,11 +181,17 @@ class Registry(FleetQueries, RolloutStore):
         # this process is the file's only user: leases a crashed run left are void
         self._transaction([("DELETE FROM learning_leases", ()),
                            ("UPDATE samples SET claim_until_ms = NULL WHERE claim_until_ms "
-                            "IS NOT NULL AND labelled_ms IS NULL", ())])
+                            "IS NOT NULL AND labelled_ms IS NULL", ())], served=False)
 
     def _wake(self) -> None:
         with self._changed:
             self._changed.notify_all()
+
+    def _served_changed(self) -> None:
+        """What devices may be served changed (here or, PostgreSQL, in another replica):
+        call :attr:`on_served_change`."""
+        for listener in list(self.on_served_change):
+            listener()
 
     def _conn(self) -> Connection:
         conn = getattr(self._local, "conn", None)
@@ -206,10 +217,11 @@ class Registry(FleetQueries, RolloutStore):
         self._transaction([(sql, args)])
 
     def _transaction(self, statements: list[tuple[str, Any]], *,
-                     guarded: bool = False, read: str = "") -> Any:
-        """Several writes committed together; wakes update streams. ``guarded``: the
-        first statement must change a row, else nothing is written (False). ``read``: a
-        query whose first value, read inside the transaction, is returned (else True)."""
+                     guarded: bool = False, read: str = "", served: bool = True) -> Any:
+        """Several writes committed together; wakes update streams (``served``: the
+        writes may change what devices are served). ``guarded``: the first statement must
+        change a row, else nothing is written (False). ``read``: a query whose first
+        value, read inside the transaction, is returned (else True)."""
         with self._write:
             conn = self._conn()
             try:
@@ -218,11 +230,15 @@ class Registry(FleetQueries, RolloutStore):
                         conn.rollback()
                         return False
                 value = conn.execute(read).fetchone()[0] if read else True
+                if served:
+                    self.db.announce(conn)
                 conn.commit()
             except DatabaseError as exc:
                 conn.rollback()
                 raise StorageError(f"registry {self.path}: write failed: {exc}") from exc
         self._wake()
+        if served:
+            self._served_changed()
         return value
 
     def _verified(self, rows: list[Any]) -> tuple[list[Any], int]:
@@ -384,22 +400,25 @@ class Registry(FleetQueries, RolloutStore):
             conn = self._conn()
             try:
                 seqs = self.db.next_seqs(conn, len(samples))
+                values: list[Any] = []
                 for i, (s, (inp, feats)) in enumerate(zip(samples, rows)):
                     if seqs is None:
                         self._seq += 1
                     seq = self._seq if seqs is None else seqs[i]
                     checksum = sample_digest(device_id, s.sample_id, seq, now, inp, feats,
                                        s.segment, int(s.explored), s.device_label, None, None)
-                    cur = conn.execute(
+                    values += (device_id, s.sample_id, seq, now, inp, feats, s.priority,
+                               s.device_label, _finite(s.device_entropy),
+                               _finite(s.ood_score), s.state_version, s.segment,
+                               int(s.explored), checksum)
+                if samples:  # one statement for the batch (one round trip on PostgreSQL)
+                    new = len(conn.execute(
                         "INSERT INTO samples (device_id, sample_id, seq, received_ms, input, "
                         "features, priority, device_label, device_entropy, ood_score, "
-                        "state_version, segment, explored, checksum) "
-                        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
-                        "ON CONFLICT (device_id, sample_id) DO NOTHING",
-                        (device_id, s.sample_id, seq, now, inp, feats, s.priority,
-                         s.device_label, _finite(s.device_entropy), _finite(s.ood_score),
-                         s.state_version, s.segment, int(s.explored), checksum))
-                    new += cur.rowcount
+                        "state_version, segment, explored, checksum) VALUES "
+                        + ", ".join([_SAMPLE_ROW] * len(samples))
+                        + " ON CONFLICT (device_id, sample_id) DO NOTHING RETURNING seq",
+                        values).fetchall())
                 if new and self.max_samples_per_device:
                     pruned = self._prune(conn, device_id, new)
                 conn.commit()
@@ -484,7 +503,8 @@ class Registry(FleetQueries, RolloutStore):
     def release(self, keys: list[tuple[str, str]]) -> None:
         """End this labeller's claim on ``keys`` (labelling them failed)."""
         self._transaction([("UPDATE samples SET claim_until_ms = NULL WHERE device_id = ? "
-                            "AND sample_id = ? AND labelled_ms IS NULL", k) for k in keys])
+                            "AND sample_id = ? AND labelled_ms IS NULL", k) for k in keys],
+                          served=False)
 
     def set_labels(self, keys: list[tuple[str, str]], labels: np.ndarray,
                    uncertainty: np.ndarray) -> dict[str, int]:
@@ -493,28 +513,33 @@ class Registry(FleetQueries, RolloutStore):
         now = _now_ms()
         per_device: dict[str, int] = {}
         corrupt: list[tuple[str, str]] = []
+        stored: dict[tuple[str, str], Any] = {}
         with self._write:
             conn = self._conn()
-            for (dev, sid), label, unc in zip(keys, labels.tolist(), uncertainty.tolist()):
-                row = conn.execute(f"SELECT {SUM_COLS} FROM samples WHERE device_id = ? "
-                                   "AND sample_id = ? AND labelled_ms IS NULL",
-                                   (dev, sid)).fetchone()
+            for i in range(0, len(keys), 256):  # read the batch in a few statements
+                chunk = keys[i:i + 256]
+                marks = ", ".join(["(?, ?)"] * len(chunk))
+                for row in conn.execute(f"SELECT {SUM_COLS} FROM samples WHERE (device_id, "
+                                        f"sample_id) IN (VALUES {marks}) AND labelled_ms IS "
+                                        f"NULL", [v for k in chunk for v in k]).fetchall():
+                    stored[(row[0], row[1])] = row
+            updates = []
+            for key, label, unc in zip(keys, labels.tolist(), uncertainty.tolist()):
+                row = stored.pop(tuple(key), None)
                 if row is None:
                     continue
                 if row[11] != sample_digest(*row[:11]):
-                    corrupt.append((dev, sid))
+                    corrupt.append(key)
                     continue
                 label, unc = int(label), _finite_or_none(unc)
-                checksum = sample_digest(*row[:9], label, unc)
-                # only if still unlabelled: a concurrent labeller (replica) that got there
-                # first wins, and this one changes nothing (exactly once)
-                done = conn.execute(
-                    "UPDATE samples SET teacher_label = ?, teacher_uncertainty = ?, "
-                    "labelled_ms = ?, label_count = label_count + 1, checksum = ?, "
-                    "claim_until_ms = NULL WHERE device_id = ? AND sample_id = ? AND "
-                    "labelled_ms IS NULL", (label, unc, now, checksum, dev, sid)).rowcount
-                if done:
-                    per_device[dev] = per_device.get(dev, 0) + done
+                updates.append((label, unc, now, sample_digest(*row[:9], label, unc), *key))
+                per_device[key[0]] = per_device.get(key[0], 0) + 1
+            # only rows still unlabelled: a concurrent labeller (replica) that got there
+            # first wins, and this one changes nothing (exactly once)
+            conn.executemany(
+                "UPDATE samples SET teacher_label = ?, teacher_uncertainty = ?, labelled_ms = "
+                "?, label_count = label_count + 1, checksum = ?, claim_until_ms = NULL WHERE "
+                "device_id = ? AND sample_id = ? AND labelled_ms IS NULL", updates)
             conn.commit()
         for dev, sid in corrupt:
             self._quarantine(dev, sid, "checksum mismatch")
@@ -645,6 +670,7 @@ class Registry(FleetQueries, RolloutStore):
                               payload.encoder_sha256, key, update.signature, update.key_id,
                               json.dumps(payload.metrics, sort_keys=True), _now_ms()))
                 self._start_rollout(conn, target, payload.version, release, reason)
+                self.db.announce(conn)
                 conn.commit()
             except DatabaseError as exc:
                 conn.rollback()
@@ -653,6 +679,7 @@ class Registry(FleetQueries, RolloutStore):
                                        f"published meanwhile") from exc
                 raise StorageError(f"cannot store update v{payload.version}: {exc}") from exc
         self._wake()
+        self._served_changed()
 
     def latest_version(self, target: str) -> int:
         """Newest published version for ``target`` (0 if none)."""
@@ -717,13 +744,14 @@ class Registry(FleetQueries, RolloutStore):
              "excluded.started_ms WHERE learning_leases.expires_ms < ?",
              (target, self.holder, now + int(lease_s * 1000), now, now)),
             ("INSERT INTO learning_runs VALUES (?, ?, ?, NULL, '')",
-             (target, self.holder, now))], guarded=True))
+             (target, self.holder, now))], guarded=True, served=False))
 
     def renew_learning(self, target: str, lease_s: float = 300.0) -> bool:
         """Extend this holder's lease on ``target`` (False: it has lost it)."""
         return bool(self._transaction([
             ("UPDATE learning_leases SET expires_ms = ? WHERE target = ? AND holder = ?",
-             (_now_ms() + int(lease_s * 1000), target, self.holder))], guarded=True))
+             (_now_ms() + int(lease_s * 1000), target, self.holder))], guarded=True,
+            served=False))
 
     def end_learning(self, target: str, outcome: str) -> None:
         """End this holder's learning job on ``target``: log its ``outcome``, free the
@@ -733,7 +761,7 @@ class Registry(FleetQueries, RolloutStore):
              "holder = ? AND ended_ms IS NULL", (_now_ms(), outcome[:200], target,
                                                  self.holder)),
             ("DELETE FROM learning_leases WHERE target = ? AND holder = ?",
-             (target, self.holder))])
+             (target, self.holder))], served=False)
 
     def learning_runs(self, target: str | None = None) -> list[tuple[str, str, int, int | None,
                                                                      str]]:

@@ -27,6 +27,7 @@ from edgecl.cloud._metrics import Metrics
 from edgecl.cloud._registry import Registry
 from edgecl.cloud._republish import republish
 from edgecl.cloud._rollout import RolloutController
+from edgecl.cloud._rpc_server import AsyncRpcServer
 from edgecl.cloud._servicer import Backlog, EdgeCloudServicer
 from edgecl.cloud._signing import UpdateSigner
 from edgecl.cloud._teacher import Teacher, TeacherPool
@@ -184,9 +185,17 @@ class CloudServer:
                      "start-up: loading the teacher",
                      extra={"program": config.teacher.program,
                             "zoo": "" if config.teacher.program else config.teacher.zoo})
-        self.teacher = teacher or Teacher.from_config(
+        #: Where labelling and learning run ([compute]): None in this process.
+        self.compute: Any = None
+        if teacher is None and config.compute.backend == "ray":
+            from edgecl.cloud._compute import RayCompute
+
+            self.compute = RayCompute(config.compute.address, config.compute.actors, (
+                config.teacher.zoo, config.teacher.program, config.teacher.classes,
+                config.teacher.threads, home))
+        self.teacher = teacher or (self.compute.teacher if self.compute else Teacher.from_config(
             config.teacher.zoo, config.teacher.program, config.teacher.classes,
-            config.teacher.threads, home=home)
+            config.teacher.threads, home=home))
         self.signing_key = Path(config.learning.signing_key or
                                 self.storage_dir / "signing_key.pem").expanduser().resolve()
         self.signer = UpdateSigner.load_or_create(self.signing_key)
@@ -215,7 +224,9 @@ class CloudServer:
         self.teacher_pool = TeacherPool(self.registry, self.teacher, shapes.pop(),
                                         batch_size=config.teacher.batch_size,
                                         on_labelled=self._on_labelled, metrics=self.metrics,
-                                        claim_s=config.teacher.claim_s)
+                                        claim_s=config.teacher.claim_s,
+                                        workers=(config.compute.actors if self.compute
+                                                 else 1))
         limit = config.server.max_message_bytes
         #: Operators by the sha256 of their token (``[admin] operators``).
         self.operators = parse_operators(config.admin.operators)
@@ -223,9 +234,13 @@ class CloudServer:
                                                                   config.limits.burst))
         #: The operator of an operator token (:class:`Unauthenticated` otherwise).
         self.identify_operator = admin_auth.identify
-        self._grpc = grpc.server(
+        # grpc.aio: the unary RPCs and Upload on max_workers threads, Subscribe streams on
+        # the event loop (their registry reads on a few threads of their own)
+        self._grpc = AsyncRpcServer(
             futures.ThreadPoolExecutor(config.server.max_workers,
                                        thread_name_prefix="edgecl-rpc"),
+            streams=futures.ThreadPoolExecutor(min(8, config.server.max_workers),
+                                               thread_name_prefix="edgecl-stream"),
             interceptors=[AuthInterceptor(self.registry,
                                           TokenBucket(config.limits.requests_per_s,
                                                       config.limits.burst), self.metrics,
@@ -234,8 +249,9 @@ class CloudServer:
             options=[("grpc.max_receive_message_length", limit),
                      ("grpc.max_send_message_length", limit),
                      ("grpc.so_reuseport", 0), *connection_options(config.server)],
-            maximum_concurrent_rpcs=config.server.max_workers * 4)
+            maximum_concurrent_rpcs=config.server.max_workers * 4 + config.stream_slots)
         edgecl_pb2_grpc.add_EdgeCloudServicer_to_server(self.servicer, self._grpc)
+        self.registry.on_served_change.append(self.servicer.notifier.bump)
         self.registry.default_rollout_policy = (None if config.rollout.mode == "auto"
                                                 else config.rollout.to_dict())
         #: Moves staged rollouts (ticked every second, or by a simulation's rounds).
@@ -339,13 +355,17 @@ class CloudServer:
                   for sha, b in self.bundles.items()}
         for store in stores.values():
             store.lease_s = lc.lease_s
-        return {sha: LearningCoordinator(
+        coordinators = {sha: LearningCoordinator(
                     b.path, self.teacher.probabilities, self.teacher.classes, self.signer,
                     stores[sha], config=cfg, policy=policy, clock=self.clock,
                     library=self.library,
                     scope=(stores[sha].group_of if lc.memory_scope == "group"
                            else lambda target: "fleet"))
                 for sha, b in self.bundles.items()}
+        if self.compute is not None:  # each job's training as a Ray task
+            for coordinator in coordinators.values():
+                coordinator.learn = self.compute.learning.learn
+        return coordinators
 
     def _on_labelled(self, per_device: dict[str, int]) -> None:
         if self._deferred is not None:  # label_pending: notify once everything is labelled
@@ -401,7 +421,8 @@ class CloudServer:
         self._grpc.start()
         self.labelling = labelling
         if labelling:
-            self.teacher_pool.start()
+            if self.config.teacher.labelling:  # else other replicas label
+                self.teacher_pool.start()
             self._ticker.start()
         for name in self._service_names:
             self.health.set(name, self._serving)
@@ -484,6 +505,7 @@ class CloudServer:
         for name in self._service_names:
             self.health.set(name, self._not_serving)
         self.servicer.stopping.set()
+        self.servicer.notifier.bump()  # idle update streams end now, cleanly
         deadline = time.monotonic() + grace + STOP_SLACK_S
         self._grpc.stop(grace).wait(grace + 1.0)
         left = self._finish_work(deadline)
@@ -491,6 +513,8 @@ class CloudServer:
             self.dashboard.close()
         self.metrics.close()
         self.registry.close()
+        if self.compute is not None:
+            self.compute.close()
         if self.library is not None:
             self.library.close()
         log.info("stopped", extra={"target": self.target, "unfinished": left,

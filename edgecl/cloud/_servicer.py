@@ -6,6 +6,7 @@ become gRPC statuses through :func:`~edgecl.cloud._errors.grpc_errors`.
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import logging
 import math
@@ -38,6 +39,7 @@ from edgecl.cloud._identity import (
     verify_registration,
 )
 from edgecl.cloud._registry import Registry
+from edgecl.cloud._rpc_server import UpdateNotifier
 from edgecl.cloud._signing import UpdateSigner
 from edgecl.wire import (
     RegistrationProof,
@@ -60,6 +62,9 @@ ADDRESS_FAILURE_BURST, ADDRESS_FAILURE_RATE = 500.0, 2.0
 MIN_HINT_S, MAX_HINT_S, UNKNOWN_RATE_HINT_S = 0.25, 30.0, 1.0
 #: Retry hint (s) for a device at its storage bound (its samples are being labelled).
 QUOTA_RETRY_S = 5.0
+#: Seconds an idle Subscribe stream waits for a wake-up before it reads the registry
+#: anyway (a safety net: publications, rollout steps and pins wake it at once).
+RECHECK_S = 5.0
 #: Update events one report may carry, and the actions they may name.
 MAX_REPORT_EVENTS = 64
 EVENT_ACTIONS = ("applied", "rejected", "rolled_back", "reverted")
@@ -131,6 +136,8 @@ class EdgeCloudServicer(pb_grpc.EdgeCloudServicer):
         self.max_report_keys, self.max_report_key_chars = max_report_keys, max_report_key_chars
         self.token_ttl_s = float(token_ttl_s)
         self.stopping = threading.Event()
+        #: Bumped when what devices may be served changes; wakes Subscribe streams.
+        self.notifier = UpdateNotifier()
 
     # -- helpers -----------------------------------------------------------------------
     def target_of(self, device: Device) -> str:
@@ -289,27 +296,37 @@ class EdgeCloudServicer(pb_grpc.EdgeCloudServicer):
         return pb.UploadAck(accepted=accepted, duplicates=duplicates, acked_ids=acked)
 
     @grpc_errors
-    def Subscribe(self, request: Any, context: Any) -> Any:
+    async def Subscribe(self, request: Any, context: Any) -> Any:
+        """Runs on the event loop: an open stream holds no thread. It reads the registry
+        (off the loop) when :attr:`notifier` says something servable changed, and every
+        :data:`RECHECK_S` in any case."""
         device = self._device(request.device_id)
         target = self.target_of(device)
         after = _after_version(request)
         slot = self.streams.acquire()
-        context.add_callback(slot.release)  # on cancel, deadline or end
+        context.add_done_callback(lambda _: slot.release())  # on cancel, deadline or end
+        loop = asyncio.get_running_loop()
+
+        def servable(after: int) -> list[Any]:
+            # what this device may be served: released or admitted, under its pins
+            return self.registry.updates_after(
+                target, after, device_id=device.device_id,
+                cap=self.registry.served_cap(device.device_id, target))
+
         try:
+            await context.send_initial_metadata(())  # the client knows it is subscribed
             # The stream ends cleanly after stream_max_s (the device resubscribes from its
-            # version), on server stop, and within 0.25 s of a client cancel.
-            ends = time.monotonic() + self.stream_max_s
-            while (context.is_active() and not self.stopping.is_set()
-                   and time.monotonic() < ends):
-                # what this device may be served: released or admitted, under its pins
-                updates = self.registry.updates_after(
-                    target, after, device_id=device.device_id,
-                    cap=self.registry.served_cap(device.device_id, target))
+            # version), on server stop, and at once on a client cancel.
+            ends = loop.time() + self.stream_max_s
+            while not self.stopping.is_set() and not context.done() and loop.time() < ends:
+                seen = self.notifier.generation
+                updates = await loop.run_in_executor(None, servable, after)
                 for stored in updates:
                     yield self._outgoing(stored.update)
                     after = stored.version
                 if not updates:
-                    self.registry.wait_changed(0.25)
+                    await self.notifier.wait(seen, max(0.0, min(RECHECK_S,
+                                                                ends - loop.time())))
         finally:
             slot.release()
 

@@ -66,44 +66,49 @@ def label_and_uncertainty(probs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 class TeacherPool:
-    """A worker thread that labels every stored, unlabelled sample exactly once.
+    """``workers`` threads that label every stored, unlabelled sample exactly once.
 
-    It takes the oldest unlabelled samples from the registry in batches, runs the teacher
-    and writes label + uncertainty back (only for rows still unlabelled, so a sample is
-    never labelled twice, even across restarts); ``on_labelled(device_id, n)`` is called
-    afterwards (learning triggers).
+    Each claims the oldest unclaimed unlabelled samples from the registry in batches, runs
+    the teacher and writes label + uncertainty back (only for rows still unlabelled, so a
+    sample is never labelled twice, even across restarts or by another replica);
+    ``on_labelled(device_id, n)`` is called afterwards (learning triggers). Several
+    workers pay off where the teacher serves several batches at once (Ray actors).
     """
 
     def __init__(self, registry: Any, teacher: Teacher, input_shape: tuple[int, ...], *,
                  batch_size: int = 256,
                  on_labelled: Callable[[dict[str, int]], None] | None = None,
-                 metrics: Any = None, claim_s: float = 120.0) -> None:
+                 metrics: Any = None, claim_s: float = 120.0, workers: int = 1) -> None:
         self.registry, self.teacher, self.shape = registry, teacher, tuple(input_shape)
         self.batch_size, self.on_labelled, self.metrics = batch_size, on_labelled, metrics
         self.claim_s = claim_s  # how long a batch stays claimed (replicas skip it)
         self._stop = threading.Event()
         self._idle = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="edgecl-teacher", daemon=True)
+        self._threads = [threading.Thread(target=self._run, name=f"edgecl-teacher-{i}",
+                                          daemon=True) for i in range(max(1, workers))]
+        self._count_lock = threading.Lock()
         self.labelled = 0
         self.rate = 0.0  # samples/s of recent batches (EMA); 0 before the first
 
     def start(self) -> None:
-        """Start the worker."""
-        self._thread.start()
+        """Start the workers."""
+        for t in self._threads:
+            t.start()
 
     def stop(self, drain: bool = True, timeout: float = 60.0) -> bool:
         """Stop; with ``drain``, label what is already stored first (at most ``timeout``).
         Without, the batch being labelled finishes and the rest waits for the next start.
         Whether the worker ended within ``timeout``."""
-        if not self._thread.is_alive():
+        if not any(t.is_alive() for t in self._threads):
             return True
         deadline = time.monotonic() + timeout
         if drain:
             self.wait_idle(timeout)
         self._stop.set()
         self.registry_wake()
-        self._thread.join(max(0.0, deadline - time.monotonic()))
-        return not self._thread.is_alive()
+        for t in self._threads:
+            t.join(max(0.0, deadline - time.monotonic()))
+        return not any(t.is_alive() for t in self._threads)
 
     def registry_wake(self) -> None:
         with self.registry._changed:
@@ -142,7 +147,8 @@ class TeacherPool:
             raise
         per_device = self.registry.set_labels(keys, labels, unc)
         n = sum(per_device.values())
-        self.labelled += n
+        with self._count_lock:
+            self.labelled += n
         if self.metrics is not None:
             self.metrics.labelled.inc(n)
         if per_device and self.on_labelled is not None:
@@ -152,5 +158,6 @@ class TeacherPool:
 
     def _measure(self, n: int, seconds: float) -> None:
         """Fold one batch into :attr:`rate` (the hint for refused uploads)."""
-        now = n / max(seconds, 1e-6)
-        self.rate = now if self.rate == 0.0 else 0.8 * self.rate + 0.2 * now
+        now = n / max(seconds, 1e-6) * len(self._threads)
+        with self._count_lock:
+            self.rate = now if self.rate == 0.0 else 0.8 * self.rate + 0.2 * now

@@ -18,18 +18,13 @@ import tempfile
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from edgecl._exceptions import ConfigError
+from edgecl._raycluster import connect, import_ray
 from edgecl.fleet._run import DeviceTask, run_device
 from edgecl.fleet._virtual import DeviceDriver, bundle_archive, unpack_bundle
 
 
 def _ray() -> Any:
-    try:
-        import ray
-    except ModuleNotFoundError as exc:  # the CLI turns this into "install edgecl[ray]"
-        raise ModuleNotFoundError("ray is not installed: pip install 'edgecl[ray]'",
-                                  name="ray") from exc
-    return ray
+    return import_ray()
 
 
 def _run_remote(task: DeviceTask, archive: bytes) -> dict[str, Any]:
@@ -111,16 +106,7 @@ class RayBackend:
     name = "ray"
 
     def __init__(self, address: str | None = None, actors: int | None = None) -> None:
-        ray = _ray()
-        if not ray.is_initialized():
-            _check_reachable(address)
-            try:
-                ray.init(address=address, include_dashboard=False, log_to_driver=False,
-                         configure_logging=False,
-                         runtime_env={"env_vars": {"OMP_NUM_THREADS": "1"}})
-            except (ConnectionError, ValueError, RuntimeError) as exc:
-                raise ConfigError(f"cannot connect to the Ray cluster at {address!r}: "
-                                  f"{exc}") from exc
+        ray = connect(address)
         self.ray = ray
         self.actors = actors or max(1, int(ray.cluster_resources().get("CPU", 1)))
 
@@ -145,27 +131,6 @@ class RayBackend:
     def hosts(self, tasks: Sequence[DeviceTask], target: str, tmp: str) -> _RayHosts:
         """Host a virtual-clock fleet's drivers on the cluster (see :func:`run_virtual`)."""
         return _RayHosts(self.ray, tasks, target, self.actors)
-
-
-def _check_reachable(address: str | None, timeout: float = 5.0) -> None:
-    """Fail fast on a cluster address nothing listens at (``ray.init`` would wait for
-    minutes): a TCP connect to ``host:port`` (also ``ray://host:port``)."""
-    import socket
-
-    if address is None or address in ("auto", "local"):
-        return
-    where = address.split("://", 1)[-1]
-    host, sep, port = where.rpartition(":")
-    if not sep or not port.isdigit() or not host:
-        raise ConfigError(f"Ray address {address!r}: expected host:port, ray://host:port, "
-                          "'auto' or 'local'")
-    try:
-        with socket.create_connection((host.strip("[]"), int(port)), timeout=timeout):
-            pass
-    except OSError as exc:
-        raise ConfigError(f"cannot reach the Ray cluster at {address!r} ({exc}); start one "
-                          "with 'ray start --head' or leave out the address for a local "
-                          "one") from exc
 
 
 def ray_available() -> bool:

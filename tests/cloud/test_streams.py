@@ -1,4 +1,5 @@
-"""Subscribe streams: capped below the RPC threads, released on cancel, ended cleanly."""
+"""Subscribe streams: hold no RPC thread (hundreds on 4 threads), capped, released on
+cancel, woken by publications, ended cleanly."""
 
 from __future__ import annotations
 
@@ -29,10 +30,10 @@ def _publish(server, target, version):
     return server.publish_update(target, server.signer.sign(payload))
 
 
-def test_open_streams_never_starve_register_and_upload(tiny_zoo, tmp_path):
-    # 4 RPC threads: at most 3 streams, so a thread is always left for unary RPCs
-    # (uncapped, 4 idle subscribers would block every Register and Upload).
-    srv = start_server(tiny_zoo, tmp_path, server_max_workers="4")
+def test_open_streams_hold_no_thread_and_are_capped(tiny_zoo, tmp_path):
+    # 4 RPC threads and a cap of 3 streams: the cap is enforced (RESOURCE_EXHAUSTED with
+    # a hint to poll), and open streams take no thread from Register and Upload.
+    srv = start_server(tiny_zoo, tmp_path, server_max_workers="4", server_max_streams="3")
     try:
         assert srv.servicer.streams.limit == 3
         subs = [register(srv, f"sub-{i}") for i in range(4)]
@@ -60,6 +61,43 @@ def test_open_streams_never_starve_register_and_upload(tiny_zoo, tmp_path):
         _until(lambda: srv.servicer.streams.open == 0)
         assert 'edgecl_rpc_total{code="RESOURCE_EXHAUSTED",method="Subscribe"}' in \
             srv.metrics.text()
+    finally:
+        srv.stop(grace=1.0)
+
+
+def test_hundreds_of_streams_on_four_threads_each_get_a_publication(tiny_zoo, tmp_path):
+    srv = start_server(tiny_zoo, tmp_path, server_max_workers="4",
+                       limits_requests_per_s="1000", limits_burst="1000")
+    try:
+        subs = [register(srv, f"many-{i}", group="fleet") for i in range(200)]
+        streams = [s.stub.Subscribe(pb.SubscribeRequest(), metadata=s.md, timeout=60)
+                   for s in subs]
+        _until(lambda: srv.servicer.streams.open == 200, timeout=30)
+        up = register(srv, "uploader")  # 4 threads, 200 open streams: still served
+        for k in range(5):
+            ack = up.upload([batch_to_proto([WireSample(f"u{k}", input=inputs(1)[0])])],
+                            timeout=5)
+            assert ack.accepted == 1
+        got: list[int] = []
+        lock = threading.Lock()
+
+        def first(stream) -> None:
+            version = pb.UpdatePayload.FromString(next(stream).payload).version
+            with lock:
+                got.append(version)
+
+        t0 = time.monotonic()
+        for s in subs:  # a publication for every device: each stream is woken at once
+            _publish(srv, s.device_id, 1)
+        readers = [threading.Thread(target=first, args=(s,)) for s in streams]
+        for r in readers:
+            r.start()
+        for r in readers:
+            r.join(30)
+        assert got == [1] * 200 and time.monotonic() - t0 < 20
+        for s in streams:
+            s.cancel()
+        _until(lambda: srv.servicer.streams.open == 0)
     finally:
         srv.stop(grace=1.0)
 

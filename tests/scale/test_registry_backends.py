@@ -215,23 +215,18 @@ def _race(reg: Registry, signer: UpdateSigner, version: int, outcomes: list[str]
         outcomes.append("refused")
 
 
-def test_a_write_in_one_replica_wakes_waiters_in_another(replicas):
-    replicas[0].register("cam-0", "tok-0", "sha", "", {})
+def test_a_publication_in_one_replica_wakes_update_streams_in_another(replicas):
     woke = threading.Event()
-
-    def wait() -> None:
-        started = time.monotonic()
-        replicas[2].wait_changed(10.0)
-        if time.monotonic() - started < 5.0:
-            woke.set()
-
-    time.sleep(0.3)  # the listener has subscribed
-    waiter = threading.Thread(target=wait)
-    waiter.start()
-    time.sleep(0.2)
+    time.sleep(0.3)  # the listeners have subscribed
+    replicas[2].on_served_change.append(woke.set)
+    replicas[0].register("cam-0", "tok-0", "sha", "", {})
     replicas[0].add_samples("cam-0", _samples("s", 1))
-    waiter.join()
-    assert woke.is_set()
+    assert not woke.wait(1.0)  # uploads wake no update stream
+    _publish(replicas[0], UpdateSigner.generate(), "cam-0", 1)
+    assert woke.wait(5.0)
+    woke.clear()
+    replicas[1].set_pin("device", "cam-0", 1, "olga")  # so does an operator's pin
+    assert woke.wait(5.0)
 
 
 def test_update_payloads_live_in_the_shared_database(replicas):
