@@ -179,9 +179,13 @@ class Registry(FleetQueries, RolloutStore):
             upgrade(self.where, stamp_legacy=legacy)
         self._seq = int(self._rows("SELECT COALESCE(MAX(seq), 0) FROM samples")[0][0])
         # this process is the file's only user: leases a crashed run left are void
-        self._transaction([("DELETE FROM learning_leases", ()),
-                           ("UPDATE samples SET claim_until_ms = NULL WHERE claim_until_ms "
-                            "IS NOT NULL AND labelled_ms IS NULL", ())], served=False)
+        if self._rows("SELECT EXISTS (SELECT 1 FROM learning_leases) OR EXISTS (SELECT 1 "
+                      "FROM samples WHERE claim_until_ms IS NOT NULL AND labelled_ms IS "
+                      "NULL)")[0][0]:
+            self._transaction([("DELETE FROM learning_leases", ()),
+                               ("UPDATE samples SET claim_until_ms = NULL WHERE "
+                                "claim_until_ms IS NOT NULL AND labelled_ms IS NULL", ())],
+                              served=False)
 
     def _wake(self) -> None:
         with self._changed:

@@ -44,15 +44,26 @@ def test_sample_config_loads_and_env_overrides(tmp_path):
         load_config(None, env={"EDGECL_CLOUD_NOPE_X": "1", "EDGECL_CLOUD_AUTH_ENROLLMENT_KEY": KEY})
     with pytest.raises(ConfigError, match="max_streams"):
         load_config(None, env={"EDGECL_CLOUD_AUTH_ENROLLMENT_KEY": KEY,
-                               "EDGECL_CLOUD_SERVER_MAX_WORKERS": "8",
-                               "EDGECL_CLOUD_SERVER_MAX_STREAMS": "8"})
+                               "EDGECL_CLOUD_SERVER_MAX_STREAMS": "-1"})
+    for bad_registry in ("mysql://x/y", "sqlite://relative.db", "postgresql://host:5432"):
+        with pytest.raises(ConfigError, match="storage.registry"):
+            load_config(None, env={"EDGECL_CLOUD_AUTH_ENROLLMENT_KEY": KEY,
+                                   "EDGECL_CLOUD_STORAGE_REGISTRY": bad_registry})
+    with pytest.raises(ConfigError, match="compute.backend"):
+        load_config(None, env={"EDGECL_CLOUD_AUTH_ENROLLMENT_KEY": KEY,
+                               "EDGECL_CLOUD_COMPUTE_BACKEND": "spark"})
+    replicas = load_config(ROOT / "cloud" / "edgecl-replicas.toml", env={
+        "EDGECL_CLOUD_AUTH_ENROLLMENT_KEY": KEY,
+        "EDGECL_CLOUD_STORAGE_REGISTRY": "postgresql://edgecl:pw@db:5432/edgecl"})
+    assert replicas.compute.backend == "ray" and replicas.storage.registry.startswith(
+        "postgresql://")
     with pytest.raises(ConfigError, match="max_workers"):
         load_config(None, env={"EDGECL_CLOUD_AUTH_ENROLLMENT_KEY": KEY,
                                "EDGECL_CLOUD_SERVER_MAX_WORKERS": "1"})
     auto = load_config(None, env={"EDGECL_CLOUD_AUTH_ENROLLMENT_KEY": KEY,
                                   "EDGECL_CLOUD_SERVER_MAX_WORKERS": "8"})
-    assert auto.stream_slots == 6 and cfg.stream_slots == 2  # 3/4 of the RPC threads
-    assert auto.stream_capacity == 7 and cfg.stream_capacity == 3  # threads for streams
+    assert auto.stream_slots == cfg.stream_slots == 10_000  # Subscribe holds no thread
+    assert auto.stream_capacity == 7 and cfg.stream_capacity == 3  # threads for Uploads
     assert cfg.limits.max_streams_per_device == 4 and cfg.limits.max_backlog == 20000
     for key, value, match in [("LIMITS_SAMPLE_BURST", "100", "sample_burst"),
                               ("LIMITS_MAX_BACKLOG", "10", "max_backlog"),
