@@ -4,6 +4,7 @@ learning jobs train as Ray tasks, one per target at a time, and are validated.""
 
 from __future__ import annotations
 
+import itertools
 import os
 import time
 
@@ -61,7 +62,7 @@ def test_labelling_actors_and_learning_tasks_on_a_ray_cluster(tiny_zoo, tmp_path
         for target in ("ray-0", "ray-1", "ray-2"):
             spans = [(s, e) for t, _, s, e, _ in runs if t == target]
             assert all(e is not None for _, e in spans)
-            assert all(b[0] >= a[1] for a, b in zip(spans, spans[1:]))
+            assert all(b[0] >= a[1] for a, b in itertools.pairwise(spans))
         # each came back from its task and was validated: published or rejected, recorded
         assert {r[4] for r in runs} <= {"published", "rejected"}
         recorded = sum(srv.registry.latest_version(d.device_id) for d in devices) + len(

@@ -6,6 +6,7 @@ with no duplicates, and no target's learning job ever runs twice at once."""
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import random
@@ -188,7 +189,7 @@ def test_replicas_survive_sigkill_and_keep_every_guarantee(tiny_zoo, postgres_ur
     for target, _, started, ended, _ in runs:
         by_target.setdefault(target, []).append((started, ended))
     for target, spans in by_target.items():
-        for (s1, e1), (s2, _) in zip(spans, spans[1:]):
+        for (s1, e1), (s2, _) in itertools.pairwise(spans):
             # the next job began after this one ended, or (a replica killed mid-job)
             # after its lease ran out
             assert s2 >= (e1 if e1 is not None else s1 + LEASE_S * 1000), (target, spans)
