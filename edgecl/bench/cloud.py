@@ -28,7 +28,7 @@ def bench_cloud(*, variant: str = "tiny", home: str | None = None,
                 concurrency: tuple[int, ...] = (1, 10, 100), uploads_per_device: int = 20,
                 batch: int = 8, teacher_rounds: int = 5, teacher_samples: int = 512,
                 threads: int = 1, registry: str = "", replicas: int = 1,
-                subscribers: int = 0, subscriber_rounds: int = 3) -> CloudBenchResult:
+                subscribers: int = 0, subscriber_rounds: int = 4) -> CloudBenchResult:
     """Run the real service on ephemeral loopback ports and measure it.
 
     One replica: the service runs in this process. ``replicas`` > 1 (a PostgreSQL
@@ -150,7 +150,9 @@ def _replica(env: dict[str, str], storage: str, home: str | None
 def _with_subscribers(target: str, sha: str, n: int, rounds: int, c: int,
                       measure: Any) -> dict[str, Any]:
     """Upload p99 at ``c`` devices without and with ``n`` idle Subscribe streams open,
-    alternating (without first), ``rounds`` each; the medians and the streams held."""
+    ``rounds`` each, in the order without-with, with-without, ... (so a trend over the run,
+    such as the growing registry, falls on both alike); the medians and the streams
+    held."""
     helper = subprocess.Popen([sys.executable, "-m", "edgecl.bench._subscribers", target,
                                BENCH_KEY, sha, str(n)], stdin=subprocess.PIPE,
                               stdout=subprocess.PIPE, text=True)
@@ -165,12 +167,15 @@ def _with_subscribers(target: str, sha: str, n: int, rounds: int, c: int,
         json.loads(helper.stdout.readline())  # registered
         without, with_, held, codes = [], [], [], {}
         for r in range(rounds):
-            without.append(measure(c, f"s{r}-0")[2])
-            opened = ask("open")
-            held.append(int(opened["held"]))
-            codes.update(opened["codes"])
-            with_.append(measure(c, f"s{r}-1")[2])
-            ask("close")
+            for streams in ((False, True) if r % 2 == 0 else (True, False)):
+                if streams:
+                    opened = ask("open")
+                    held.append(int(opened["held"]))
+                    codes.update(opened["codes"])
+                    with_.append(measure(c, f"s{r}-1")[2])
+                    ask("close")
+                else:
+                    without.append(measure(c, f"s{r}-0")[2])
     finally:
         if helper.stdin:
             helper.stdin.close()

@@ -126,8 +126,8 @@ class Connection:
         """Run one statement; its cursor."""
         try:
             self._begin(sql)
-            if self.dialect == "postgresql":
-                return self.raw.execute(_pg_sql(sql), tuple(args))
+            if self.dialect == "postgresql":  # binary results: blobs as bytes, not hex
+                return self.raw.execute(_pg_sql(sql), tuple(args), binary=True)
             return self.raw.execute(sql, args)
         except self._errors as exc:
             raise self._error(exc) from exc

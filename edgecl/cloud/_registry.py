@@ -16,6 +16,7 @@ import json
 import logging
 import os
 import threading
+import time
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -137,6 +138,9 @@ class Registry(FleetQueries, RolloutStore):
         # stored samples per device, read lazily; kept only where this process is the
         # only writer (a shared database is counted when asked)
         self._counts: dict[str, int] | None = None if self.db.shared else {}
+        # labellers' claims on unlabelled samples: rows of a shared database, else here
+        self._claims: dict[tuple[str, str], float] | None = None if self.db.shared else {}
+        self._claim_lock = threading.Lock()
         self._local = threading.local()
         self._write: Any = _NoLock() if self.db.shared else threading.Lock()
         self._changed = threading.Condition()
@@ -486,6 +490,17 @@ class Registry(FleetQueries, RolloutStore):
         return keys, x
 
     def _claim(self, limit: int, claim_s: float) -> list[Any]:
+        if self._claims is not None:  # this process is the only labeller: claims in memory
+            with self._claim_lock:
+                now_s = time.monotonic()
+                for key in [k for k, until in self._claims.items() if until < now_s]:
+                    del self._claims[key]
+                rows = [r for r in self._rows(
+                    f"SELECT {SUM_COLS} FROM samples WHERE labelled_ms IS NULL ORDER BY seq "
+                    f"LIMIT ?", (limit + len(self._claims),))
+                    if (r[0], r[1]) not in self._claims][:limit]
+                self._claims.update({(r[0], r[1]): now_s + claim_s for r in rows})
+            return rows
         now = _now_ms()
         with self._write:
             conn = self._conn()
@@ -506,6 +521,11 @@ class Registry(FleetQueries, RolloutStore):
 
     def release(self, keys: list[tuple[str, str]]) -> None:
         """End this labeller's claim on ``keys`` (labelling them failed)."""
+        if self._claims is not None:
+            with self._claim_lock:
+                for key in keys:
+                    self._claims.pop(tuple(key), None)  # type: ignore[arg-type]
+            return
         self._transaction([("UPDATE samples SET claim_until_ms = NULL WHERE device_id = ? "
                             "AND sample_id = ? AND labelled_ms IS NULL", k) for k in keys],
                           served=False)
@@ -545,6 +565,10 @@ class Registry(FleetQueries, RolloutStore):
                 "?, label_count = label_count + 1, checksum = ?, claim_until_ms = NULL WHERE "
                 "device_id = ? AND sample_id = ? AND labelled_ms IS NULL", updates)
             conn.commit()
+        if self._claims is not None:
+            with self._claim_lock:
+                for key in keys:
+                    self._claims.pop(tuple(key), None)  # type: ignore[arg-type]
         for dev, sid in corrupt:
             self._quarantine(dev, sid, "checksum mismatch")
         return per_device
