@@ -46,15 +46,16 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=3)
     args = ap.parse_args()
 
+    from edgecl._raycluster import connect
     from edgecl.cloud import Registry
-    from edgecl.cloud._compute import RayCompute
+    from edgecl.cloud._compute import RayTeacher
     from edgecl.cloud._teacher import Teacher
 
     spec = (args.variant, "", [], 1, args.home)
     local = Teacher.from_config(*spec[:4], home=args.home)
     shape = (1, 28, 28)
     counts = [int(a) for a in args.actors.split(",")]
-    rays = {k: RayCompute("", k, spec).teacher for k in counts}
+    ray = connect(None)  # a local cluster with this machine's CPUs
     modes = ["raw", "local", *(f"ray{k}" for k in counts)]
     rates: dict[str, list[float]] = {m: [] for m in modes}
     with tempfile.TemporaryDirectory() as tmp:
@@ -71,9 +72,11 @@ def main() -> None:
                     rate = args.samples / (time.perf_counter() - t0)
                 elif mode == "local":
                     rate = _label_all(registry, local, shape, args.samples, f"l{r}", 1)
-                else:
+                else:  # actors start (and load the teacher) before the clock starts
                     k = int(mode[3:])
-                    rate = _label_all(registry, rays[k], shape, args.samples, f"{mode}-{r}", k)
+                    teacher = RayTeacher(ray, spec, k)
+                    rate = _label_all(registry, teacher, shape, args.samples, f"{mode}-{r}", k)
+                    teacher.close()
                 if r:
                     rates[mode].append(rate)
         registry.close()

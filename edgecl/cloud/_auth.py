@@ -294,39 +294,9 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
                 self.metrics.in_flight.labels(name).dec()
                 self.metrics.observe(name, code, time.perf_counter() - started)
 
-        def streaming(request: Any, context: Any) -> Any:
-            started = time.perf_counter()
-            code = "OK"
-            self.metrics.in_flight.labels(name).inc()
-            release = _noop
-            try:
-                try:
-                    device, release = enter(context)
-                except Exception as exc:
-                    status, message = client_status(exc, name)
-                    code = status.name
-                    context.abort(status, message)
-                token = current_device.set(device)
-                try:
-                    yield from inner(request, context)
-                finally:
-                    current_device.reset(token)
-                    release()
-                if not context.is_active():
-                    code = "CANCELLED"  # the client went away; the stream noticed and ended
-            except GeneratorExit:
-                code = "CANCELLED"
-                raise
-            except BaseException:
-                if code == "OK":
-                    code = _code(context)
-                raise
-            finally:
-                self.metrics.in_flight.labels(name).dec()
-                self.metrics.observe(name, code, time.perf_counter() - started)
-
-        behaviour = (streaming_async if inspect.isasyncgenfunction(inner) else
-                     streaming if kind == "unary_stream" else unary)
+        if kind == "unary_stream" and not inspect.isasyncgenfunction(inner):
+            raise TypeError(f"{name}: server streams run on the event loop (async def)")
+        behaviour = streaming_async if kind == "unary_stream" else unary
         factory = getattr(grpc, f"{kind}_rpc_method_handler")
         return factory(behaviour, request_deserializer=tolerant(handler.request_deserializer),
                        response_serializer=handler.response_serializer)

@@ -48,7 +48,9 @@ class RayTeacher:
         self.ray = ray
         host = ray.remote(num_cpus=1)(_TeacherHost)
         self.actors = [host.remote(spec) for _ in range(actors)]
-        self.classes: tuple[str, ...] = tuple(ray.get(self.actors[0].classes.remote()))
+        # every actor has loaded its teacher before the service labels
+        self.classes: tuple[str, ...] = tuple(ray.get([a.classes.remote()
+                                                       for a in self.actors])[0])
         self.threads = 1
         self._next = itertools.count()
         self._local = threading.local()
