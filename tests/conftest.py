@@ -82,3 +82,17 @@ def postgres_server():
 def postgres_url(postgres_server) -> str:
     """The URL of a new empty database on the session's PostgreSQL server."""
     return postgres_server.create_database()
+
+
+def two_node_ray_cluster(cpus_per_node: int):
+    """A local two-node Ray cluster (``ray.cluster_utils.Cluster``), shut down (with this
+    process's Ray connection) when the generator ends: ``yield from`` it in a fixture."""
+    import ray
+    from ray.cluster_utils import Cluster
+
+    c = Cluster(initialize_head=True, head_node_args={"num_cpus": cpus_per_node})
+    c.add_node(num_cpus=cpus_per_node)
+    c.wait_for_nodes()
+    yield c
+    ray.shutdown()
+    c.shutdown()

@@ -20,7 +20,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 README = ROOT / "README.md"
 DOCS = sorted((ROOT / "docs").glob("*.md"))
-MAX_README_LINES = 315
+MAX_README_LINES = 340
 
 
 def _env() -> dict[str, str]:

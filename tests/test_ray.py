@@ -9,6 +9,7 @@ import pytest
 from edgecl import ConfigError
 from edgecl.fleet import simulate
 from edgecl.fleet._virtual import CloudCostModel
+from tests.conftest import two_node_ray_cluster
 from tests.test_fleet import WALL_CLOCK_FIELDS
 
 ray = pytest.importorskip("ray")
@@ -16,14 +17,7 @@ ray = pytest.importorskip("ray")
 
 @pytest.fixture(scope="module")
 def cluster():
-    from ray.cluster_utils import Cluster
-
-    c = Cluster(initialize_head=True, head_node_args={"num_cpus": 1})
-    c.add_node(num_cpus=1)
-    c.wait_for_nodes()
-    yield c
-    ray.shutdown()
-    c.shutdown()
+    yield from two_node_ray_cluster(1)
 
 
 def _comparable(result) -> dict:

@@ -12,20 +12,14 @@ import pytest
 
 from edgecl.wire import WireSample, batch_to_proto
 from tests.cloud.conftest import inputs, register, start_server
+from tests.conftest import two_node_ray_cluster
 
 ray = pytest.importorskip("ray")
 
 
 @pytest.fixture(scope="module")
 def cluster():
-    from ray.cluster_utils import Cluster
-
-    c = Cluster(initialize_head=True, head_node_args={"num_cpus": 2})
-    c.add_node(num_cpus=2)
-    c.wait_for_nodes()
-    yield c
-    ray.shutdown()
-    c.shutdown()
+    yield from two_node_ray_cluster(2)
 
 
 @pytest.mark.slow
