@@ -145,3 +145,25 @@ def test_publish_update_needs_a_newer_version(server):
     with pytest.raises(InvalidInput, match="not newer"):
         _publish(server, "pubver-1", 1)
     assert server.registry.latest_version("pubver-1") == 1
+
+
+def test_connections_are_recycled_at_their_maximum_age_and_calls_carry_on(tiny_zoo,
+                                                                         tmp_path):
+    from edgecl.device._transport import GrpcTransport
+
+    srv = start_server(tiny_zoo, tmp_path, server_max_connection_age_s="1",
+                       server_stream_max_s="0.5", server_grace_s="0.5")
+    try:
+        c = register(srv, "aged-1")
+        transport = GrpcTransport([srv.target, srv.target], deadline_s=5.0)  # balanced
+        sent = 0
+        t0 = time.monotonic()
+        while time.monotonic() - t0 < 4.0:  # across several connection lifetimes
+            batch = [WireSample(f"a{sent}", input=inputs(1, seed=sent)[0])]
+            assert transport.upload(c.token, [batch]).acked_ids == (f"a{sent}",)
+            sent += 1
+            time.sleep(0.1)
+        transport.close()
+        assert sent >= 20 and srv.registry.sample_count("aged-1") == sent
+    finally:
+        srv.stop(grace=1.0)
