@@ -1,6 +1,7 @@
 """Artifact stores: content-addressed update payloads, ``put`` returns the sha256 key and
-``get`` verifies it. Files under one directory (the embedded default), or a table of the
-registry's database when several service replicas share it.
+``get`` verifies it. Files under one directory (the embedded default), a table of the
+registry's database when several service replicas share it, or an S3-compatible object
+store (``[storage] artifacts = "s3://bucket/prefix"``).
 """
 
 from __future__ import annotations
@@ -105,6 +106,52 @@ class DatabaseArtifacts:
         if row is None:
             raise StorageError(f"artifact {key[:12]} missing")
         data = bytes(row[0])
+        if hashlib.sha256(data).hexdigest() != key:
+            raise StorageError(f"artifact {key[:12]} is corrupt")
+        return data
+
+
+class S3Artifacts:
+    """Content-addressed objects ``<prefix>/<sha256>`` in an S3-compatible bucket
+    (boto3; credentials from the usual ``AWS_*`` environment or instance role;
+    ``endpoint`` for a store other than AWS, e.g. MinIO or Ceph)."""
+
+    def __init__(self, url: str, endpoint: str = "") -> None:
+        from edgecl._exceptions import ConfigError
+
+        if not url.startswith("s3://") or not url[5:].split("/", 1)[0]:
+            raise ConfigError(f"storage.artifacts {url!r}: write s3://BUCKET[/PREFIX]")
+        try:
+            import boto3
+        except ImportError as exc:  # pragma: no cover - depends on the install
+            raise ConfigError("storage.artifacts is S3 but boto3 is not installed: pip "
+                              "install 'edgecl[scale]'") from exc
+        bucket, _, prefix = url[5:].partition("/")
+        self.bucket, self.prefix = bucket, prefix.strip("/")
+        self._s3 = boto3.client("s3", endpoint_url=endpoint or None)
+
+    def _key(self, key: str) -> str:
+        return f"{self.prefix}/{_check_key(key)}" if self.prefix else _check_key(key)
+
+    def put(self, data: bytes) -> str:
+        """Store ``data`` (once per content); returns its sha256, the key."""
+        key = hashlib.sha256(data).hexdigest()
+        try:
+            self._s3.put_object(Bucket=self.bucket, Key=self._key(key), Body=bytes(data))
+        except Exception as exc:  # botocore raises many types (network, auth, bucket)
+            raise StorageError(f"cannot store artifact {key[:12]} in s3://{self.bucket}: "
+                               f"{exc}") from exc
+        return key
+
+    def get(self, key: str) -> bytes:
+        """The bytes stored under ``key``; :class:`StorageError` if missing or corrupt."""
+        try:
+            data = self._s3.get_object(Bucket=self.bucket, Key=self._key(key))["Body"].read()
+        except StorageError:
+            raise
+        except Exception as exc:
+            raise StorageError(f"artifact {key[:12]} missing from s3://{self.bucket}: "
+                               f"{exc}") from exc
         if hashlib.sha256(data).hexdigest() != key:
             raise StorageError(f"artifact {key[:12]} is corrupt")
         return data

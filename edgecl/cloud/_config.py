@@ -89,6 +89,9 @@ class StorageSection:
     dir: str = ""  # empty: <cache root>/cloud, outside any checkout
     # the registry database: "" is <dir>/registry.sqlite; sqlite:///PATH; postgresql://...
     registry: str = ""
+    # update payloads: "" (files beside SQLite, the database with PostgreSQL) or s3://...
+    artifacts: str = ""
+    artifacts_endpoint: str = ""  # an S3-compatible store's URL ("" : AWS)
 
     def path(self, home: str | None = None) -> Path:
         """The absolute storage directory (empty ``dir``: ``cloud/`` under the cache root,
@@ -277,6 +280,10 @@ class CloudConfig:
         from edgecl.cloud._database import parse_registry_url
 
         parse_registry_url(self.storage.registry, Path("."))  # ConfigError if malformed
+        if self.storage.artifacts and not (self.storage.artifacts.startswith("s3://")
+                                           and len(self.storage.artifacts) > 5):
+            raise ConfigError(f"storage.artifacts {self.storage.artifacts!r}: empty (the "
+                              f"default) or s3://BUCKET[/PREFIX]")
         if self.compute.backend not in ("local", "ray"):
             raise ConfigError("compute.backend must be 'local' or 'ray'")
         if self.compute.actors < 1:

@@ -26,7 +26,12 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from edgecl._exceptions import InvalidInput, StorageError
-from edgecl.cloud._artifacts import ArtifactStore, DatabaseArtifacts, private_dir
+from edgecl.cloud._artifacts import (
+    ArtifactStore,
+    DatabaseArtifacts,
+    S3Artifacts,
+    private_dir,
+)
 from edgecl.cloud._database import Connection, Database, DatabaseError, parse_registry_url
 from edgecl.cloud._errors import Overloaded, QuotaExceeded
 from edgecl.cloud._identity import (
@@ -122,10 +127,12 @@ class Registry(FleetQueries, RolloutStore):
     ``directory`` is the service's storage directory; ``url`` the database
     (``storage.registry``: "" is ``registry.sqlite`` in ``directory``, else
     ``sqlite:///PATH`` or ``postgresql://...``). Its schema is brought up to date on open.
+    Update payloads go to files in ``directory`` (SQLite) or the database (PostgreSQL), or
+    to ``artifacts`` = ``s3://bucket/prefix`` (at ``artifacts_endpoint`` when not AWS).
     """
 
     def __init__(self, directory: str | Path, *, max_samples_per_device: int = 0,
-                 url: str = "") -> None:
+                 url: str = "", artifacts: str = "", artifacts_endpoint: str = "") -> None:
         self.dir = Path(directory)
         #: Stored samples kept per device (0: no bound); see :meth:`add_samples`.
         self.max_samples_per_device = int(max_samples_per_device)
@@ -158,6 +165,8 @@ class Registry(FleetQueries, RolloutStore):
             self.path = self.where.path
             self.artifacts = ArtifactStore(self.dir / "artifacts")
             self._open_file()
+        if artifacts:  # an S3-compatible store instead (any registry)
+            self.artifacts = S3Artifacts(artifacts, artifacts_endpoint)
 
     def _open_file(self) -> None:
         """Create, check and migrate the SQLite file (a damaged one is refused)."""

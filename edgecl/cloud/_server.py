@@ -172,7 +172,8 @@ class CloudServer:
         log.info("start-up: opening the registry", extra={"storage": str(self.storage_dir)})
         self.registry = Registry(
             self.storage_dir, max_samples_per_device=config.limits.max_samples_per_device,
-            url=config.storage.registry)
+            url=config.storage.registry, artifacts=config.storage.artifacts,
+            artifacts_endpoint=config.storage.artifacts_endpoint)
         log.info("start-up: loading bundles", extra={"paths": list(config.bundles.paths),
                                                       "zoo_student": config.bundles.zoo_student})
         self.bundles = self._load_bundles(home)

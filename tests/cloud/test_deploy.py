@@ -49,6 +49,9 @@ def test_sample_config_loads_and_env_overrides(tmp_path):
         with pytest.raises(ConfigError, match="storage.registry"):
             load_config(None, env={"EDGECL_CLOUD_AUTH_ENROLLMENT_KEY": KEY,
                                    "EDGECL_CLOUD_STORAGE_REGISTRY": bad_registry})
+    with pytest.raises(ConfigError, match="storage.artifacts"):
+        load_config(None, env={"EDGECL_CLOUD_AUTH_ENROLLMENT_KEY": KEY,
+                               "EDGECL_CLOUD_STORAGE_ARTIFACTS": "/srv/artifacts"})
     with pytest.raises(ConfigError, match="compute.backend"):
         load_config(None, env={"EDGECL_CLOUD_AUTH_ENROLLMENT_KEY": KEY,
                                "EDGECL_CLOUD_COMPUTE_BACKEND": "spark"})
