@@ -147,7 +147,7 @@ class Connection:
             raise self._error(exc) from exc
 
     def commit(self) -> None:
-        """Commit (PostgreSQL: and notify the other replicas when something was written)."""
+        """Commit the open transaction."""
         try:
             if self.dialect == "postgresql":
                 if self._in_tx:
@@ -171,6 +171,12 @@ class Connection:
             raise self._error(exc) from exc
         finally:
             self._in_tx = False
+
+    @property
+    def usable(self) -> bool:
+        """False once the server closed or broke the connection (a restart, a network
+        cut): the registry then opens a new one for the next call."""
+        return self.dialect != "postgresql" or not (self.raw.closed or self.raw.broken)
 
     def close(self) -> None:
         """Close the connection (an open transaction is rolled back)."""

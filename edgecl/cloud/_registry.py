@@ -212,6 +212,9 @@ class Registry(FleetQueries, RolloutStore):
 
     def _conn(self) -> Connection:
         conn = getattr(self._local, "conn", None)
+        if conn is not None and not conn.usable:  # the database went away: reconnect
+            conn.close()
+            conn = None
         if conn is None:
             try:
                 conn = self.db.connect()

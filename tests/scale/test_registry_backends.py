@@ -235,3 +235,23 @@ def test_update_payloads_live_in_the_shared_database(replicas):
     got = replicas[2].updates_after("cam-3", 0)[0].update
     assert payload_from_bytes(got.payload).version == 1
     assert not (replicas[2].dir / "artifacts").exists()
+
+
+def test_a_replica_reconnects_after_the_database_drops_its_connections(replicas):
+    import psycopg
+
+    replicas[0].register("cam-0", "tok-0", "sha", "", {})
+    replicas[0].add_samples("cam-0", _samples("s", 2))
+    url = replicas[0].where.url
+    with psycopg.connect(url, autocommit=True) as admin:  # as a restart or a cut would
+        admin.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE "
+                      "datname = current_database() AND pid <> pg_backend_pid()")
+    from edgecl import StorageError
+
+    try:  # the call on the dead connection fails cleanly (devices retry it)...
+        replicas[0].add_samples("cam-0", _samples("t", 2))
+    except StorageError:
+        pass
+    # ...and the next one runs on a new connection: nothing is stuck
+    assert replicas[0].add_samples("cam-0", _samples("u", 2)) == (2, 0)
+    assert replicas[0].sample_count("cam-0") in (4, 6)  # "t" stored or cleanly refused
