@@ -64,10 +64,10 @@ def _check_sample(s: WireSample, bundle: ModelBundle) -> None:
 
 
 class StreamSlots:
-    """At most ``limit`` open Subscribe streams.
+    """At most ``limit`` open Subscribe streams (``server.max_streams``).
 
-    A synchronous gRPC server runs each open stream on one of its worker threads; without a
-    cap, idle subscribers would take every thread and starve Register and Upload.
+    A stream holds no thread (it runs on the event loop) but memory: the cap bounds what
+    a flood of subscribers can make one replica hold.
     """
 
     def __init__(self, limit: int) -> None:
