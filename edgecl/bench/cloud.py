@@ -88,9 +88,8 @@ def bench_cloud(*, variant: str = "tiny", home: str | None = None,
         try:
             targets = [server.target]
             if replicas > 1 or subscribers:
-                procs = [_replica(env, f"{tmp}/replica{i}", home) for i in range(replicas)]
-                targets = [t for _, t in procs]  # type: ignore[misc]
-                procs = [p for p, _ in procs]  # type: ignore[misc]
+                started = [_replica(env, f"{tmp}/replica{i}", home) for i in range(replicas)]
+                procs, targets = [p for p, _ in started], [t for _, t in started]
             target = ",".join(targets)
 
             def measure(c: int, tag: str) -> tuple[float, float, float]:
